@@ -1,0 +1,264 @@
+"""Per-request retries at the transport: the single I/O seam of imgtools.
+
+``RetryTransport`` wraps an httpx transport and repeats *one HTTP request* when repeating it is
+safe and likely to help. It knows nothing about tasks: waiting for a task is a different loop
+(``_polling.py``), and mixing the two is what made other SDKs' timeouts confusing.
+
+What is retried, with jittered exponential backoff and at most ``retries`` times:
+
+- connection failures before anything was sent (connect error/timeout, pool timeout), for every
+  method, POST included, since the server never saw the request;
+- read/write errors, timeouts and dropped connections, for idempotent methods only
+  (GET, HEAD, PUT, DELETE, OPTIONS): a POST whose answer was lost may have taken effect;
+- 502, 503 and 504 answers, idempotent methods only;
+- 429, and 413 carrying ``Retry-After`` (Rackspace's "Over Limit"), idempotent methods only,
+  after ``Retry-After`` seconds (capped), or the backoff when the header is missing.
+
+A request marked ``extensions={RETRY_EXTENSION: True}`` is treated as idempotent (the identity
+``POST /tokens`` is: it only mints a token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from imgtools._config import (
+    DEFAULT_RETRIES,
+    DEFAULT_RETRY_AFTER_CAP,
+    DEFAULT_RETRY_BACKOFF_INITIAL,
+    DEFAULT_RETRY_BACKOFF_MAXIMUM,
+)
+from imgtools._http import retry_after_seconds
+
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "RETRY_EXTENSION",
+    "AsyncRetryTransport",
+    "RetryTransport",
+    "Stats",
+]
+
+logger = logging.getLogger("imgtools")
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+RETRY_EXTENSION = "imgtools.retry"
+_RETRY_STATUSES = frozenset({502, 503, 504})
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_MAYBE_SENT = (httpx.ReadError, httpx.ReadTimeout, httpx.WriteError, httpx.WriteTimeout,
+               httpx.RemoteProtocolError)
+
+
+@dataclass
+class Stats:
+    """Counters of what a client did, shared by its transports and its auth; thread-safe.
+
+    ``requests`` counts HTTP attempts (each retry is one more), ``retries`` the repeated ones,
+    ``reauths`` the logins after the first, ``rate_limited`` the 413/429 answers seen.
+    """
+
+    requests: int = 0
+    retries: int = 0
+    reauths: int = 0
+    rate_limited: int = 0
+    retry_reasons: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + amount)
+
+    def retried(self, reason: str) -> None:
+        with self._lock:
+            self.retries += 1
+            self.retry_reasons[reason] = self.retry_reasons.get(reason, 0) + 1
+
+    def snapshot(self) -> dict[str, object]:
+        """The counters as a plain dict (a copy)."""
+        with self._lock:
+            return {"requests": self.requests, "retries": self.retries, "reauths": self.reauths,
+                    "rate_limited": self.rate_limited, "retry_reasons": dict(self.retry_reasons)}
+
+
+class _RetryRules:
+    """The decisions both transports share: may this be retried, and after how long."""
+
+    def __init__(self, *, retries: int, backoff_initial: float, backoff_maximum: float,
+                 retry_after_cap: float, stats: Stats | None,
+                 random_: Callable[[], float]) -> None:
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        self.retries = retries
+        self.backoff_initial = backoff_initial
+        self.backoff_maximum = backoff_maximum
+        self.retry_after_cap = retry_after_cap
+        self.stats = stats if stats is not None else Stats()
+        self._random = random_
+
+    @staticmethod
+    def idempotent(request: httpx.Request) -> bool:
+        return (request.method in IDEMPOTENT_METHODS
+                or request.extensions.get(RETRY_EXTENSION) is True)
+
+    def backoff(self, attempt: int) -> float:
+        # "Full jitter": uniform over [0, min(max, initial * 2**attempt)], so clients that failed
+        # together do not come back together.
+        ceiling = min(self.backoff_maximum, self.backoff_initial * (2.0 ** attempt))
+        return ceiling * self._random()
+
+    def delay_for_response(self, request: httpx.Request, response: httpx.Response,
+                           attempt: int) -> float | None:
+        status = response.status_code
+        if status in (413, 429):
+            self.stats.add("rate_limited")
+        if attempt >= self.retries or not self.idempotent(request):
+            return None
+        if status in _RETRY_STATUSES:
+            after = retry_after_seconds(response.headers.get("Retry-After"))
+            base = self.backoff(attempt)
+            return base if after is None else max(base, min(after, self.retry_after_cap))
+        if status in (413, 429):
+            after = retry_after_seconds(response.headers.get("Retry-After"))
+            if after is None:
+                # 413 without Retry-After is "Request Entity Too Large": repeating cannot help.
+                return None if status == 413 else self.backoff(attempt)
+            return min(after, self.retry_after_cap)
+        return None
+
+    def delay_for_error(self, request: httpx.Request, exc: Exception, attempt: int) -> float | None:
+        if attempt >= self.retries:
+            return None
+        if isinstance(exc, _NOT_SENT):
+            return self.backoff(attempt)
+        if isinstance(exc, _MAYBE_SENT) and self.idempotent(request):
+            return self.backoff(attempt)
+        return None
+
+    def note(self, request: httpx.Request, reason: str, delay: float, attempt: int) -> None:
+        self.stats.retried(reason)
+        # The path only: no query, no headers, nothing secret.
+        logger.debug("retrying %s %s after %s in %.2f s (retry %d of %d)", request.method,
+                     request.url.path, reason, delay, attempt + 1, self.retries)
+
+
+def _reason(exc: Exception) -> str:
+    return type(exc).__name__
+
+
+class RetryTransport(httpx.BaseTransport):
+    """Wrap ``transport`` (default: ``httpx.HTTPTransport()``) with bounded, jittered retries.
+
+    ``retries`` is the number of repeats after the first attempt; backoff starts at
+    ``backoff_initial`` seconds and doubles up to ``backoff_maximum``; ``Retry-After`` is obeyed
+    up to ``retry_after_cap`` seconds. ``stats`` receives the counters.
+    """
+
+    def __init__(self, transport: httpx.BaseTransport | None = None, *,
+                 retries: int = DEFAULT_RETRIES,
+                 backoff_initial: float = DEFAULT_RETRY_BACKOFF_INITIAL,
+                 backoff_maximum: float = DEFAULT_RETRY_BACKOFF_MAXIMUM,
+                 retry_after_cap: float = DEFAULT_RETRY_AFTER_CAP,
+                 stats: Stats | None = None,
+                 sleep: Callable[[float], None] = time.sleep,
+                 random_: Callable[[], float] = random.random) -> None:
+        self._transport = transport if transport is not None else httpx.HTTPTransport()
+        self._rules = _RetryRules(retries=retries, backoff_initial=backoff_initial,
+                                  backoff_maximum=backoff_maximum,
+                                  retry_after_cap=retry_after_cap, stats=stats, random_=random_)
+        self._sleep = sleep
+
+    @property
+    def stats(self) -> Stats:
+        return self._rules.stats
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        rules = self._rules
+        attempt = 0
+        while True:
+            rules.stats.add("requests")
+            try:
+                response = self._transport.handle_request(request)
+            except httpx.TransportError as exc:
+                delay = rules.delay_for_error(request, exc, attempt)
+                if delay is None:
+                    raise
+                rules.note(request, _reason(exc), delay, attempt)
+            else:
+                delay = rules.delay_for_response(request, response, attempt)
+                if delay is None:
+                    return response
+                rules.note(request, str(response.status_code), delay, attempt)
+                _discard(response)
+            self._sleep(delay)
+            attempt += 1
+
+    def close(self) -> None:
+        self._transport.close()
+
+
+def _discard(response: httpx.Response) -> None:
+    # Reading the (small) error body lets the connection go back to the pool.
+    try:
+        response.read()
+    except httpx.HTTPError:
+        pass
+    finally:
+        response.close()
+
+
+class AsyncRetryTransport(httpx.AsyncBaseTransport):
+    """The async twin of ``RetryTransport``: same rules, sleeps with ``asyncio.sleep``."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None, *,
+                 retries: int = DEFAULT_RETRIES,
+                 backoff_initial: float = DEFAULT_RETRY_BACKOFF_INITIAL,
+                 backoff_maximum: float = DEFAULT_RETRY_BACKOFF_MAXIMUM,
+                 retry_after_cap: float = DEFAULT_RETRY_AFTER_CAP,
+                 stats: Stats | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 random_: Callable[[], float] = random.random) -> None:
+        self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
+        self._rules = _RetryRules(retries=retries, backoff_initial=backoff_initial,
+                                  backoff_maximum=backoff_maximum,
+                                  retry_after_cap=retry_after_cap, stats=stats, random_=random_)
+        self._sleep = sleep
+
+    @property
+    def stats(self) -> Stats:
+        return self._rules.stats
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        rules = self._rules
+        attempt = 0
+        while True:
+            rules.stats.add("requests")
+            try:
+                response = await self._transport.handle_async_request(request)
+            except httpx.TransportError as exc:
+                delay = rules.delay_for_error(request, exc, attempt)
+                if delay is None:
+                    raise
+                rules.note(request, _reason(exc), delay, attempt)
+            else:
+                delay = rules.delay_for_response(request, response, attempt)
+                if delay is None:
+                    return response
+                rules.note(request, str(response.status_code), delay, attempt)
+                try:
+                    await response.aread()
+                except httpx.HTTPError:
+                    pass
+                finally:
+                    await response.aclose()
+            await self._sleep(delay)
+            attempt += 1
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
