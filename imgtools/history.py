@@ -78,13 +78,11 @@ _IntArray = npt.NDArray[np.int64]
 def _categorical(values: Sequence[Any] | _ObjArray, fixed: Sequence[str]) -> Any:
     """A categorical with ``fixed`` categories first, so empty frames and ``value_counts``
     keep a stable shape; a value outside them is kept (appended, sorted), never turned null."""
-    cat: Any = pd.Categorical(values, categories=list(fixed))
-    lost = cat.codes == -1
-    if lost.any():
-        extra = pd.unique(np.asarray(values, dtype=object)[lost])
-        unknown = sorted(str(v) for v in extra if isinstance(v, str))
-        if unknown:
-            cat = pd.Categorical(values, categories=[*fixed, *unknown])
+    # Factorise once, then put the fixed categories first (a cheap recode of the codes).
+    cat: Any = pd.Categorical(values)
+    seen = [str(c) for c in cat.categories]
+    unknown = sorted(c for c in seen if c not in fixed)
+    cat = cat.set_categories([*fixed, *unknown])
     return cat
 
 
