@@ -1,6 +1,7 @@
 """imgtools: export Cloud Images to Cloud Files through the tasks API, follow the tasks,
 keep an audit log, and read it all as tables."""
 
+from imgtools._client import AsyncClient, Client, Exportability, connect, connect_async
 from imgtools._exceptions import (
     APIError,
     AuthError,
@@ -24,26 +25,43 @@ from imgtools._exceptions import (
     ValidationError,
 )
 from imgtools._models import Image, Task, TaskStatus
+from imgtools._polling import (
+    AsyncExportTask,
+    ExportTask,
+    PollPolicy,
+    WaitAllResult,
+    WaitProgress,
+)
+from imgtools._transport import AsyncRetryTransport, RetryTransport, Stats
 
 __version__ = "0.1.0"
 
 __all__ = [
     "APIError",
+    "AsyncClient",
+    "AsyncExportTask",
+    "AsyncRetryTransport",
     "AuthError",
     "ChecksumMismatch",
+    "Client",
     "ConfigurationError",
     "ContainerNotFound",
     "DownloadError",
     "ExportExists",
     "ExportNotConfirmed",
+    "ExportTask",
+    "Exportability",
     "Image",
     "ImgToolsError",
     "NotExportable",
     "NotFound",
+    "PollPolicy",
     "PreflightError",
     "RateLimited",
     "ResponseError",
+    "RetryTransport",
     "ServiceError",
+    "Stats",
     "Task",
     "TaskError",
     "TaskFailed",
@@ -51,4 +69,8 @@ __all__ = [
     "TaskTimeout",
     "TransportError",
     "ValidationError",
+    "WaitAllResult",
+    "WaitProgress",
+    "connect",
+    "connect_async",
 ]

@@ -104,7 +104,15 @@ class ServiceError(ImgToolsError):
 
 
 class TransportError(ServiceError):
-    """A network failure (connect, read, reset) that the retries did not overcome."""
+    """A network failure (connect, read, reset) that the retries did not overcome.
+
+    ``request_sent`` is ``False`` when the request certainly never reached the server (the
+    connection could not be opened), ``True`` or ``None`` when it may have.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool | None = None) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
 
 
 class ResponseError(ServiceError):

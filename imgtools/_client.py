@@ -1,0 +1,1092 @@
+"""``connect()``, ``Client`` and ``AsyncClient``: images, tasks and exports.
+
+Both clients share every decision through ``_BaseClient``. Each operation is written once, as a
+generator that yields the requests it needs (``_Send``) and the pauses it wants (``_Sleep``) and
+gets the answers back; ``Client`` drives it with blocking I/O and ``AsyncClient`` with awaits.
+
+Exports never create a duplicate task. ``POST /v2/tasks`` is not repeated blindly: when its
+answer is lost (a dropped connection, a timeout, a 5xx) the client lists the export tasks created
+since the request began, looks for one with the same image and container, and returns it. Only a
+refusal that says the request was not carried out (413/429 "over limit", 503) is sent again, and a
+503 only after that listing found nothing. Otherwise ``ExportNotConfirmed`` says what to check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from imgtools._auth import (
+    Credentials,
+    IdentityAuth,
+    Session,
+    TokenAuth,
+    is_loopback,
+    no_credentials_error,
+    resolve_credentials,
+)
+from imgtools._config import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_IMAGES_PAGE_SIZE,
+    DEFAULT_RETRIES,
+    DEFAULT_RETRY_AFTER_CAP,
+    DEFAULT_RETRY_BACKOFF_INITIAL,
+    DEFAULT_RETRY_BACKOFF_MAXIMUM,
+    DEFAULT_TASKS_PAGE_SIZE,
+    DEFAULT_TIMEOUT,
+    DEFAULT_WAIT_TIMEOUT,
+    DEMO_API_KEY,
+    DEMO_USERNAME,
+    RECONCILE_CLOCK_SKEW,
+    RECONCILE_SETTLE,
+    USER_AGENT,
+)
+from imgtools._exceptions import (
+    APIError,
+    AuthError,
+    ConfigurationError,
+    ContainerNotFound,
+    ExportExists,
+    ExportNotConfirmed,
+    ImgToolsError,
+    NotExportable,
+    NotFound,
+    ResponseError,
+    TransportError,
+)
+from imgtools._http import raise_for_status, retry_after_seconds
+from imgtools._models import Image, Task, TaskStatus, parse_time
+from imgtools._polling import (
+    DEFAULT,
+    AsyncExportTask,
+    ExportTask,
+    PollPolicy,
+    TaskRef,
+    Timeout,
+    WaitAllResult,
+    _check_timeout,
+    async_wait_all,
+    wait_all,
+)
+from imgtools._transport import AsyncRetryTransport, RetryTransport, Stats
+from imgtools._validation import (
+    validate_export_args,
+    validate_image_id,
+    validate_page_size,
+    validate_sort_dir,
+    validate_task_id,
+    validate_task_sort_key,
+    validate_task_status,
+    validate_task_type,
+    validate_timeout,
+)
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "Exportability",
+    "TaskRecorder",
+    "connect",
+    "connect_async",
+]
+
+logger = logging.getLogger("imgtools")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Send:
+    request: httpx.Request
+    storage: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Sleep:
+    seconds: float
+
+
+_Step = _Send | _Sleep
+_Op = Generator[_Step, Any, T]
+
+
+class TaskRecorder(Protocol):
+    """Where observed tasks go (``TaskLog`` is one)."""
+
+    def record(self, tasks: Iterable[Task], *, seen_at: datetime | None = None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Exportability:
+    """Whether an image can be exported; ``reason`` says why not, ``code`` is a short key:
+    ``not_active``, ``not_owner`` or ``restricted``. True in a boolean context when ``ok``."""
+
+    ok: bool
+    reason: str | None = None
+    code: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        kind = response.headers.get("content-type", "no content type")
+        raise ResponseError(f"{response.request.method} {response.request.url.path}: the answer "
+                            f"is not JSON ({kind}, {len(response.content)} bytes)") from None
+
+
+def _path(*parts: str) -> str:
+    return "/".join(quote(p, safe="") for p in parts)
+
+
+class _BaseClient:
+    """State and logic both clients share; no I/O here."""
+
+    _http: Any
+    _storage_http: Any
+
+    def __init__(self, creds: Credentials, *, timeout: float, retries: int,
+                 poll: PollPolicy | None, wait_timeout: float | None,
+                 log: TaskRecorder | bool | None, verify: bool) -> None:
+        self._creds = creds
+        self.stats = Stats()
+        """Counters: ``requests``, ``retries``, ``reauths``, ``rate_limited``."""
+        self.poll = poll if poll is not None else PollPolicy()
+        """The default ``PollPolicy`` of ``wait`` and ``wait_all``."""
+        self.wait_timeout = validate_timeout(wait_timeout, field="wait_timeout")
+        """Default deadline of ``wait`` and ``wait_all``, seconds (``None``: none)."""
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigurationError("retries must be an integer >= 0")
+        self._retries = retries
+        request_timeout = validate_timeout(timeout, field="timeout")
+        self._timeout = httpx.Timeout(request_timeout, connect=DEFAULT_CONNECT_TIMEOUT)
+        self._verify = verify
+        self._log_setting = log
+        self._log: TaskRecorder | None = None
+        self._lock = threading.Lock()
+        self._claimed: set[str] = set()
+        self._inputs: dict[str, tuple[str | None, str | None]] = {}
+        self._secrets: set[str] = set(creds.secrets())
+        self._session: Session | None = None
+        self._reconcile_settle = RECONCILE_SETTLE
+        self._reconcile_skew = RECONCILE_CLOCK_SKEW
+
+    # -- what the client is connected to -----------------------------------------------------
+
+    @property
+    def endpoint(self) -> str | None:
+        """The Cloud Images endpoint (``.../v2``); ``None`` before an async client logs in."""
+        return None if self._session is None else self._session.image_endpoint
+
+    @property
+    def storage_url(self) -> str | None:
+        """The Cloud Files storage URL (``.../v1/MossoCloudFS_...``), if known. No secrets."""
+        return None if self._session is None else self._session.files_endpoint
+
+    @property
+    def tenant_id(self) -> str | None:
+        """Your tenant (the ``owner`` of your images), if known."""
+        return None if self._session is None else self._session.tenant_id
+
+    @property
+    def log(self) -> TaskRecorder | None:
+        """The audit log every observed task goes to (a ``TaskLog``), or ``None``."""
+        if self._log is None and self._log_setting is True:
+            with self._lock:
+                if self._log is None:
+                    from imgtools._tasklog import TaskLog
+
+                    self._log = TaskLog()
+        elif self._log is None and self._log_setting not in (None, False, True):
+            self._log = self._log_setting  # type: ignore[assignment]
+        return self._log
+
+    def __repr__(self) -> str:
+        who = self._creds.username or self._creds.source
+        return (f"{type(self).__name__}(endpoint={self.endpoint!r}, user={who!r}, "
+                f"tenant={self.tenant_id!r})")
+
+    def _adopt(self, session: Session) -> None:
+        if self._creds.files_endpoint:  # an explicit FILES_ENDPOINT beats the catalog
+            session.files_endpoint = self._creds.files_endpoint
+        if self._creds.tenant_id and not session.tenant_id:
+            session.tenant_id = self._creds.tenant_id
+        if not self._verify:
+            for url in (session.image_endpoint, session.files_endpoint):
+                host = httpx.URL(url).host if url else "localhost"
+                if not is_loopback(host):
+                    raise ConfigurationError(f"verify=False is allowed for loopback addresses "
+                                             f"only, not {host}")
+        self._secrets.add(session.token.reveal())
+        self._session = session
+
+    def _client_options(self, base_url: str) -> dict[str, Any]:
+        return {"base_url": base_url, "timeout": self._timeout, "follow_redirects": False,
+                "headers": {"Accept": "application/json", "User-Agent": USER_AGENT}}
+
+    def _retry_options(self) -> dict[str, Any]:
+        return {"retries": self._retries, "backoff_initial": DEFAULT_RETRY_BACKOFF_INITIAL,
+                "backoff_maximum": DEFAULT_RETRY_BACKOFF_MAXIMUM,
+                "retry_after_cap": DEFAULT_RETRY_AFTER_CAP, "stats": self.stats}
+
+    def _wait_timeout(self, timeout: Timeout) -> float | None:
+        return _check_timeout(timeout, self.wait_timeout)
+
+    # -- answers, errors, the log -------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret and secret in text:
+                text = text.replace(secret, "********")
+        return text
+
+    def _check(self, response: httpx.Response) -> httpx.Response:
+        """The response if 2xx/3xx, else the matching ``APIError``, secrets scrubbed."""
+        try:
+            return raise_for_status(response)
+        except APIError as exc:
+            message = self._redact(exc.message)
+            if isinstance(exc, AuthError) and exc.status_code == 401:
+                if self._creds.kind == "token":
+                    message += (" -- the token was refused (expired?): get a new one, or connect "
+                                "with username + API key so imgtools can renew it")
+                else:
+                    message += " -- refused even after logging in again"
+            raise type(exc)(message, status_code=exc.status_code, method=exc.method,
+                            path=exc.path, request_id=exc.request_id,
+                            **({"retry_after": exc.retry_after}
+                               if hasattr(exc, "retry_after") else {})) from None
+
+    def _transport_error(self, request: httpx.Request, exc: httpx.HTTPError) -> TransportError:
+        sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+        detail = self._redact(str(exc)) or type(exc).__name__
+        return TransportError(f"{request.method} {request.url.path}: {type(exc).__name__}: "
+                              f"{detail}", request_sent=sent)
+
+    def _record(self, tasks: list[Task]) -> None:
+        for task in tasks:
+            if not task.is_stub:
+                self._inputs[task.id] = (task.image_id, task.container)
+        log = self.log
+        if log is None or not tasks:
+            return
+        try:
+            log.record(tasks)
+        except Exception:  # the audit log must not break an export; say so loudly instead
+            logger.warning("could not record %d task(s) in the audit log", len(tasks),
+                           exc_info=True)
+
+    # -- URLs ---------------------------------------------------------------------------------
+
+    def _follow(self, link: str) -> str:
+        """Resolve a ``next`` link; refuse one that points at another host (the token would go
+        with it)."""
+        endpoint = self.endpoint
+        assert endpoint is not None
+        base = httpx.URL(endpoint)
+        if link.startswith(("http://", "https://")):
+            url = httpx.URL(link)
+            if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port):
+                raise ResponseError(f"refusing to follow a paging link to another host "
+                                    f"({url.host})")
+            return link
+        root = endpoint[: -len("/v2")] if endpoint.endswith("/v2") else endpoint
+        if link.startswith(("/v2/", "/v2?")):
+            return root + link
+        if link.startswith("/"):
+            return f"{base.scheme}://{base.netloc.decode('ascii')}{link}"
+        return endpoint + "/" + link
+
+    def _http_request(self, method: str, url: str, *, storage: bool = False,
+                      **kwargs: Any) -> _Send:
+        client = self._storage_http if storage else self._http
+        if client is None:
+            raise ConfigurationError(
+                "no Cloud Files storage URL: set FILES_ENDPOINT (or pass files_endpoint=), or "
+                "log in with username + API key so the service catalog gives it")
+        return _Send(client.build_request(method, url, **kwargs), storage=storage)
+
+    # -- operations (written once, driven by both clients) ------------------------------------
+
+    def _op_get_task(self, task_id: str) -> _Op[tuple[Task, float | None]]:
+        response = yield self._http_request("GET", _path("tasks", task_id))
+        self._check(response)
+        task = Task.from_json(_json(response), stub=False)
+        self._record([task])
+        return task, retry_after_seconds(response.headers.get("retry-after"))
+
+    def _op_page(self, url: str, params: Mapping[str, Any] | None, key: str
+                 ) -> _Op[tuple[list[Any], str | None, float | None]]:
+        response = yield self._http_request("GET", url, params=params)
+        self._check(response)
+        body = _json(response)
+        if not isinstance(body, dict) or not isinstance(body.get(key), list):
+            raise ResponseError(f"GET {response.request.url.path}: expected a JSON object with a "
+                                f"{key!r} list")
+        link = body.get("next")
+        next_url = self._follow(link) if isinstance(link, str) and link else None
+        return body[key], next_url, retry_after_seconds(response.headers.get("retry-after"))
+
+    def _op_get_image(self, image_id: str) -> _Op[Image]:
+        response = yield self._http_request("GET", _path("images", image_id))
+        self._check(response)
+        return Image.from_json(_json(response))
+
+    def _op_preflight(self, image_id: str, container: str, *, create_container: bool
+                      ) -> _Op[None]:
+        try:
+            image = yield from self._op_get_image(image_id)
+        except NotFound:
+            raise NotExportable(f"cannot export image {image_id}: no such image (or it is not "
+                                "visible to you)", reason="image not found") from None
+        verdict = self.exportability(image)
+        if not verdict.ok:
+            assert verdict.reason is not None
+            raise NotExportable(f"cannot export image {image_id}: {verdict.reason}",
+                                reason=verdict.reason)
+        response = yield self._http_request("HEAD", _path(container), storage=True)
+        if response.status_code == 404:
+            if not create_container:
+                raise ContainerNotFound(
+                    f"container {container!r} does not exist in Cloud Files: create it, or pass "
+                    "create_container=True", reason="container not found")
+            yield from self._op_put_container(container)
+        else:
+            self._check(response)
+        name = f"{image_id}.vhd"
+        response = yield self._http_request("HEAD", _path(container, name), storage=True)
+        if response.status_code == 404:
+            return
+        self._check(response)
+        raise ExportExists(f"{container}/{name} already exists: this image was already exported "
+                           "to that container; delete the object (and its segments) or choose "
+                           "another container", reason="export exists")
+
+    def _op_put_container(self, container: str) -> _Op[None]:
+        response = yield self._http_request("PUT", _path(container), storage=True,
+                                            headers={"Content-Length": "0"})
+        self._check(response)
+
+    def _claim(self, task: Task) -> bool:
+        with self._lock:
+            if task.id in self._claimed:
+                return False
+            self._claimed.add(task.id)
+            return True
+
+    def _op_create_export(self, image_id: str, container: str) -> _Op[Task]:
+        body = {"type": "export",
+                "input": {"image_uuid": image_id, "receiving_swift_container": container}}
+        refusals = 0
+        while True:
+            began = time.time()
+            status: int | None = None
+            retry_after: float | None = None
+            try:
+                response = yield self._http_request("POST", "tasks", json=body)
+            except TransportError as exc:
+                if exc.request_sent is False:
+                    raise  # the connection never opened: nothing to reconcile
+                cause = f"the answer was lost ({exc})"
+            else:
+                status = response.status_code
+                retry_after = retry_after_seconds(response.headers.get("retry-after"))
+                if 200 <= status < 300:
+                    task = Task.from_json(_json(response), stub=False)
+                    self._claim(task)
+                    self._record([task])
+                    return task
+                if status in (413, 429) and refusals < self._retries:
+                    # An over-limit refusal: the request was not carried out; wait and resend.
+                    refusals += 1
+                    self.stats.retried(f"POST {status}")
+                    yield _Sleep(min(retry_after if retry_after is not None
+                                     else self._backoff(refusals), DEFAULT_RETRY_AFTER_CAP))
+                    continue
+                if status < 500:
+                    self._check(response)
+                    raise ResponseError(f"POST /v2/tasks: unexpected status {status}")
+                cause = f"the service answered {status}"
+            found = yield from self._op_reconcile(image_id, container, began, cause)
+            if found is not None:
+                return found
+            if status == 503 and refusals < self._retries:
+                # 503: the service says it did not take the request, and the listing agrees.
+                refusals += 1
+                self.stats.retried("POST 503")
+                yield _Sleep(min(retry_after if retry_after is not None
+                                 else self._backoff(refusals), DEFAULT_RETRY_AFTER_CAP))
+                continue
+            since = datetime.fromtimestamp(began - self._reconcile_skew, UTC)
+            raise ExportNotConfirmed(
+                f"POST /v2/tasks (export image {image_id} to container {container!r}): {cause}, "
+                f"and no such export task was created since {since:%Y-%m-%d %H:%M:%S} UTC. It "
+                f"may still appear: check client.tasks(type='export') and whether "
+                f"{container}/{image_id}.vhd exists before exporting again")
+
+    @staticmethod
+    def _backoff(attempt: int) -> float:
+        ceiling = min(DEFAULT_RETRY_BACKOFF_MAXIMUM, DEFAULT_RETRY_BACKOFF_INITIAL * 2.0 ** attempt)
+        return ceiling * random.random()
+
+    def _op_reconcile(self, image_id: str, container: str, began: float, cause: str
+                      ) -> _Op[Task | None]:
+        """Find the export task a lost POST may have created: list tasks newest first back to
+        ``began`` minus the clock-skew margin, and look at the export tasks nobody claimed."""
+        logger.info("POST /v2/tasks for image %s: %s; looking for the task", image_id, cause)
+        if self._reconcile_settle > 0:
+            yield _Sleep(self._reconcile_settle)
+        since = datetime.fromtimestamp(began - self._reconcile_skew, UTC)
+        candidates: list[str] = []
+        url: str | None = "tasks"
+        params: dict[str, Any] | None = {"sort_key": "created_at", "sort_dir": "desc",
+                                         "limit": 100}
+        # Not ?type=export: upstream Glance refuses any type filter but "import".
+        while url is not None:
+            items, url, _ = yield from self._op_page(url, params, "tasks")
+            params = None
+            for item in items:
+                created = parse_time(item.get("created_at")) if isinstance(item, dict) else None
+                if created is None or created < since:
+                    url = None
+                    break
+                if item.get("type") == "export" and isinstance(item.get("id"), str):
+                    candidates.append(item["id"])
+        matches: list[Task] = []
+        for task_id in candidates:
+            with self._lock:
+                if task_id in self._claimed:
+                    continue
+            known = self._inputs.get(task_id)
+            if known is not None and known != (image_id, container):
+                continue  # its input cannot have changed
+            try:
+                task, _ = yield from self._op_get_task(task_id)
+            except NotFound:
+                continue
+            if task.image_id == image_id and task.container == container:
+                matches.append(task)
+        for task in sorted(matches, key=lambda t: t.created_at, reverse=True):
+            if self._claim(task):
+                logger.info("POST /v2/tasks for image %s: found its task %s", image_id, task.id)
+                return task
+        return None
+
+    def _task_params(self, type: str | None, status: str | TaskStatus | None, sort_key: str,
+                     sort_dir: str, page_size: int) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": validate_page_size(page_size),
+                                  "sort_key": validate_task_sort_key(sort_key),
+                                  "sort_dir": validate_sort_dir(sort_dir)}
+        if type is not None:
+            params["type"] = validate_task_type(type)
+        if status is not None:
+            params["status"] = validate_task_status(status).value
+        return params
+
+    @staticmethod
+    def _image_params(filters: Mapping[str, Any]) -> dict[str, Any]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        if "limit" in params:
+            params["limit"] = validate_page_size(params["limit"], field="limit")
+        else:
+            params["limit"] = DEFAULT_IMAGES_PAGE_SIZE
+        return params
+
+    # -- no I/O -------------------------------------------------------------------------------
+
+    def exportability(self, image: Image) -> Exportability:
+        """Whether ``image`` can be exported by you, and why not (no request).
+
+        It must be ``active``, owned by your tenant (base images and images shared with you
+        cannot be exported), and its ``com.rackspace__1__options`` must be ``"0"`` if present
+        (others mean a licensing or billing restriction, such as Windows or Red Hat).
+        """
+        if image.status != "active":
+            return Exportability(False, f"its status is {image.status!r}, not 'active'",
+                                 "not_active")
+        tenant = self.tenant_id
+        if tenant is not None:
+            if image.owner != tenant:
+                return Exportability(False, f"it belongs to tenant {image.owner!r}, not to you "
+                                     f"({tenant!r}); only the owner can export an image",
+                                     "not_owner")
+        elif image.visibility in ("public", "community", "shared"):
+            return Exportability(False, f"it is a {image.visibility} image; only images you own "
+                                 "can be exported", "not_owner")
+        options = image.options
+        if options is not None and options != "0":
+            return Exportability(False, "licensing or billing restrictions "
+                                 f"(com.rackspace__1__options = {options!r})", "restricted")
+        return Exportability(True)
+
+
+# -- the emulator behind connect(emulator=True) -----------------------------------------------
+
+_EMULATOR_LOCK = threading.Lock()
+_EMULATOR: Any = None
+
+
+def _emulator_wanted(emulator: bool | None, environ: Mapping[str, str]) -> bool:
+    if emulator is not None:
+        return emulator
+    return environ.get("IMGTOOLS_EMULATOR", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _background_emulator() -> Any:
+    """The emulator this process started (once), closed at interpreter exit."""
+    global _EMULATOR
+    with _EMULATOR_LOCK:
+        if _EMULATOR is None:
+            from imgtools.emulator import start_emulator
+
+            handle = start_emulator(subprocess=True)
+            # close() stops it and removes its temporary data dir.
+            atexit.register(handle.close)
+            logger.info("started the local emulator at %s", handle.url)
+            _EMULATOR = handle
+        return _EMULATOR
+
+
+def _emulator_login(identity_url: str | None) -> dict[str, Any]:
+    return {"username": DEMO_USERNAME, "api_key": DEMO_API_KEY, "identity_url": identity_url}
+
+
+# -- the sync client --------------------------------------------------------------------------
+
+
+class Client(_BaseClient):
+    """A blocking Cloud Images client. Prefer ``imgtools.connect()``.
+
+    Options are keyword-only: credentials (see ``connect``), ``timeout`` per HTTP request
+    (seconds, default 30), ``retries`` per idempotent request (default 5), ``poll`` (the default
+    ``PollPolicy``), ``wait_timeout`` (default deadline of waits, 3600 s), ``log`` (``True``: the
+    default ``TaskLog``; ``False``: none; or any object with ``record``), ``verify`` (TLS; off
+    only for loopback), ``transport`` (an ``httpx`` transport to send through, for tests).
+    Safe to share between threads.
+    """
+
+    def __init__(self, *, endpoint: str | None = None, token: str | None = None,
+                 files_endpoint: str | None = None, username: str | None = None,
+                 api_key: str | None = None, password: str | None = None,
+                 region: str | None = None, identity_url: str | None = None,
+                 tenant_id: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 retries: int = DEFAULT_RETRIES, poll: PollPolicy | None = None,
+                 wait_timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+                 log: TaskRecorder | bool | None = True, verify: bool = True,
+                 transport: httpx.BaseTransport | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
+        creds = resolve_credentials(endpoint=endpoint, token=token, files_endpoint=files_endpoint,
+                                    username=username, api_key=api_key, password=password,
+                                    region=region, identity_url=identity_url,
+                                    tenant_id=tenant_id,
+                                    environ=os.environ if environ is None else environ)
+        if creds is None:
+            raise no_credentials_error()
+        super().__init__(creds, timeout=timeout, retries=retries, poll=poll,
+                         wait_timeout=wait_timeout, log=log, verify=verify)
+        self._inner = transport
+        self._identity_http: httpx.Client | None = None
+        self._http = None
+        self._storage_http = None
+        auth: httpx.Auth
+        if creds.kind == "identity":
+            self._identity_http = httpx.Client(timeout=self._timeout, verify=verify,
+                                               transport=self._transport())
+            identity = IdentityAuth(creds, stats=self.stats, sync_client=self._identity_http)
+            try:
+                session = identity.login()
+            except BaseException:
+                self._identity_http.close()
+                raise
+            auth = identity
+        else:
+            assert creds.token is not None and creds.endpoint is not None
+            session = Session(token=creds.token, image_endpoint=creds.endpoint)
+            auth = TokenAuth(creds.token)
+        self._adopt(session)
+        self._auth = auth
+        assert session.image_endpoint is not None
+        self._http = httpx.Client(auth=auth, transport=self._transport(), verify=verify,
+                                  **self._client_options(session.image_endpoint))
+        if session.files_endpoint:
+            self._storage_http = httpx.Client(auth=auth, transport=self._transport(),
+                                              verify=verify,
+                                              **self._client_options(session.files_endpoint))
+
+    def _transport(self) -> RetryTransport:
+        inner = self._inner if self._inner is not None else httpx.HTTPTransport(
+            verify=self._verify)
+        return RetryTransport(inner, **self._retry_options())
+
+    @property
+    def _storage(self) -> httpx.Client:
+        """An ``httpx.Client`` based at the storage URL, with the same auth and retries."""
+        if self._storage_http is None:
+            self._http_request("HEAD", "", storage=True)  # raises the explanation
+        storage: httpx.Client = self._storage_http
+        return storage
+
+    # -- the driver -------------------------------------------------------------------------
+
+    def _run(self, op: _Op[T]) -> T:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = op.throw(error) if error is not None else op.send(value)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            value, error = None, None
+            if isinstance(step, _Sleep):
+                time.sleep(step.seconds)
+                continue
+            http = self._storage_http if step.storage else self._http
+            try:
+                value = http.send(step.request)
+            except httpx.HTTPError as exc:
+                error = self._transport_error(step.request, exc)
+            except ImgToolsError as exc:  # from the auth flow (identity unreachable, refused)
+                error = exc
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connections (the client cannot be used afterwards)."""
+        for http in (self._http, self._storage_http, self._identity_http):
+            if http is not None:
+                http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- images -----------------------------------------------------------------------------
+
+    def images(self, **filters: Any) -> Iterator[Image]:
+        """Every image the filters select (``name=``, ``status=``, ``visibility=``, ``owner=``,
+        ``tag=``, ``sort_key=``, ``sort_dir=``, ``limit=`` page size, ...), following ``next``."""
+        params = self._image_params(filters)
+
+        def generate() -> Iterator[Image]:
+            url: str | None = "images"
+            query: dict[str, Any] | None = params
+            while url is not None:
+                items, url, _ = self._run(self._op_page(url, query, "images"))
+                query = None
+                yield from (Image.from_json(item) for item in items)
+
+        return generate()
+
+    def get_image(self, image_id: str) -> Image:
+        """One image by id (``NotFound`` if it does not exist or is not visible to you)."""
+        return self._run(self._op_get_image(validate_image_id(image_id)))
+
+    # -- tasks ------------------------------------------------------------------------------
+
+    def get_task(self, task_id: str) -> Task:
+        """One task in full (with ``input``, ``result``, ``message``); recorded in the log."""
+        task, _ = self._run(self._op_get_task(validate_task_id(task_id)))
+        return task
+
+    def _fetch_task(self, task_id: str) -> tuple[Task, float | None]:
+        return self._run(self._op_get_task(task_id))
+
+    def iter_task_pages(self, *, type: str | None = None, status: str | TaskStatus | None = None,
+                        sort_key: str = "created_at", sort_dir: str = "desc",
+                        page_size: int = DEFAULT_TASKS_PAGE_SIZE) -> Iterator[list[dict[str, Any]]]:
+        """Every page of the task list as the service sent it (lists of stub dicts), for fast
+        bulk reading (e.g. into a DataFrame). Not parsed, not recorded in the log."""
+        params = self._task_params(type, status, sort_key, sort_dir, page_size)
+
+        def generate() -> Iterator[list[dict[str, Any]]]:
+            url: str | None = "tasks"
+            query: dict[str, Any] | None = params
+            while url is not None:
+                items, url, _ = self._run(self._op_page(url, query, "tasks"))
+                query = None
+                yield items
+
+        return generate()
+
+    def tasks(self, *, type: str | None = None, status: str | TaskStatus | None = None,
+              sort_key: str = "created_at", sort_dir: str = "desc",
+              page_size: int = DEFAULT_TASKS_PAGE_SIZE) -> Iterator[Task]:
+        """Every task (stubs: no ``input``/``result``/``message``), newest first by default,
+        following ``next``; ``page_size`` 1 to 1000. Each page is recorded in the log."""
+        pages = self.iter_task_pages(type=type, status=status, sort_key=sort_key,
+                                     sort_dir=sort_dir, page_size=page_size)
+
+        def generate() -> Iterator[Task]:
+            for page in pages:
+                parsed = [Task.from_json(item) for item in page]
+                self._record(parsed)
+                yield from parsed
+
+        return generate()
+
+    def _status_pages(self, status: TaskStatus) -> Iterator[tuple[list[Any], float | None]]:
+        url: str | None = "tasks"
+        query: dict[str, Any] | None = {"status": status.value, "limit": DEFAULT_TASKS_PAGE_SIZE,
+                                        "sort_key": "created_at", "sort_dir": "desc"}
+        while url is not None:
+            items, url, retry_after = self._run(self._op_page(url, query, "tasks"))
+            query = None
+            yield items, retry_after
+
+    # -- exports ----------------------------------------------------------------------------
+
+    def begin_export(self, image_id: str, container: str, *, create_container: bool = False,
+                     preflight: bool = True) -> ExportTask:
+        """Start exporting ``image_id`` into ``container``; returns at once with the task.
+
+        Arguments are checked locally first (``ValidationError``, nothing sent). The preflight
+        (on by default) raises ``NotExportable``, ``ContainerNotFound`` or ``ExportExists``
+        before ``POST /v2/tasks``; ``create_container=True`` creates a missing container.
+        A lost answer is reconciled, never resent blindly (``ExportNotConfirmed``).
+        """
+        image_id, container = validate_export_args(image_id, container)
+        if preflight:
+            self._run(self._op_preflight(image_id, container, create_container=create_container))
+        elif create_container:
+            self._run(self._op_put_container(container))
+        return ExportTask(self, self._run(self._op_create_export(image_id, container)))
+
+    def export(self, image_id: str, container: str, *, create_container: bool = False,
+               preflight: bool = True, timeout: Timeout = DEFAULT,
+               poll: PollPolicy | None = None,
+               on_update: Any = None) -> Task:
+        """``begin_export(...)`` then ``wait(...)``: the finished task, or ``TaskFailed`` /
+        ``TaskTimeout``."""
+        limit = self._wait_timeout(timeout)
+        handle = self.begin_export(image_id, container, create_container=create_container,
+                                   preflight=preflight)
+        return handle.wait(limit, poll=poll, on_update=on_update)
+
+    def resume(self, task_id: str) -> ExportTask:
+        """``ExportTask.resume(client, task_id)``: follow a task created elsewhere."""
+        return ExportTask.resume(self, task_id)
+
+    def wait_all(self, tasks: Iterable[TaskRef], *, timeout: Timeout = DEFAULT,
+                 poll: PollPolicy | None = None,
+                 on_progress: Any = None) -> WaitAllResult:
+        """Follow many tasks (``ExportTask``s, ``Task``s or ids) until all finish or the deadline.
+
+        Each round lists the ``pending`` and ``processing`` tasks (pages of 1000) instead of one
+        GET per task, and GETs in full only the tasks that left those lists. Never raises for a
+        failed task: the ``WaitAllResult`` sorts them into succeeded, failed, timed out and
+        errors. ``on_progress(WaitProgress)`` is called after every round.
+        """
+        return wait_all(self, tasks, timeout=timeout, poll=poll, on_progress=on_progress)
+
+
+# -- the async client -------------------------------------------------------------------------
+
+
+class AsyncClient(_BaseClient):
+    """The awaitable twin of ``Client``: the same methods, ``await``-ed (iterators are ``async
+    for``). Prefer ``await imgtools.connect_async()``, or ``async with AsyncClient(...)``.
+    Safe in Jupyter's event loop: it never blocks it."""
+
+    def __init__(self, *, endpoint: str | None = None, token: str | None = None,
+                 files_endpoint: str | None = None, username: str | None = None,
+                 api_key: str | None = None, password: str | None = None,
+                 region: str | None = None, identity_url: str | None = None,
+                 tenant_id: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 retries: int = DEFAULT_RETRIES, poll: PollPolicy | None = None,
+                 wait_timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+                 log: TaskRecorder | bool | None = True, verify: bool = True,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
+        creds = resolve_credentials(endpoint=endpoint, token=token, files_endpoint=files_endpoint,
+                                    username=username, api_key=api_key, password=password,
+                                    region=region, identity_url=identity_url,
+                                    tenant_id=tenant_id,
+                                    environ=os.environ if environ is None else environ)
+        if creds is None:
+            raise no_credentials_error()
+        super().__init__(creds, timeout=timeout, retries=retries, poll=poll,
+                         wait_timeout=wait_timeout, log=log, verify=verify)
+        self._inner = transport
+        self._identity_http: httpx.AsyncClient | None = None
+        self._http = None
+        self._storage_http = None
+        self._ready_lock: asyncio.Lock | None = None
+
+    def _transport(self) -> AsyncRetryTransport:
+        inner = self._inner if self._inner is not None else httpx.AsyncHTTPTransport(
+            verify=self._verify)
+        return AsyncRetryTransport(inner, **self._retry_options())
+
+    async def open(self) -> AsyncClient:
+        """Log in (with username + API key) and open the connections; idempotent."""
+        if self._http is not None:
+            return self
+        if self._ready_lock is None:
+            self._ready_lock = asyncio.Lock()
+        async with self._ready_lock:
+            if self._http is not None:
+                return self
+            creds = self._creds
+            auth: httpx.Auth
+            if creds.kind == "identity":
+                self._identity_http = httpx.AsyncClient(timeout=self._timeout,
+                                                        verify=self._verify,
+                                                        transport=self._transport())
+                identity = IdentityAuth(creds, stats=self.stats,
+                                        async_client=self._identity_http)
+                session = await identity.alogin()
+                auth = identity
+            else:
+                assert creds.token is not None and creds.endpoint is not None
+                session = Session(token=creds.token, image_endpoint=creds.endpoint)
+                auth = TokenAuth(creds.token)
+            self._adopt(session)
+            assert session.image_endpoint is not None
+            if session.files_endpoint:
+                self._storage_http = httpx.AsyncClient(
+                    auth=auth, transport=self._transport(), verify=self._verify,
+                    **self._client_options(session.files_endpoint))
+            self._http = httpx.AsyncClient(auth=auth, transport=self._transport(),
+                                           verify=self._verify,
+                                           **self._client_options(session.image_endpoint))
+        return self
+
+    @property
+    def _storage(self) -> httpx.AsyncClient:
+        """An ``httpx.AsyncClient`` based at the storage URL, with the same auth and retries
+        (after ``open()``)."""
+        if self._storage_http is None:
+            self._http_request("HEAD", "", storage=True)  # raises the explanation
+        storage: httpx.AsyncClient = self._storage_http
+        return storage
+
+    async def _run(self, op: _Op[T]) -> T:
+        await self.open()
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = op.throw(error) if error is not None else op.send(value)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            value, error = None, None
+            if isinstance(step, _Sleep):
+                await asyncio.sleep(step.seconds)
+                continue
+            http = self._storage_http if step.storage else self._http
+            try:
+                value = await http.send(step.request)
+            except httpx.HTTPError as exc:
+                error = self._transport_error(step.request, exc)
+            except ImgToolsError as exc:
+                error = exc
+
+    async def aclose(self) -> None:
+        """Close the connections."""
+        for http in (self._http, self._storage_http, self._identity_http):
+            if http is not None:
+                await http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return await self.open()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- images -----------------------------------------------------------------------------
+
+    def images(self, **filters: Any) -> AsyncIterator[Image]:
+        """As ``Client.images``; ``async for image in client.images(...)``."""
+        params = self._image_params(filters)
+
+        async def generate() -> AsyncIterator[Image]:
+            url: str | None = "images"
+            query: dict[str, Any] | None = params
+            while url is not None:
+                items, url, _ = await self._run(self._op_page(url, query, "images"))
+                query = None
+                for item in items:
+                    yield Image.from_json(item)
+
+        return generate()
+
+    async def get_image(self, image_id: str) -> Image:
+        """As ``Client.get_image``."""
+        return await self._run(self._op_get_image(validate_image_id(image_id)))
+
+    # -- tasks ------------------------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> Task:
+        """As ``Client.get_task``."""
+        task, _ = await self._run(self._op_get_task(validate_task_id(task_id)))
+        return task
+
+    async def _fetch_task(self, task_id: str) -> tuple[Task, float | None]:
+        return await self._run(self._op_get_task(task_id))
+
+    def iter_task_pages(self, *, type: str | None = None, status: str | TaskStatus | None = None,
+                        sort_key: str = "created_at", sort_dir: str = "desc",
+                        page_size: int = DEFAULT_TASKS_PAGE_SIZE
+                        ) -> AsyncIterator[list[dict[str, Any]]]:
+        """As ``Client.iter_task_pages``."""
+        params = self._task_params(type, status, sort_key, sort_dir, page_size)
+
+        async def generate() -> AsyncIterator[list[dict[str, Any]]]:
+            url: str | None = "tasks"
+            query: dict[str, Any] | None = params
+            while url is not None:
+                items, url, _ = await self._run(self._op_page(url, query, "tasks"))
+                query = None
+                yield items
+
+        return generate()
+
+    def tasks(self, *, type: str | None = None, status: str | TaskStatus | None = None,
+              sort_key: str = "created_at", sort_dir: str = "desc",
+              page_size: int = DEFAULT_TASKS_PAGE_SIZE) -> AsyncIterator[Task]:
+        """As ``Client.tasks``."""
+        pages = self.iter_task_pages(type=type, status=status, sort_key=sort_key,
+                                     sort_dir=sort_dir, page_size=page_size)
+
+        async def generate() -> AsyncIterator[Task]:
+            async for page in pages:
+                parsed = [Task.from_json(item) for item in page]
+                self._record(parsed)
+                for task in parsed:
+                    yield task
+
+        return generate()
+
+    async def _status_pages(self, status: TaskStatus
+                            ) -> AsyncIterator[tuple[list[Any], float | None]]:
+        url: str | None = "tasks"
+        query: dict[str, Any] | None = {"status": status.value, "limit": DEFAULT_TASKS_PAGE_SIZE,
+                                        "sort_key": "created_at", "sort_dir": "desc"}
+        while url is not None:
+            items, url, retry_after = await self._run(self._op_page(url, query, "tasks"))
+            query = None
+            yield items, retry_after
+
+    # -- exports ----------------------------------------------------------------------------
+
+    async def begin_export(self, image_id: str, container: str, *,
+                           create_container: bool = False,
+                           preflight: bool = True) -> AsyncExportTask:
+        """As ``Client.begin_export``."""
+        image_id, container = validate_export_args(image_id, container)
+        if preflight:
+            await self._run(self._op_preflight(image_id, container,
+                                               create_container=create_container))
+        elif create_container:
+            await self._run(self._op_put_container(container))
+        return AsyncExportTask(self, await self._run(self._op_create_export(image_id, container)))
+
+    async def export(self, image_id: str, container: str, *, create_container: bool = False,
+                     preflight: bool = True, timeout: Timeout = DEFAULT,
+                     poll: PollPolicy | None = None, on_update: Any = None) -> Task:
+        """As ``Client.export``."""
+        limit = self._wait_timeout(timeout)
+        handle = await self.begin_export(image_id, container, create_container=create_container,
+                                         preflight=preflight)
+        return await handle.wait(limit, poll=poll, on_update=on_update)
+
+    async def resume(self, task_id: str) -> AsyncExportTask:
+        """As ``Client.resume``."""
+        return await AsyncExportTask.resume(self, task_id)
+
+    async def wait_all(self, tasks: Iterable[TaskRef], *, timeout: Timeout = DEFAULT,
+                       poll: PollPolicy | None = None,
+                       on_progress: Any = None) -> WaitAllResult:
+        """As ``Client.wait_all``."""
+        return await async_wait_all(self, tasks, timeout=timeout, poll=poll,
+                                    on_progress=on_progress)
+
+
+# -- entry points -----------------------------------------------------------------------------
+
+
+def connect(*, endpoint: str | None = None, token: str | None = None,
+            files_endpoint: str | None = None, username: str | None = None,
+            api_key: str | None = None, password: str | None = None, region: str | None = None,
+            identity_url: str | None = None, tenant_id: str | None = None,
+            emulator: bool | None = None, timeout: float = DEFAULT_TIMEOUT,
+            retries: int = DEFAULT_RETRIES, poll: PollPolicy | None = None,
+            wait_timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+            log: TaskRecorder | bool | None = True, verify: bool = True,
+            transport: httpx.BaseTransport | None = None) -> Client:
+    """A ``Client`` from the first credentials found: arguments (``endpoint`` + ``token``, or
+    ``username`` + ``api_key``/``password`` with ``region`` and ``identity_url``), then
+    ``API_ENDPOINT`` + ``AUTH_TOKEN`` (+ ``FILES_ENDPOINT``), then ``RAX_USERNAME`` +
+    ``RAX_API_KEY`` (+ ``RAX_REGION``).
+
+    With none, ``emulator=True`` (or ``IMGTOOLS_EMULATOR=1``) starts the local emulator in the
+    background (stopped at exit), logs in as its demo user and polls fast; with credentials set,
+    they are used, so the same notebook runs against the real service. Otherwise
+    ``ConfigurationError`` says how to set credentials.
+    """
+    options: dict[str, Any] = {
+        "endpoint": endpoint, "token": token, "files_endpoint": files_endpoint,
+        "username": username, "api_key": api_key, "password": password, "region": region,
+        "identity_url": identity_url, "tenant_id": tenant_id, "timeout": timeout,
+        "retries": retries, "poll": poll, "wait_timeout": wait_timeout, "log": log,
+        "verify": verify, "transport": transport}
+    if _emulator_wanted(emulator, os.environ) and _no_credentials(options):
+        handle = _background_emulator()
+        options.update(_emulator_login(handle.identity_url))
+        if poll is None:
+            options["poll"] = PollPolicy.fast()
+    return Client(**options)
+
+
+async def connect_async(*, endpoint: str | None = None, token: str | None = None,
+                        files_endpoint: str | None = None, username: str | None = None,
+                        api_key: str | None = None, password: str | None = None,
+                        region: str | None = None, identity_url: str | None = None,
+                        tenant_id: str | None = None, emulator: bool | None = None,
+                        timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
+                        poll: PollPolicy | None = None,
+                        wait_timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+                        log: TaskRecorder | bool | None = True, verify: bool = True,
+                        transport: httpx.AsyncBaseTransport | None = None) -> AsyncClient:
+    """As ``connect``, for an ``AsyncClient`` (logged in and ready when it returns)."""
+    options: dict[str, Any] = {
+        "endpoint": endpoint, "token": token, "files_endpoint": files_endpoint,
+        "username": username, "api_key": api_key, "password": password, "region": region,
+        "identity_url": identity_url, "tenant_id": tenant_id, "timeout": timeout,
+        "retries": retries, "poll": poll, "wait_timeout": wait_timeout, "log": log,
+        "verify": verify, "transport": transport}
+    if _emulator_wanted(emulator, os.environ) and _no_credentials(options):
+        # Starting it blocks for a moment: keep the event loop free meanwhile.
+        handle = await asyncio.to_thread(_background_emulator)
+        options.update(_emulator_login(handle.identity_url))
+        if poll is None:
+            options["poll"] = PollPolicy.fast()
+    return await AsyncClient(**options).open()
+
+
+def _no_credentials(options: Mapping[str, Any]) -> bool:
+    keys = ("endpoint", "token", "files_endpoint", "username", "api_key", "password",
+            "region", "identity_url", "tenant_id")
+    try:
+        found = resolve_credentials(**{k: options[k] for k in keys}, environ=os.environ)
+    except ConfigurationError:
+        return False  # half-set credentials: let the client say what is missing
+    return found is None
+
