@@ -1,0 +1,31 @@
+"""Token checks shared by the image, task and Cloud Files routes."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+from starlette.requests import Request
+
+from imgtools.emulator.state import EmulatorState
+from imgtools.emulator.store import TokenRow
+
+__all__ = ["current_token", "state_of"]
+
+
+def state_of(request: Request) -> EmulatorState:
+    state: EmulatorState = request.app.state.emulator
+    return state
+
+
+def current_token(request: Request) -> TokenRow | None:
+    """The caller's live token, or ``None`` when missing, unknown or expired."""
+    raw = request.headers.get("x-auth-token") or request.headers.get("x-storage-token")
+    if not raw:
+        return None
+    # python-glanceclient percent-encodes the token.
+    token_id = unquote(raw.strip())
+    state = state_of(request)
+    token = state.store.get_token(token_id)
+    if token is None or token.expires <= state.clock.now():
+        return None
+    return token

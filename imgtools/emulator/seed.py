@@ -1,0 +1,177 @@
+"""First-start content: deterministic images per tenant, and optional task history.
+
+Image bytes are seeded pseudo-random data ending in a VHD footer, so they are the same for
+the same ``seed`` on every machine, and an exported image can be imported again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import uuid
+from dataclasses import dataclass
+
+from imgtools.emulator.state import EmulatorState
+from imgtools.emulator.store import ImageRow, TaskRow
+from imgtools.emulator.vhd import FOOTER_SIZE, make_footer
+
+__all__ = ["BASE_IMAGES_OWNER", "IMAGE_SPECS", "image_id_for", "seed_images", "seed_tasks"]
+
+NAMESPACE = uuid.UUID("6f1c2c64-8c1e-4a43-9b7e-4f1d0e6a5b10")
+#: The tenant owning Rackspace's public base images (from the API docs' example).
+BASE_IMAGES_OWNER = "657197"
+#: 2024-01-01T00:00:00Z: seeded images have fixed, reproducible timestamps.
+EPOCH = 1704067200.0
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSpec:
+    slug: str
+    name: str
+    factor: float  # size relative to config.image_size
+    status: str = "active"
+    options: str = "0"
+    os_type: str = "linux"
+    distro: str = "ubuntu"
+    tags: tuple[str, ...] = ()
+
+
+#: Each tenant's own images: exportable ones and ones that cannot be exported.
+IMAGE_SPECS: tuple[ImageSpec, ...] = (
+    ImageSpec("web", "web01 snapshot (Ubuntu 22.04)", 1.0, tags=("web", "prod")),
+    ImageSpec("db", "db01 snapshot (CentOS 7)", 0.5, distro="centos", tags=("db",)),
+    ImageSpec("small", "build-agent snapshot (Debian 12)", 0.25, distro="debian"),
+    ImageSpec("windows", "app01 snapshot (Windows Server 2019)", 0.5, options="2",
+              os_type="windows", distro="windows"),
+    ImageSpec("rhel", "erp snapshot (Red Hat Enterprise Linux 8)", 0.25, options="4",
+              distro="rhel"),
+    ImageSpec("old", "legacy snapshot (Ubuntu 18.04, deactivated)", 0.25,
+              status="deactivated", tags=("legacy",)),
+)
+#: Public base images owned by Rackspace: visible to everyone, exportable by no one.
+BASE_SPECS: tuple[ImageSpec, ...] = (
+    ImageSpec("base-ubuntu", "Ubuntu 22.04 LTS (Jammy Jellyfish) (PVHVM)", 0.5),
+    ImageSpec("base-windows", "Windows Server 2019 Standard (PVHVM)", 0.25, options="2",
+              os_type="windows", distro="windows"),
+)
+
+
+def image_id_for(tenant: str, slug: str, seed: int = 0) -> str:
+    """The id of a seeded image, e.g. ``image_id_for("100001", "web")``."""
+    return str(uuid.uuid5(NAMESPACE, f"{seed}:{tenant}:{slug}"))
+
+
+def _write_image(state: EmulatorState, owner: str, spec: ImageSpec, index: int,
+                 visibility: str) -> None:
+    config = state.config
+    image_id = image_id_for(owner, spec.slug, config.seed)
+    if state.store.get_image(image_id) is not None:
+        return
+    size = max(FOOTER_SIZE * 2, int(config.image_size * spec.factor))
+    rng = random.Random(f"{config.seed}:{image_id}")
+    data = rng.randbytes(size - FOOTER_SIZE) + make_footer(size - FOOTER_SIZE,
+                                                           uuid.UUID(image_id))
+    path = state.store.image_path(image_id)
+    tmp = path.with_suffix(".part")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    created = EPOCH + index * 86400.0
+    props = {
+        "disk_format": "vhd", "container_format": "ovf",
+        "image_type": "base" if visibility == "public" else "snapshot",
+        "os_type": spec.os_type, "os_distro": spec.distro, "vm_mode": "hvm",
+        "auto_disk_config": "disabled", "cache_in_nova": "True", "flavor_classes": "*,!onmetal",
+        "com.rackspace__1__options": spec.options, "com.rackspace__1__source": "kickstart",
+        "com.rackspace__1__build_core": "1", "com.rackspace__1__visible_core": "0",
+        "com.rackspace__1__platform_target": "PublicCloud",
+        "org.openstack__1__os_distro": f"org.{spec.distro}",
+        "org.openstack__1__architecture": "x64",
+    }
+    state.store.put_image(ImageRow(
+        image_id, owner, spec.name, spec.status, visibility, size,
+        hashlib.md5(data).hexdigest(), created, created + 3600.0, props, list(spec.tags),
+        image_id))
+
+
+def seed_images(state: EmulatorState) -> None:
+    """Give every configured tenant its images, and create the public base images (idempotent)."""
+    for index, spec in enumerate(BASE_SPECS):
+        _write_image(state, BASE_IMAGES_OWNER, spec, index, "public")
+    for user in state.config.users:
+        for index, spec in enumerate(IMAGE_SPECS):
+            _write_image(state, user.tenant_id, spec, index + 10, "private")
+
+
+_FAILURES = (
+    "Container not found. Container: {container}",
+    "Object already exists in user's container. Container/Object: {container}/{image}.vhd",
+    "An image may only be exported by the image owner.",
+    "Image cannot be exported due to licensing or billing restrictions "
+    "(com.rackspace__1__options: '2')",
+    "Requested image for export was not found: {image}",
+    "Unknown error occurred during image export",
+)
+_IMPORT_FAILURES = (
+    "Image not found for import. Possible invalid location",
+    "Image cannot be imported. Error code: '396'",
+    "Unsupported element in image_properties, please consult the documentation.",
+)
+_CONTAINERS = ("exports", "backups", "nightly", "dr-copies")
+
+
+def seed_tasks(state: EmulatorState, count: int, tenant: str | None = None) -> int:
+    """Insert ``count`` finished tasks of mixed types, outcomes and ages into ``tenant``
+    (the first user's by default), once per data dir. Returns how many were inserted."""
+    if count <= 0:
+        return 0
+    tenant = tenant or state.config.users[0].tenant_id
+    key = f"seeded_tasks:{tenant}"
+    if state.store.get_meta(key) is not None:
+        return 0
+    config = state.config
+    rng = random.Random(f"{config.seed}:tasks:{tenant}")
+    now = state.clock.now()
+    images = [image_id_for(tenant, spec.slug, config.seed) for spec in IMAGE_SPECS]
+    # Ages stay inside the TTL, or the purge would remove them at once.
+    span = max(60.0, config.task_ttl * 0.9)
+    batch: list[TaskRow] = []
+    inserted = 0
+    for _ in range(count):
+        roll = rng.random()
+        image = rng.choice(images)
+        container = rng.choice(_CONTAINERS)
+        finished = now - rng.uniform(1.0, span)
+        duration = rng.uniform(20.0, 2400.0)
+        created = finished - duration
+        task_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        if roll < 0.85:
+            task_type = "export"
+            task_input: dict[str, object] = {"image_uuid": image,
+                                             "receiving_swift_container": container}
+        else:
+            task_type = "import"
+            task_input = {"import_from": f"{container}/{image}.vhd",
+                          "import_from_format": "vhd",
+                          "image_properties": {"name": f"restored-{image[:8]}"}}
+        failed = rng.random() < 0.15
+        if failed:
+            pool = _FAILURES if task_type == "export" else _IMPORT_FAILURES
+            message = rng.choice(pool).format(container=container, image=image)
+            result = None
+        else:
+            message = ""
+            result = ({"export_location": f"{container}/{image}.vhd"} if task_type == "export"
+                      else {"image_id": str(uuid.UUID(int=rng.getrandbits(128), version=4))})
+        batch.append(TaskRow(task_id, tenant, task_type, "failure" if failed else "success",
+                             task_input, result, message, created, finished,
+                             finished + config.task_ttl))
+        if len(batch) >= 10000:
+            state.store.insert_tasks(batch)
+            inserted += len(batch)
+            batch = []
+    if batch:
+        state.store.insert_tasks(batch)
+        inserted += len(batch)
+    state.store.set_meta(key, str(inserted))
+    state.stats.event("tasks_seeded", inserted)
+    return inserted
