@@ -51,6 +51,8 @@ class StatsMiddleware:
         finally:
             route = scope.get("route")
             name = getattr(route, "path", None) or "<unmatched>"
+            if route is None:
+                self.state.stats.miss(scope["method"], scope["path"])
             self.state.stats.request(name, scope["method"], status)
 
 

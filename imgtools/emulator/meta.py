@@ -134,6 +134,10 @@ async def openapi(request: Request) -> Response:
 routes = [
     Route("/", root, methods=["GET"]),
     Route("/versions", versions, methods=["GET"]),
+    # Not in Glance (it 404s there), but lets openstacksdk discover from an override ending
+    # in /v2, the URL the service catalog gives.
+    Route("/v2", root, methods=["GET"]),
+    Route("/v2/", root, methods=["GET"]),
     Route("/_emulator/stats", stats, methods=["GET", "DELETE"]),
     Route("/_emulator/faults", faults, methods=["GET", "POST"]),
     Route("/_emulator/clock", clock, methods=["GET", "POST"]),

@@ -41,10 +41,10 @@ def parse_range(header: str | None, size: int) -> list[tuple[int, int]] | str | 
             last = int(last_text) if last_text else size - 1
         except ValueError:
             return None
-        if first < 0 or last < first:
-            return None
+        if first < 0 or (last_text and last < first):
+            return None  # malformed: Swift ignores the header
         if first >= size:
-            continue
+            continue  # unsatisfiable part
         wanted.append((first, min(last, size - 1)))
     if not wanted:
         return UNSATISFIABLE

@@ -69,21 +69,21 @@ IMAGE_SCHEMA: dict[str, Any] = {
     "properties": {
         "id": {"type": "string", "pattern": UUID_PATTERN},
         "name": {"type": ["null", "string"], "maxLength": 255},
-        "status": {"type": "string", "enum": ["queued", "saving", "active", "killed", "deleted",
+        "status": {"type": "string", "readOnly": True, "enum": ["queued", "saving", "active", "killed", "deleted",
                                               "pending_delete", "deactivated", "uploading",
                                               "importing"]},
         "visibility": {"type": "string", "enum": ["public", "private", "shared", "community"]},
         "owner": {"type": ["null", "string"]},
-        "size": {"type": ["null", "integer"]},
-        "checksum": {"type": ["null", "string"]},
+        "size": {"type": ["null", "integer"], "readOnly": True},
+        "checksum": {"type": ["null", "string"], "readOnly": True},
         "protected": {"type": "boolean"},
         "min_disk": {"type": "integer"},
         "min_ram": {"type": "integer"},
         "disk_format": {"type": ["null", "string"]},
         "container_format": {"type": ["null", "string"]},
         "tags": {"type": "array", "items": {"type": "string"}},
-        "created_at": {"type": "string"},
-        "updated_at": {"type": "string"},
+        "created_at": {"type": "string", "readOnly": True},
+        "updated_at": {"type": "string", "readOnly": True},
         "file": {"type": "string", "readOnly": True},
         "self": {"type": "string", "readOnly": True},
         "schema": {"type": "string", "readOnly": True},
@@ -105,18 +105,26 @@ IMAGES_SCHEMA: dict[str, Any] = {
               {"rel": "describedby", "href": "{schema}"}],
 }
 
+# python-glanceclient's CLI reads these two at start; the emulator has no metadata
+# definitions, so they declare nothing (a 404 would work too, but fills the stats with misses).
+_METADEFS: dict[str, Any] = {
+    "metadefs/namespace": {"name": "namespace", "properties": {}},
+    "metadefs/resource_type": {"name": "resource_type", "properties": {}},
+}
+
 _SCHEMAS = {"task": TASK_SCHEMA, "tasks": TASKS_SCHEMA, "image": IMAGE_SCHEMA,
-            "images": IMAGES_SCHEMA}
+            "images": IMAGES_SCHEMA, **_METADEFS}
 
 
 async def schema(request: Request) -> Response:
     token = glance_token(request)
     if isinstance(token, Response):
         return token
-    name = request.path_params["name"]
+    name = request.url.path.removeprefix("/v2/schemas/")
     if name not in _SCHEMAS:
         return glance_error(request, 404, "The resource could not be found.")
     return json_response(copy.deepcopy(_SCHEMAS[name]))
 
 
-routes = [Route("/v2/schemas/{name:str}", schema, methods=["GET"])]
+routes = [Route("/v2/schemas/{name:str}", schema, methods=["GET"]),
+          Route("/v2/schemas/metadefs/{name:str}", schema, methods=["GET"])]

@@ -8,6 +8,8 @@ from typing import Any
 
 __all__ = ["Stats"]
 
+MAX_UNMATCHED = 200
+
 
 class Stats:
     """Thread-safe counters: requests by route/method/status, tasks created, faults injected."""
@@ -17,10 +19,18 @@ class Stats:
         self.requests: Counter[tuple[str, str, int]] = Counter()
         self.events: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
+        self.unmatched: Counter[str] = Counter()
 
     def request(self, route: str, method: str, status: int) -> None:
         with self._lock:
             self.requests[(route, method, status)] += 1
+
+    def miss(self, method: str, path: str) -> None:
+        """A request no route matched; the distinct paths kept are capped."""
+        with self._lock:
+            key = f"{method} {path}"
+            if key in self.unmatched or len(self.unmatched) < MAX_UNMATCHED:
+                self.unmatched[key] += 1
 
     def event(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -35,6 +45,7 @@ class Stats:
             self.requests.clear()
             self.events.clear()
             self.faults.clear()
+            self.unmatched.clear()
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -47,4 +58,5 @@ class Stats:
                 "events": dict(self.events),
                 "faults": dict(self.faults),
                 "faults_total": sum(self.faults.values()),
+                "unmatched": dict(self.unmatched),
             }
