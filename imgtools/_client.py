@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import logging
 import os
 import random
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Mapping
@@ -148,6 +150,16 @@ def _json(response: httpx.Response) -> Any:
         kind = response.headers.get("content-type", "no content type")
         raise ResponseError(f"{response.request.method} {response.request.url.path}: the answer "
                             f"is not JSON ({kind}, {len(response.content)} bytes)") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _default_ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle costs ~90 ms; one verified context serves every client.
+    return httpx.create_ssl_context()
+
+
+def _verify(verify: bool) -> ssl.SSLContext | bool:
+    return _default_ssl_context() if verify else False
 
 
 def _path(*parts: str) -> str:
@@ -605,7 +617,7 @@ class Client(_BaseClient):
         self._storage_http = None
         auth: httpx.Auth
         if creds.kind == "identity":
-            self._identity_http = httpx.Client(timeout=self._timeout, verify=verify,
+            self._identity_http = httpx.Client(timeout=self._timeout, verify=_verify(verify),
                                                transport=self._transport())
             identity = IdentityAuth(creds, stats=self.stats, sync_client=self._identity_http)
             try:
@@ -621,16 +633,16 @@ class Client(_BaseClient):
         self._adopt(session)
         self._auth = auth
         assert session.image_endpoint is not None
-        self._http = httpx.Client(auth=auth, transport=self._transport(), verify=verify,
+        self._http = httpx.Client(auth=auth, transport=self._transport(), verify=_verify(verify),
                                   **self._client_options(session.image_endpoint))
         if session.files_endpoint:
             self._storage_http = httpx.Client(auth=auth, transport=self._transport(),
-                                              verify=verify,
+                                              verify=_verify(verify),
                                               **self._client_options(session.files_endpoint))
 
     def _transport(self) -> RetryTransport:
         inner = self._inner if self._inner is not None else httpx.HTTPTransport(
-            verify=self._verify)
+            verify=_verify(self._verify))
         return RetryTransport(inner, **self._retry_options())
 
     @property
@@ -831,7 +843,7 @@ class AsyncClient(_BaseClient):
 
     def _transport(self) -> AsyncRetryTransport:
         inner = self._inner if self._inner is not None else httpx.AsyncHTTPTransport(
-            verify=self._verify)
+            verify=_verify(self._verify))
         return AsyncRetryTransport(inner, **self._retry_options())
 
     async def open(self) -> AsyncClient:
@@ -847,7 +859,7 @@ class AsyncClient(_BaseClient):
             auth: httpx.Auth
             if creds.kind == "identity":
                 self._identity_http = httpx.AsyncClient(timeout=self._timeout,
-                                                        verify=self._verify,
+                                                        verify=_verify(self._verify),
                                                         transport=self._transport())
                 identity = IdentityAuth(creds, stats=self.stats,
                                         async_client=self._identity_http)
@@ -861,10 +873,10 @@ class AsyncClient(_BaseClient):
             assert session.image_endpoint is not None
             if session.files_endpoint:
                 self._storage_http = httpx.AsyncClient(
-                    auth=auth, transport=self._transport(), verify=self._verify,
+                    auth=auth, transport=self._transport(), verify=_verify(self._verify),
                     **self._client_options(session.files_endpoint))
             self._http = httpx.AsyncClient(auth=auth, transport=self._transport(),
-                                           verify=self._verify,
+                                           verify=_verify(self._verify),
                                            **self._client_options(session.image_endpoint))
         return self
 
