@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -108,17 +107,7 @@ def _assemble(
     finished = np.isin(status.codes, (2, 3))  # success, failure
     duration = np.where(finished & (updated != _NAT) & (created != _NAT),
                         updated - created, _NAT)
-    message = np.asarray(messages, dtype=object)
-    if len(message):
-        # The service says "None" or "" for "no message"; keep nulls out of groupbys.
-        present = pd.notna(message)
-        if present.any():
-            texts = message[present]
-            blank = np.isin(np.char.strip(texts.astype(str)), _EMPTY_MESSAGES)
-            if blank.any():
-                message = message.copy()
-                idx = np.flatnonzero(present)[blank]
-                message[idx] = None
+    message = _messages(np.asarray(messages, dtype=object))
     if isinstance(source, str):
         code = SOURCE_CATEGORIES.index(source)
         source_col = pd.Categorical.from_codes(np.full(len(ids), code, dtype=np.int8),
@@ -220,28 +209,67 @@ def _frame_from_items(items: Sequence[Mapping[str, Any]], source: str = "service
     )
 
 
-def _frame_from_db(cursor: sqlite3.Cursor, chunk: int) -> pd.DataFrame:
-    """The standard frame from ``TaskLog.frame``'s query, ``chunk`` rows at a time so the
-    row tuples never all exist at once (peak memory ~ the frame itself)."""
-    text: list[list[_ObjArray]] = [[] for _ in range(8)]
-    ints: list[list[_IntArray]] = [[] for _ in range(3)]
-    # Query column order: id type status owner created updated expires image container loc msg
-    text_at = (0, 1, 2, 3, 7, 8, 9, 10)
-    while rows := cursor.fetchmany(chunk):
-        columns = list(zip(*rows, strict=True))
-        for slot, at in enumerate(text_at):
-            text[slot].append(np.array(columns[at], dtype=object))
-        for slot, at in enumerate((4, 5, 6)):
-            ints[slot].append(np.array(columns[at], dtype=np.int64))
-        del rows, columns
-    if not text[0]:
-        return empty_frame().assign(source=pd.Categorical.from_codes(
-            np.empty(0, dtype=np.int8), categories=pd.Index(list(SOURCE_CATEGORIES))))
-    t = [np.concatenate(parts) if len(parts) > 1 else parts[0] for parts in text]
-    i = [np.concatenate(parts) if len(parts) > 1 else parts[0] for parts in ints]
-    return _assemble(ids=t[0], types=t[1], statuses=t[2], owners=t[3], created=i[0],
-                     updated=i[1], expires=i[2], image_ids=t[4], containers=t[5],
-                     locations=t[6], messages=t[7], source="log")
+def _shared(values: _ObjArray) -> _ObjArray:
+    """The same strings, with repeats sharing one object: owner, container and message take
+    a handful of values, and a million copies of each would cost ~60 MB per column."""
+    if len(values) == 0:
+        return values
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    table = np.empty(len(uniques) + 1, dtype=object)  # code -1 (null) -> the last slot, None
+    table[:-1] = np.asarray(uniques, dtype=object)
+    return cast(_ObjArray, table[codes])
+
+
+def _messages(values: _ObjArray) -> _ObjArray:
+    """Messages with the service's "None" / "" / blanks as null, repeats sharing one object.
+
+    Failure messages repeat, so the check runs once per distinct text, not once per row."""
+    if len(values) == 0:
+        return values
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    table = np.empty(len(uniques) + 1, dtype=object)
+    table[:-1] = [None if str(u).strip() in _EMPTY_MESSAGES else u for u in uniques]
+    return cast(_ObjArray, table[codes])
+
+
+def _chronological(created: _IntArray, ids: _ObjArray) -> Any:
+    """Row order oldest ``created_at`` first, ties (whole-second stamps are common) by id,
+    so two logs holding the same tasks give identical frames. ``slice(None)`` if in order."""
+    order: Any = np.argsort(created, kind="stable")
+    ranked = created[order]
+    tied = np.zeros(len(order), dtype=bool)
+    same = ranked[1:] == ranked[:-1]
+    tied[1:] |= same
+    tied[:-1] |= same
+    if tied.any():
+        # Re-sort only the tied rows by (created_at, id); their slots stay where they are.
+        slots = np.flatnonzero(tied)
+        sub = pd.DataFrame({"c": ranked[slots], "i": ids[order[slots]]})
+        order[slots] = order[slots][sub.sort_values(["c", "i"], kind="stable").index]
+    if bool((order[1:] > order[:-1]).all()):
+        return slice(None)  # already in order: skip the copies
+    return order
+
+
+def _frame_from_log_columns(columns: Mapping[str, Any]) -> pd.DataFrame:
+    """The standard frame from ``TaskLog._frame_columns``, oldest ``created_at`` first
+    (ties by id)."""
+    created = np.asarray(columns["created_at"], dtype=np.int64)
+    order = _chronological(created, np.asarray(columns["id"], dtype=object))
+
+    def text(name: str, share: bool = False) -> _ObjArray:
+        values = np.asarray(columns[name], dtype=object)[order]
+        return _shared(values) if share else values
+
+    def ints(name: str) -> _IntArray:
+        return cast(_IntArray, np.asarray(columns[name], dtype=np.int64)[order])
+
+    return _assemble(ids=text("id"), types=text("type"), statuses=text("status"),
+                     owners=text("owner", True), created=created[order],
+                     updated=ints("updated_at"), expires=ints("expires_at"),
+                     image_ids=text("image_id"), containers=text("container", True),
+                     locations=text("export_location"), messages=text("message"),
+                     source="log")
 
 
 def _events_frame(rows: Sequence[tuple[str, str, int, int]]) -> pd.DataFrame:

@@ -384,3 +384,23 @@ def test_filter_tasks() -> None:
     assert filter_tasks(frame, type=["import", "export"], status=["failure"])["id"].tolist() \
         == [new["id"]]
     assert_standard(filter_tasks(frame, status="processing"))
+
+
+def test_log_frames_survive_separator_characters_in_values(log: TaskLog) -> None:
+    # The log reads columns as joined text; a value holding the separators must still come
+    # back whole (that chunk is re-read row by row).
+    odd = "line one\x1eline two\x1f,\n'quoted'"
+    body = export_body(new_id(), "failure", message=odd)
+    plain = export_body(new_id(), "failure", message="fine")
+    log.record([Task.from_json(body), Task.from_json(plain)])
+    frame = log.frame()
+    assert_standard(frame)
+    assert sorted(frame["message"]) == sorted([odd, "fine"])
+
+
+def test_log_frames_are_chronological_with_ties_by_id(log: TaskLog) -> None:
+    ids = sorted(new_id() for _ in range(5))
+    later = dict(export_body(new_id()), created_at="2015-01-01T00:00:00Z")
+    log.record([Task.from_json(later)])
+    log.record([Task.from_json(export_body(i)) for i in reversed(ids)])  # same created_at
+    assert log.frame()["id"].tolist() == [*ids, later["id"]]
