@@ -24,6 +24,7 @@ from imgtools._exceptions import (
     TransportError,
     ValidationError,
 )
+from imgtools._files import ContainerInfo, DownloadResult, ExportReport, Files, ObjectInfo
 from imgtools._models import Image, Task, TaskStatus
 from imgtools._polling import (
     AsyncExportTask,
@@ -32,9 +33,22 @@ from imgtools._polling import (
     WaitAllResult,
     WaitProgress,
 )
+from imgtools._tasklog import TaskLog
 from imgtools._transport import AsyncRetryTransport, RetryTransport, Stats
 
 __version__ = "0.1.0"
+
+# The pandas side loads on first use: the CLI and the client should not pay for it.
+_HISTORY = ("merged", "style_tasks", "summary", "tasks_frame", "tasks_frame_async")
+
+
+def __getattr__(name: str) -> object:
+    if name in _HISTORY:
+        from imgtools import history
+
+        return getattr(history, name)
+    raise AttributeError(f"module 'imgtools' has no attribute {name!r}")
+
 
 __all__ = [
     "APIError",
@@ -45,16 +59,21 @@ __all__ = [
     "ChecksumMismatch",
     "Client",
     "ConfigurationError",
+    "ContainerInfo",
     "ContainerNotFound",
     "DownloadError",
+    "DownloadResult",
     "ExportExists",
     "ExportNotConfirmed",
+    "ExportReport",
     "ExportTask",
     "Exportability",
+    "Files",
     "Image",
     "ImgToolsError",
     "NotExportable",
     "NotFound",
+    "ObjectInfo",
     "PollPolicy",
     "PreflightError",
     "RateLimited",
@@ -65,6 +84,7 @@ __all__ = [
     "Task",
     "TaskError",
     "TaskFailed",
+    "TaskLog",
     "TaskStatus",
     "TaskTimeout",
     "TransportError",
@@ -73,4 +93,9 @@ __all__ = [
     "WaitProgress",
     "connect",
     "connect_async",
+    "merged",
+    "style_tasks",
+    "summary",
+    "tasks_frame",
+    "tasks_frame_async",
 ]

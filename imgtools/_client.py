@@ -68,6 +68,16 @@ from imgtools._exceptions import (
     ResponseError,
     TransportError,
 )
+from imgtools._files import (
+    DEFAULT_DOWNLOAD_CHUNK,
+    DEFAULT_DOWNLOAD_WORKERS,
+    DownloadResult,
+    ExportReport,
+    Files,
+    Progress,
+    resolve_export,
+    tqdm_progress,
+)
 from imgtools._http import raise_for_status, retry_after_seconds
 from imgtools._models import Image, Task, TaskStatus, parse_time
 from imgtools._polling import (
@@ -806,6 +816,74 @@ class Client(_BaseClient):
         errors. ``on_progress(WaitProgress)`` is called after every round.
         """
         return wait_all(self, tasks, timeout=timeout, poll=poll, on_progress=on_progress)
+
+    # -- Cloud Files ------------------------------------------------------------------------
+
+    @property
+    def files(self) -> Files:
+        """Cloud Files: containers and objects in your account (needs the storage URL)."""
+        return Files(self._storage)
+
+    def _export_of(self, task: Task | ExportTask | str) -> tuple[str, int | None]:
+        if isinstance(task, str):
+            task = self.get_task(task)
+        elif isinstance(task, ExportTask):
+            task = task.task if task.done and task.task is not None else task.refresh()
+        final, location = resolve_export(task)
+        if final.is_stub:
+            final, location = resolve_export(self.get_task(final.id))
+        size: int | None = None
+        if final.image_id is not None:
+            try:
+                size = self.get_image(final.image_id).size
+            except NotFound:
+                size = None  # the image is gone; the export can still be checked alone
+        return location, size
+
+    def verify_export(self, task: Task | ExportTask | str, *,
+                      progress: Progress | None = None) -> ExportReport:
+        """Check an export: the manifest exists, its segments are listed without gaps, they
+        add up to the image size, and each one hashes to its listed MD5. Returns the report
+        (``report.ok``, ``report.problems``); raises only when it cannot look at all."""
+        location, size = self._export_of(task)
+        return self.files.verify_export(location, expected_bytes=size, progress=progress)
+
+    def download_export(self, task: Task | ExportTask | str, dest: str | os.PathLike[str], *,
+                        resume: bool = True, progress: bool | Progress = True,
+                        workers: int = DEFAULT_DOWNLOAD_WORKERS) -> DownloadResult:
+        """Download an export to ``dest``, segment by segment, each checked against its MD5.
+
+        Bytes go to ``<dest>.part`` and are renamed to ``dest`` only when complete and
+        verified; an interrupted download resumes with ``Range`` + ``If-Range`` unless
+        ``resume=False``. ``progress``: ``True`` draws a ``tqdm.auto`` bar, or pass a callback
+        ``(bytes_done, bytes_total)``. Raises ``ChecksumMismatch`` on a bad segment.
+        """
+        location, size = self._export_of(task)
+        close: Any = None
+        callback: Progress | None
+        if progress is True:
+            total = size if size is not None else 0
+            callback, close = tqdm_progress(total, os.path.basename(os.fspath(dest)))
+        else:
+            callback = progress or None
+        try:
+            return self.files.download_export(location, dest, expected_bytes=size,
+                                              resume=resume, workers=workers,
+                                              progress=callback)
+        finally:
+            if close is not None:
+                close()
+
+    def image_file(self, image_id: str) -> Iterator[bytes]:
+        """The image's own bytes (``GET /v2/images/{id}/file``), streamed in chunks."""
+        image_id = validate_image_id(image_id)
+
+        def generate() -> Iterator[bytes]:
+            with self._http.stream("GET", _path("images", image_id, "file")) as response:
+                self._check(response)
+                yield from response.iter_bytes(DEFAULT_DOWNLOAD_CHUNK)
+
+        return generate()
 
 
 # -- the async client -------------------------------------------------------------------------

@@ -1,0 +1,546 @@
+"""Cloud Files (Swift): containers and objects, and the export's Dynamic Large Object.
+
+An export is a zero-byte manifest ``<container>/<uuid>.vhd`` whose ``X-Object-Manifest``
+names the prefix of its segments ``<uuid>.vhd-00001``, ``-00002``, ... in the same container.
+The manifest's ETag is not the MD5 of the content, so verification and download go segment
+by segment, each checked against the MD5 the container listing gives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from imgtools._exceptions import (
+    ChecksumMismatch,
+    DownloadError,
+    NotFound,
+    ResponseError,
+    TaskFailed,
+    TransportError,
+    ValidationError,
+)
+from imgtools._http import raise_for_status
+from imgtools._models import Task, TaskStatus
+
+__all__ = [
+    "ContainerInfo",
+    "DownloadResult",
+    "ExportReport",
+    "Files",
+    "ObjectInfo",
+    "Progress",
+    "Segment",
+    "resolve_export",
+    "split_location",
+]
+
+#: Bytes read from the network per chunk (bytes); large chunks keep MD5 and writes cheap.
+DEFAULT_DOWNLOAD_CHUNK = 1024 * 1024
+#: Segments downloaded at once by ``download_export``.
+DEFAULT_DOWNLOAD_WORKERS = 2
+#: Swift's largest listing page (names per request).
+SWIFT_LISTING_LIMIT = 10_000
+
+Progress = Callable[[int, int], None]
+"""A progress callback: ``(bytes_done, bytes_total)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerInfo:
+    """A container: its name, object count and bytes used."""
+
+    name: str
+    count: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """An object as a listing or HEAD describes it; ``hash`` is the unquoted MD5 (or ETag)."""
+
+    name: str
+    bytes: int
+    hash: str
+    content_type: str | None = None
+    last_modified: str | None = None
+    manifest: str | None = None
+    headers: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One DLO segment and where its bytes go in the assembled file."""
+
+    name: str
+    bytes: int
+    md5: str
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExportReport:
+    """What ``verify_export`` found. ``ok`` is true only when ``problems`` is empty."""
+
+    location: str
+    manifest: str | None
+    segments: tuple[Segment, ...]
+    total_bytes: int
+    expected_bytes: int | None
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def __str__(self) -> str:
+        verdict = "OK" if self.ok else "FAILED: " + "; ".join(self.problems)
+        return (f"{self.location}: {len(self.segments)} segment(s), {self.total_bytes} bytes, "
+                f"{verdict}")
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadResult:
+    """A finished, verified download."""
+
+    path: Path
+    bytes: int
+    segments: int
+    resumed_from: int
+
+
+def split_location(location: str) -> tuple[str, str]:
+    """Split ``<container>/<object>`` (an ``export_location``) into its two parts."""
+    container, sep, name = location.partition("/")
+    if not sep or not container or not name:
+        raise ValidationError(
+            f"export location must look like '<container>/<object>', got {location!r}",
+            field="location", problems=("missing '/'",))
+    return container, name
+
+
+def _check_swift_name(name: str) -> None:
+    # Swift's own rules; export containers have stricter ones (imgtools._validation).
+    problems = []
+    if not isinstance(name, str) or not name:
+        problems.append("is empty or not a string")
+    else:
+        if "/" in name:
+            problems.append("contains a slash '/'")
+        if len(name.encode("utf-8")) > 256:
+            problems.append("is longer than 256 bytes in UTF-8")
+    if problems:
+        raise ValidationError(f"invalid container name {name!r}: {'; '.join(problems)}",
+                              field="container", problems=tuple(problems))
+
+
+@contextlib.contextmanager
+def _network(what: str) -> Iterator[None]:
+    # Network failures that the transport's retries could not fix, as imgtools errors.
+    try:
+        yield
+    except httpx.HTTPError as exc:
+        raise TransportError(f"{what}: {type(exc).__name__}: {exc}") from None
+
+
+def _path(container: str, name: str | None = None) -> str:
+    out = "/" + quote(container, safe="")
+    if name is not None:
+        out += "/" + quote(name, safe="")
+    return out
+
+
+class Files:
+    """Cloud Files calls made through an ``httpx.Client`` based at the storage URL.
+
+    The client supplies authentication and per-request retries; this class only knows Swift.
+    """
+
+    def __init__(self, http: httpx.Client) -> None:
+        self._http = http
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        with _network(f"{method} {path or '/'}"):
+            return self._http.request(method, path, **kwargs)
+
+    # -- containers -------------------------------------------------------------------
+    def containers(self, *, prefix: str | None = None) -> list[ContainerInfo]:
+        """Every container in the account (all pages)."""
+        out: list[ContainerInfo] = []
+        for item in self._listing("", prefix=prefix):
+            out.append(ContainerInfo(name=item["name"], count=int(item.get("count", 0)),
+                                     bytes=int(item.get("bytes", 0))))
+        return out
+
+    def create_container(self, name: str) -> bool:
+        """Create ``name``; returns True when it was new (201), False when it existed (202)."""
+        _check_swift_name(name)
+        response = self._send("PUT", _path(name), headers={"Content-Length": "0"})
+        raise_for_status(response)
+        return response.status_code == 201
+
+    def head_container(self, name: str) -> ContainerInfo:
+        """Counts for one container; ``NotFound`` when it does not exist."""
+        response = self._send("HEAD", _path(name))
+        raise_for_status(response)
+        return ContainerInfo(
+            name=name,
+            count=int(response.headers.get("x-container-object-count", 0)),
+            bytes=int(response.headers.get("x-container-bytes-used", 0)),
+        )
+
+    def container_exists(self, name: str) -> bool:
+        try:
+            self.head_container(name)
+        except NotFound:
+            return False
+        return True
+
+    # -- objects ----------------------------------------------------------------------
+    def objects(self, container: str, *, prefix: str | None = None) -> Iterator[ObjectInfo]:
+        """Every object in ``container`` (all pages), in name order."""
+        for item in self._listing(_path(container), prefix=prefix):
+            if "name" not in item:  # a "subdir" entry
+                continue
+            yield ObjectInfo(name=item["name"], bytes=int(item["bytes"]), hash=item["hash"],
+                             content_type=item.get("content_type"),
+                             last_modified=item.get("last_modified"))
+
+    def head_object(self, container: str, name: str, *, manifest: bool = False) -> ObjectInfo:
+        """Headers of one object; ``manifest=True`` reads a DLO manifest itself."""
+        params = {"multipart-manifest": "get"} if manifest else None
+        response = self._send("HEAD", _path(container, name), params=params)
+        raise_for_status(response)
+        headers = response.headers
+        return ObjectInfo(
+            name=name,
+            bytes=int(headers.get("content-length", 0)),
+            hash=headers.get("etag", "").strip('"'),
+            content_type=headers.get("content-type"),
+            last_modified=headers.get("last-modified"),
+            manifest=headers.get("x-object-manifest"),
+            headers={k.lower(): v for k, v in headers.items()},
+        )
+
+    def _listing(self, path: str, *, prefix: str | None) -> Iterator[dict[str, Any]]:
+        marker: str | None = None
+        while True:
+            params: dict[str, str | int] = {"format": "json", "limit": SWIFT_LISTING_LIMIT}
+            if prefix:
+                params["prefix"] = prefix
+            if marker is not None:
+                params["marker"] = marker
+            response = self._send("GET", path, params=params)
+            raise_for_status(response)
+            if response.status_code == 204 or not response.content:
+                return
+            try:
+                page = response.json()
+            except ValueError:
+                raise ResponseError(f"Cloud Files listing of {path or '/'} is not JSON") from None
+            if not isinstance(page, list):
+                raise ResponseError(f"Cloud Files listing of {path or '/'} is not a list")
+            if not page:
+                return
+            for item in page:
+                if not isinstance(item, dict):
+                    raise ResponseError("Cloud Files listing item is not an object")
+                yield item
+            if len(page) < SWIFT_LISTING_LIMIT:
+                return
+            last = page[-1]
+            marker = last.get("name") or last.get("subdir")
+
+    # -- exports ----------------------------------------------------------------------
+    def export_segments(self, location: str) -> tuple[str | None, tuple[Segment, ...]]:
+        """The manifest's ``X-Object-Manifest`` value and its segments in order.
+
+        ``NotFound`` when the manifest is missing.
+        """
+        container, name = split_location(location)
+        head = self.head_object(container, name, manifest=True)
+        manifest = head.manifest
+        if manifest:
+            seg_container, _, prefix = manifest.partition("/")
+        else:
+            seg_container, prefix = container, name + "-"
+        segments: list[Segment] = []
+        offset = 0
+        for obj in self.objects(seg_container, prefix=prefix):
+            segments.append(Segment(name=obj.name, bytes=obj.bytes, md5=obj.hash, offset=offset))
+            offset += obj.bytes
+        return manifest, tuple(segments)
+
+    def verify_export(self, location: str, *, expected_bytes: int | None = None,
+                      progress: Progress | None = None) -> ExportReport:
+        """Check an export end to end and say what is wrong; never raises for a bad export.
+
+        The manifest must exist and name its segments; the segments must be numbered
+        ``-00001`` upwards without gaps; their sizes must add up to ``expected_bytes`` (the
+        image size, when known); each segment, downloaded, must hash to its listed MD5.
+        """
+        problems: list[str] = []
+        try:
+            manifest, segments = self.export_segments(location)
+        except NotFound:
+            return ExportReport(location, None, (), 0, expected_bytes,
+                                (f"manifest {location} not found",))
+        container, name = split_location(location)
+        if not manifest:
+            problems.append(f"{location} has no X-Object-Manifest header")
+        elif manifest != f"{container}/{name}-":
+            problems.append(f"manifest points at {manifest!r}, not {container}/{name}-")
+        if not segments:
+            problems.append("no segments listed")
+        problems.extend(_numbering_problems(name, segments))
+        total = sum(s.bytes for s in segments)
+        if expected_bytes is not None and total != expected_bytes:
+            problems.append(f"segments hold {total} bytes, the image has {expected_bytes}")
+        seg_container = manifest.partition("/")[0] if manifest else container
+        done = 0
+        for seg in segments:
+            digest = hashlib.md5(usedforsecurity=False)
+            got = 0
+            with _network(f"GET {seg.name}"), \
+                    self._http.stream("GET", _path(seg_container, seg.name)) as response:
+                if response.status_code == 404:
+                    problems.append(f"segment {seg.name} is listed but missing")
+                    continue
+                raise_for_status(response)
+                for chunk in response.iter_bytes(DEFAULT_DOWNLOAD_CHUNK):
+                    digest.update(chunk)
+                    got += len(chunk)
+                    if progress:
+                        progress(done + got, total)
+            done += seg.bytes
+            if got != seg.bytes:
+                problems.append(f"segment {seg.name} has {got} bytes, listed as {seg.bytes}")
+            elif digest.hexdigest() != seg.md5:
+                problems.append(f"segment {seg.name} hashes to {digest.hexdigest()}, "
+                                f"listed as {seg.md5}")
+        return ExportReport(location, manifest, segments, total, expected_bytes, tuple(problems))
+
+    def download_export(self, location: str, dest: str | os.PathLike[str], *,
+                        expected_bytes: int | None = None, resume: bool = True,
+                        workers: int = DEFAULT_DOWNLOAD_WORKERS,
+                        progress: Progress | None = None) -> DownloadResult:
+        """Download an export into ``dest``, verified segment by segment.
+
+        Bytes go into ``<dest>.part``; a journal ``<dest>.part.json`` records what is done,
+        so an interrupted download resumes (``Range`` + ``If-Range``) where it stopped. The
+        file is renamed to ``dest`` only when every segment matched its MD5 and the total
+        matched. A mismatch raises ``ChecksumMismatch``; the bad segment is dropped from the
+        journal so nothing that looks complete is kept. ``workers`` segments download at once.
+        """
+        dest = Path(dest)
+        manifest, segments = self.export_segments(location)
+        if not segments:
+            raise DownloadError(f"{location}: no segments listed, nothing to download")
+        container, name = split_location(location)
+        problems = list(_numbering_problems(name, segments))
+        if problems:
+            raise DownloadError(f"{location}: " + "; ".join(problems))
+        total = sum(s.bytes for s in segments)
+        if expected_bytes is not None and total != expected_bytes:
+            raise DownloadError(f"{location}: segments hold {total} bytes, "
+                                f"the image has {expected_bytes}")
+        seg_container = manifest.partition("/")[0] if manifest else container
+        job = _Download(self._http, seg_container, segments, dest, resume=resume,
+                        progress=progress, total=total)
+        resumed_from = job.run(workers=max(1, workers))
+        return DownloadResult(path=dest, bytes=total, segments=len(segments),
+                              resumed_from=resumed_from)
+
+
+def _numbering_problems(name: str, segments: tuple[Segment, ...]) -> list[str]:
+    expected = [f"{name}-{n:05d}" for n in range(1, len(segments) + 1)]
+    names = [s.name for s in segments]
+    if names == expected:
+        return []
+    missing = sorted(set(expected) - set(names))
+    if missing:
+        return [f"segment numbering has gaps (missing {missing[0]})"]
+    return ["segment names do not follow <name>-00001, -00002, ..."]
+
+
+# The journal is rewritten at most this often per segment (bytes), so a resume loses little.
+_JOURNAL_EVERY = 8 * 1024 * 1024
+
+
+class _Download:
+    """One download: a ``.part`` file written at segment offsets plus a JSON journal."""
+
+    def __init__(self, http: httpx.Client, container: str, segments: tuple[Segment, ...],
+                 dest: Path, *, resume: bool, progress: Progress | None, total: int) -> None:
+        self.http = http
+        self.container = container
+        self.segments = segments
+        self.dest = dest
+        self.part = dest.with_name(dest.name + ".part")
+        self.journal_path = dest.with_name(dest.name + ".part.json")
+        self.progress = progress
+        self.total = total
+        self.lock = threading.Lock()
+        self.done_bytes = 0
+        # segment name -> bytes already in .part (== size when finished and verified)
+        self.state: dict[str, int] = {}
+        self.resume = resume
+        self.fingerprint = [[s.name, s.bytes, s.md5] for s in segments]
+
+    def _load_journal(self) -> None:
+        if not (self.resume and self.part.exists() and self.journal_path.exists()):
+            return
+        try:
+            data = json.loads(self.journal_path.read_text())
+        except (OSError, ValueError):
+            return
+        # A journal for other segments (the export was redone) is worthless.
+        if data.get("segments") != self.fingerprint:
+            return
+        state = data.get("done", {})
+        if isinstance(state, dict):
+            self.state = {str(k): int(v) for k, v in state.items()}
+
+    def _save_journal(self) -> None:
+        # Called with self.lock held. Written to a temp file and renamed: never half a journal.
+        tmp = self.journal_path.with_name(self.journal_path.name + ".tmp")
+        tmp.write_text(json.dumps({"segments": self.fingerprint, "done": self.state}))
+        os.replace(tmp, self.journal_path)
+
+    def run(self, *, workers: int) -> int:
+        self._load_journal()
+        resumed_from = sum(self.state.values())
+        self.done_bytes = resumed_from
+        if not self.state:
+            with contextlib.suppress(FileNotFoundError):
+                self.part.unlink()
+        fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.ftruncate(fd, self.total)
+            with self.lock:
+                self._save_journal()
+            if self.progress:
+                self.progress(self.done_bytes, self.total)
+            todo = [s for s in self.segments if self.state.get(s.name, 0) < s.bytes
+                    or (s.bytes == 0 and s.name not in self.state)]
+            if workers == 1 or len(todo) <= 1:
+                for seg in todo:
+                    self._segment(fd, seg)
+            else:
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    for fut in [pool.submit(self._segment, fd, seg) for seg in todo]:
+                        fut.result()
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(self.part, self.dest)
+        with contextlib.suppress(FileNotFoundError):
+            self.journal_path.unlink()
+        return resumed_from
+
+    def _segment(self, fd: int, seg: Segment) -> None:
+        have = self.state.get(seg.name, 0)
+        digest = hashlib.md5(usedforsecurity=False)
+        if have:
+            # Re-hash what is already on disk: resuming must still check the whole segment.
+            pos = 0
+            while pos < have:
+                chunk = os.pread(fd, min(DEFAULT_DOWNLOAD_CHUNK, have - pos), seg.offset + pos)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                pos += len(chunk)
+        headers = {}
+        if have:
+            headers = {"Range": f"bytes={have}-", "If-Range": seg.md5}
+        with _network(f"GET {seg.name}"), \
+                self.http.stream("GET", _path(self.container, seg.name),
+                                 headers=headers) as response:
+            raise_for_status(response)
+            if have and response.status_code == 200:
+                # The server ignored the range (segment changed): start the segment again.
+                self._add_progress(-have)
+                have = 0
+                digest = hashlib.md5(usedforsecurity=False)
+            written = have
+            since_journal = 0
+            for chunk in response.iter_bytes(DEFAULT_DOWNLOAD_CHUNK):
+                if written + len(chunk) > seg.bytes:
+                    self._forget(seg)
+                    raise ChecksumMismatch(
+                        f"segment {seg.name} is longer than its listed {seg.bytes} bytes",
+                        name=seg.name, expected=seg.md5, actual="(too long)")
+                os.pwrite(fd, chunk, seg.offset + written)
+                digest.update(chunk)
+                written += len(chunk)
+                since_journal += len(chunk)
+                self._add_progress(len(chunk))
+                if since_journal >= _JOURNAL_EVERY:
+                    since_journal = 0
+                    with self.lock:
+                        self.state[seg.name] = written
+                        self._save_journal()
+        actual = digest.hexdigest()
+        if written != seg.bytes or actual != seg.md5:
+            self._forget(seg)
+            raise ChecksumMismatch(
+                f"segment {seg.name}: got {written} bytes hashing to {actual}, "
+                f"listed {seg.bytes} bytes with MD5 {seg.md5}",
+                name=seg.name, expected=seg.md5, actual=actual)
+        with self.lock:
+            self.state[seg.name] = seg.bytes
+            self._save_journal()
+
+    def _forget(self, seg: Segment) -> None:
+        with self.lock:
+            self.state.pop(seg.name, None)
+            self._save_journal()
+
+    def _add_progress(self, n: int) -> None:
+        with self.lock:
+            self.done_bytes += n
+            done = self.done_bytes
+        if self.progress:
+            self.progress(done, self.total)
+
+
+def resolve_export(task: Task | Any) -> tuple[Task, str]:
+    """The finished export task and its ``export_location``; a clear error otherwise."""
+    if not isinstance(task, Task):
+        raise ValidationError(f"expected a Task, got {type(task).__name__}", field="task")
+    if task.status is TaskStatus.FAILURE:
+        raise TaskFailed(f"task {task.id} failed: {task.message or 'no message'}; "
+                         f"there is no export to read", task=task)
+    if task.status is not TaskStatus.SUCCESS:
+        raise ValidationError(f"task {task.id} is still {task.status.value}: wait for it "
+                              f"first", field="task", problems=("not finished",))
+    location = task.export_location
+    if not location:
+        raise ValidationError(f"task {task.id} ({task.type}) has no export_location",
+                              field="task", problems=("not an export",))
+    return task, location
+
+
+def tqdm_progress(total: int, description: str) -> tuple[Progress, Callable[[], None]]:
+    """A ``Progress`` callback drawing a ``tqdm.auto`` bar, and the function that closes it."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=description)
+    lock = threading.Lock()
+
+    def update(done: int, _total: int) -> None:
+        with lock:
+            bar.update(done - bar.n)
+
+    return update, bar.close

@@ -1,0 +1,293 @@
+"""The ``imgtools`` command.
+
+Exit codes: 0 done, 1 a task failed, 2 bad input or configuration, 3 timeout, 4 service or
+network error. Errors are one readable line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from imgtools._exceptions import (
+    ConfigurationError,
+    DownloadError,
+    ImgToolsError,
+    PreflightError,
+    ServiceError,
+    TaskFailed,
+    TaskTimeout,
+    ValidationError,
+)
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "EXIT_SERVICE", "EXIT_TIMEOUT", "main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_TIMEOUT = 3
+EXIT_SERVICE = 4
+
+# Columns of the one-line-per-task table; the rest stays available in json/csv.
+TABLE_COLUMNS = ["id", "type", "status", "created_at", "duration", "image_id", "container",
+                 "export_location", "message"]
+
+
+def _exit_code(error: BaseException) -> int:
+    if isinstance(error, TaskFailed):
+        return EXIT_FAILED
+    if isinstance(error, TaskTimeout):
+        return EXIT_TIMEOUT
+    if isinstance(error, (ValidationError, ConfigurationError, PreflightError)):
+        return EXIT_BAD_INPUT
+    if isinstance(error, (ServiceError, DownloadError)):
+        return EXIT_SERVICE
+    return EXIT_SERVICE
+
+
+def _connect(args: argparse.Namespace) -> Any:
+    import imgtools
+
+    return imgtools.connect(emulator=True if args.emulator else None)
+
+
+def _print_frame(frame: Any, fmt: str, out: TextIO) -> None:
+    from imgtools.history import format_duration
+
+    if fmt == "json":
+        out.write(frame.to_json(orient="records", date_format="iso", date_unit="s"))
+        out.write("\n")
+    elif fmt == "csv":
+        frame.to_csv(out, index=False)
+    else:
+        if not len(frame):
+            out.write("no tasks\n")
+            return
+        shown = frame[[c for c in TABLE_COLUMNS if c in frame.columns]].copy()
+        shown["duration"] = shown["duration"].map(format_duration)
+        shown["created_at"] = shown["created_at"].dt.strftime("%Y-%m-%d %H:%M:%S")
+        out.write(shown.fillna("").to_string(index=False))
+        out.write("\n")
+
+
+def _print_task(task: Any, fmt: str, out: TextIO) -> None:
+    if fmt == "json":
+        out.write(json.dumps(task.to_json(), indent=2, sort_keys=True) + "\n")
+    else:
+        from imgtools.history import tasks_frame
+
+        _print_frame(tasks_frame([task]), fmt, out)
+
+
+def _poll_note(task: Any) -> None:
+    print(f"{task.id} {task.status.value}", file=sys.stderr, flush=True)
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
+    client = _connect(args)
+    with client:
+        handle = client.begin_export(args.image_id, args.container,
+                                     create_container=args.create_container,
+                                     preflight=not args.no_preflight)
+        if not args.wait:
+            _print_task(handle.task, args.format, out)
+            return EXIT_OK
+        task = handle.wait(timeout=args.timeout, on_update=_poll_note if args.verbose else None)
+        _print_task(task, args.format, out)
+    return EXIT_OK
+
+
+def cmd_task(args: argparse.Namespace, out: TextIO) -> int:
+    client = _connect(args)
+    with client:
+        _print_task(client.get_task(args.task_id), args.format, out)
+    return EXIT_OK
+
+
+def _frame_for(args: argparse.Namespace) -> Any:
+    from imgtools._tasklog import TaskLog
+    from imgtools.history import filter_tasks, merged, tasks_frame
+
+    if args.source == "log":
+        with TaskLog() as log:
+            frame = log.frame(since=args.since, status=args.status, type=args.type)
+        return frame
+    client = _connect(args)
+    with client:
+        frame = tasks_frame(client) if args.source == "service" else merged(client)
+    return filter_tasks(frame, since=args.since, status=args.status, type=args.type)
+
+
+def cmd_tasks(args: argparse.Namespace, out: TextIO) -> int:
+    _print_frame(_frame_for(args), args.format, out)
+    return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace, out: TextIO) -> int:
+    from imgtools.history import summary
+
+    report = summary(_frame_for(args))
+    for name, table in report.tables.items():
+        if args.format == "json":
+            out.write(json.dumps({name: json.loads(table.to_json(orient="split",
+                                                                 date_format="iso"))}) + "\n")
+        else:
+            out.write(f"== {name} ==\n")
+            out.write((table.to_string() if len(table) else "(none)") + "\n\n")
+    return EXIT_OK
+
+
+def cmd_wait(args: argparse.Namespace, out: TextIO) -> int:
+    client = _connect(args)
+    with client:
+        def progress(p: Any) -> None:
+            if args.verbose:
+                print(str(p), file=sys.stderr, flush=True)
+
+        result = client.wait_all(args.task_ids, timeout=args.timeout, on_progress=progress)
+        from imgtools.history import tasks_frame
+
+        _print_frame(tasks_frame(list(result.tasks.values())), args.format, out)
+        for task_id, error in result.errors.items():
+            print(f"imgtools: {task_id}: {error}", file=sys.stderr)
+    if result.errors:
+        return EXIT_SERVICE
+    if result.failed:
+        return EXIT_FAILED
+    if result.timed_out:
+        return EXIT_TIMEOUT
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
+    client = _connect(args)
+    with client:
+        report = client.verify_export(args.task_id)
+    out.write(str(report) + "\n")
+    return EXIT_OK if report.ok else EXIT_SERVICE
+
+
+def cmd_download(args: argparse.Namespace, out: TextIO) -> int:
+    client = _connect(args)
+    with client:
+        result = client.download_export(args.task_id, args.dest, resume=not args.no_resume,
+                                        progress=not args.no_progress)
+    note = f" (resumed at byte {result.resumed_from})" if result.resumed_from else ""
+    out.write(f"{result.path}: {result.bytes} bytes in {result.segments} verified "
+              f"segment(s){note}\n")
+    return EXIT_OK
+
+
+# -- parser ---------------------------------------------------------------------------------
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imgtools",
+        description="Export Cloud Images to Cloud Files, follow tasks, audit them.",
+        epilog="Credentials: API_ENDPOINT + AUTH_TOKEN (+ FILES_ENDPOINT), or RAX_USERNAME + "
+               "RAX_API_KEY (+ RAX_REGION). Exit codes: 0 done, 1 task failed, 2 bad input "
+               "or configuration, 3 timeout, 4 service or network error.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--emulator", action="store_true",
+                        help="with no credentials set, use a local emulator for this command")
+    common.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace, TextIO], int], help: str,
+            fmt: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(func=func)
+        if fmt:
+            p.add_argument("--format", choices=("table", "json", "csv"), default=None,
+                           help="output format (default: table; json for a single task)")
+        return p
+
+    p = add("export", cmd_export, "start an export task (and optionally wait for it)")
+    p.add_argument("image_id", help="the image's UUID")
+    p.add_argument("--container", required=True, help="the receiving Cloud Files container")
+    p.add_argument("--wait", action="store_true", help="poll until the task finishes")
+    p.add_argument("--create-container", action="store_true",
+                   help="create the container when it does not exist")
+    p.add_argument("--no-preflight", action="store_true",
+                   help="skip the checks made before the task is created")
+    p.add_argument("--timeout", type=_positive_float, default=None,
+                   help="seconds to wait with --wait (default: the client's, 3600)")
+
+    p = add("task", cmd_task, "show one task")
+    p.add_argument("task_id")
+
+    for name, func, what in (("tasks", cmd_tasks, "list tasks"),
+                             ("audit", cmd_audit, "summary tables of tasks")):
+        p = add(name, func, what)
+        p.add_argument("--from", dest="source", choices=("service", "log", "all"),
+                       default="all" if name == "audit" else "service",
+                       help="the service, the local audit log, or both merged")
+        p.add_argument("--since", help="only tasks created since, e.g. 7d, 12h, 2026-11-01")
+        p.add_argument("--status", choices=("pending", "processing", "success", "failure"))
+        p.add_argument("--type", choices=("export", "import"))
+
+    p = add("wait", cmd_wait, "wait for tasks to finish (batch polling)")
+    p.add_argument("task_ids", nargs="+", metavar="TASK_ID")
+    p.add_argument("--timeout", type=_positive_float, default=None,
+                   help="seconds (default: the client's, 3600)")
+
+    p = add("verify", cmd_verify, "verify an export: manifest, segments, sizes, MD5s",
+            fmt=False)
+    p.add_argument("task_id")
+
+    p = add("download", cmd_download, "download an export, resumable and verified", fmt=False)
+    p.add_argument("task_id")
+    p.add_argument("dest", type=Path)
+    p.add_argument("--no-resume", action="store_true", help="start again from byte 0")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    sub.add_parser("emulator", help="run the local emulator (see: imgtools emulator --help)",
+                   add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = out or sys.stdout
+    if argv and argv[0] == "emulator":
+        from imgtools.emulator.__main__ import main as emulator_main
+
+        return int(emulator_main(argv[1:]) or 0)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:
+        return int(stop.code or 0) if isinstance(stop.code, int) else EXIT_BAD_INPUT
+    if getattr(args, "format", None) is None:
+        args.format = "json" if args.command == "task" else "table"
+    try:
+        return int(args.func(args, out))
+    except ImgToolsError as error:
+        print(f"imgtools: {type(error).__name__}: {error}", file=sys.stderr)
+        return _exit_code(error)
+    except KeyboardInterrupt:
+        print("imgtools: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
