@@ -171,8 +171,14 @@ class Files:
         self._http = http
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        # httpx gives a base URL a trailing slash; the account itself is the URL without it.
+        url = path or str(self._http.base_url).rstrip("/")
         with _network(f"{method} {path or '/'}"):
-            return self._http.request(method, path, **kwargs)
+            response = self._http.request(method, url, **kwargs)
+        if 300 <= response.status_code < 400:
+            raise ResponseError(f"{method} {path or '/'}: unexpected redirect "
+                                f"({response.status_code}) from Cloud Files")
+        return response
 
     # -- containers -------------------------------------------------------------------
     def containers(self, *, prefix: str | None = None) -> list[ContainerInfo]:

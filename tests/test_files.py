@@ -1,0 +1,243 @@
+"""Cloud Files: containers and objects, verify_export and download_export against the emulator,
+including a corrupted segment, a missing segment and an interrupted download."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from client_support import DB, FAST, WEB, WINDOWS, Recorder, fresh_container, make_client
+
+import imgtools
+from imgtools import (
+    ChecksumMismatch,
+    DownloadError,
+    NotFound,
+    Task,
+    TaskFailed,
+    ValidationError,
+)
+from imgtools import _files as files_module
+from imgtools.emulator import EmulatorHandle, start_emulator
+
+pytest_plugins = ["fixtures_client"]  # emu (module-scoped, fast), client
+
+
+def _export(client: imgtools.Client, image_id: str = WEB) -> Task:
+    return client.export(image_id, fresh_container("x"), create_container=True, timeout=60)
+
+
+def _image_md5(client: imgtools.Client, image_id: str) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    for chunk in client.image_file(image_id):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+
+
+# -- containers and objects -------------------------------------------------------------------
+
+
+def test_create_head_and_list_containers(client: imgtools.Client) -> None:
+    name = fresh_container("files")
+    assert client.files.create_container(name) is True
+    assert client.files.create_container(name) is False  # 202: already there
+    info = client.files.head_container(name)
+    assert (info.name, info.count, info.bytes) == (name, 0, 0)
+    assert name in [c.name for c in client.files.containers()]
+    assert list(client.files.objects(name)) == []  # Swift answers 204 for an empty container
+    assert client.files.container_exists(name)
+    assert not client.files.container_exists(name + "-nope")
+    with pytest.raises(NotFound):
+        client.files.head_container(name + "-nope")
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "x" * 257])
+def test_bad_container_name_sends_nothing(emu: EmulatorHandle, bad: str) -> None:
+    recorder = Recorder()
+    with make_client(emu, transport=recorder) as client:
+        before = len(recorder.requests)
+        with pytest.raises(ValidationError):
+            client.files.create_container(bad)
+        assert len(recorder.requests) == before
+
+
+def test_objects_and_manifest_of_an_export(client: imgtools.Client) -> None:
+    task = _export(client)
+    container, name = files_module.split_location(task.export_location or "")
+    manifest = client.files.head_object(container, name, manifest=True)
+    assert manifest.bytes == 0
+    assert manifest.manifest == f"{container}/{name}-"
+    listed = list(client.files.objects(container, prefix=name + "-"))
+    assert [o.name for o in listed] == [f"{name}-{n:05d}" for n in range(1, len(listed) + 1)]
+    image = client.get_image(WEB)
+    assert sum(o.bytes for o in listed) == image.size
+
+
+# -- verify_export ----------------------------------------------------------------------------
+
+
+def test_verify_export_ok(client: imgtools.Client) -> None:
+    task = _export(client)
+    seen: list[int] = []
+    report = client.verify_export(task, progress=lambda done, total: seen.append(done))
+    image = client.get_image(WEB)
+    assert report.ok, report.problems
+    assert report.total_bytes == report.expected_bytes == image.size
+    assert len(report.segments) > 1
+    assert seen and seen[-1] == image.size
+    assert "OK" in str(report)
+    # By task id too, and by an ExportTask handle.
+    assert client.verify_export(task.id).ok
+    assert client.verify_export(client.resume(task.id)).ok
+
+
+def test_verify_export_refuses_unfinished_and_failed_tasks(client: imgtools.Client) -> None:
+    handle = client.begin_export(DB, fresh_container("pend"), create_container=True)
+    pending = handle.task
+    assert pending is not None and not pending.done
+    with pytest.raises(ValidationError, match="wait for it"):
+        client.verify_export(pending)
+    handle.wait(timeout=60)
+    failed = client.begin_export(WINDOWS, fresh_container("win"), create_container=True,
+                                 preflight=False)
+    with pytest.raises(TaskFailed):
+        failed.wait(timeout=60)
+    with pytest.raises(TaskFailed, match="no export"):
+        client.verify_export(failed.id)
+
+
+@pytest.fixture
+def faulty_emu() -> Iterator[EmulatorHandle]:
+    with start_emulator(config=FAST, subprocess=True) as handle:
+        yield handle
+
+
+def test_corrupt_segment_is_reported_and_refused(faulty_emu: EmulatorHandle,
+                                                 tmp_path: Path) -> None:
+    faulty_emu.set_faults(corrupt_segment=True)
+    with make_client(faulty_emu) as client:
+        task = _export(client)
+        report = client.verify_export(task)
+        assert not report.ok
+        assert any("-00001" in p and "hashes to" in p for p in report.problems)
+        dest = tmp_path / "bad.vhd"
+        with pytest.raises(ChecksumMismatch) as caught:
+            client.download_export(task, dest, progress=False, workers=1)
+        assert caught.value.name.endswith("-00001")
+        assert not dest.exists()  # nothing that looks complete
+
+
+def test_missing_segment_is_reported_and_refused(faulty_emu: EmulatorHandle,
+                                                 tmp_path: Path) -> None:
+    faulty_emu.set_faults(missing_segment=True)
+    with make_client(faulty_emu) as client:
+        task = _export(client)
+        report = client.verify_export(task)
+        assert not report.ok
+        joined = " ".join(report.problems)
+        assert "gaps" in joined
+        assert "bytes, the image has" in joined
+        dest = tmp_path / "short.vhd"
+        with pytest.raises(DownloadError, match="gaps"):
+            client.download_export(task, dest, progress=False)
+        assert not dest.exists()
+        assert not Path(str(dest) + ".part").exists()
+
+
+def test_verify_missing_manifest(client: imgtools.Client) -> None:
+    report = client.files.verify_export(fresh_container("none") + "/nothing.vhd")
+    assert not report.ok
+    assert "not found" in report.problems[0]
+
+
+# -- download_export --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_download_equals_the_image(client: imgtools.Client, tmp_path: Path,
+                                   workers: int) -> None:
+    task = _export(client)
+    dest = tmp_path / "web.vhd"
+    result = client.download_export(task, dest, progress=False, workers=workers)
+    assert result.path == dest and result.resumed_from == 0
+    assert result.bytes == dest.stat().st_size == client.get_image(WEB).size
+    assert _file_md5(dest) == _image_md5(client, WEB)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["web.vhd"]  # no .part, no journal
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_interrupted_download_resumes_mid_segment(client: imgtools.Client, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # Small chunks and a frequent journal so the interruption falls inside a segment.
+    monkeypatch.setattr(files_module, "DEFAULT_DOWNLOAD_CHUNK", 1024)
+    monkeypatch.setattr(files_module, "_JOURNAL_EVERY", 2048)
+    task = _export(client)
+    total = client.get_image(WEB).size
+    assert total is not None
+    dest = tmp_path / "web.vhd"
+    stop_at = total // 2 + 3000
+
+    def interrupt(done: int, _total: int) -> None:
+        if done >= stop_at:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        client.download_export(task, dest, progress=interrupt, workers=1)
+    assert not dest.exists()
+    assert Path(str(dest) + ".part").exists()
+
+    progress: list[int] = []
+    result = client.download_export(task, dest, progress=lambda d, t: progress.append(d),
+                                    workers=1)
+    segment = FAST.segment_size
+    assert 0 < result.resumed_from < total
+    assert result.resumed_from % segment != 0  # resumed inside a segment, with a Range request
+    assert progress[0] == result.resumed_from
+    assert progress == sorted(progress)  # nothing downloaded twice
+    assert _file_md5(dest) == _image_md5(client, WEB)
+
+
+def test_resume_false_starts_again(client: imgtools.Client, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(files_module, "DEFAULT_DOWNLOAD_CHUNK", 1024)
+    monkeypatch.setattr(files_module, "_JOURNAL_EVERY", 2048)
+    task = _export(client)
+    dest = tmp_path / "again.vhd"
+
+    def interrupt(done: int, _total: int) -> None:
+        if done > 10_000:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        client.download_export(task, dest, progress=interrupt, workers=1)
+    result = client.download_export(task, dest, progress=False, resume=False)
+    assert result.resumed_from == 0
+    assert _file_md5(dest) == _image_md5(client, WEB)
+
+
+def test_a_stale_journal_is_not_trusted(client: imgtools.Client, tmp_path: Path) -> None:
+    task = _export(client)
+    dest = tmp_path / "stale.vhd"
+    part = Path(str(dest) + ".part")
+    part.write_bytes(b"\0" * 100)
+    Path(str(dest) + ".part.json").write_text('{"segments": [["other", 1, "x"]], '
+                                              '"done": {"other": 1}}')
+    result = client.download_export(task, dest, progress=False)
+    assert result.resumed_from == 0
+    assert _file_md5(dest) == _image_md5(client, WEB)
+
+
+def test_split_location() -> None:
+    assert files_module.split_location("c/o.vhd") == ("c", "o.vhd")
+    for bad in ("nothing", "/o", "c/"):
+        with pytest.raises(ValidationError):
+            files_module.split_location(bad)
