@@ -33,8 +33,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
-from imgtools._exceptions import ValidationError
-from imgtools._models import Task, TaskStatus
+from imgtools._exceptions import ResponseError, ValidationError
+from imgtools._models import Task, TaskStatus, parse_time
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -215,6 +215,30 @@ class _Row:
             container=task.container if full else None,
             export_location=task.export_location if full else None,
         )
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], seen: int) -> _Row:
+        if "input" in body or not isinstance(body, Mapping):
+            return cls.from_task(Task.from_json(body), seen)
+        try:
+            task_id, task_type, status = body["id"], body["type"], body["status"]
+            created, updated = parse_time(body["created_at"]), parse_time(body["updated_at"])
+        except KeyError as missing:
+            raise ResponseError(f"task is missing field: {missing}") from None
+        if status not in _RANK:
+            raise ResponseError(f"unknown task status: {status!r}")
+        if not isinstance(task_id, str) or not isinstance(task_type, str):
+            raise ResponseError("task id and type must be strings")
+        if created is None or updated is None:
+            raise ResponseError("task has empty created_at/updated_at")
+        expires = parse_time(body.get("expires_at"))
+        owner = body.get("owner")
+        return cls(id=task_id, type=task_type, status=status,
+                   owner=None if owner is None else str(owner),
+                   created_at=_to_us(created), updated_at=_to_us(updated),
+                   expires_at=None if expires is None else _to_us(expires),
+                   input=None, result=None, message=None,
+                   first_seen=seen, last_seen=seen, detail=False)
 
     @classmethod
     def from_db(cls, row: Sequence[Any]) -> _Row:
@@ -529,6 +553,17 @@ class TaskLog:
         """
         seen = _to_us(seen_at) if seen_at is not None else _to_us(datetime.now(UTC))
         rows = [_Row.from_task(task, seen) for task in tasks]
+        if rows:
+            events = [(r.id, r.status, seen, r.updated_at) for r in rows]
+            self._retry(functools.partial(self._upsert, rows, events))
+
+    def record_bodies(self, bodies: Iterable[Mapping[str, Any]], *,
+                      seen_at: datetime | None = None) -> None:
+        """``record`` for task bodies as the service sent them (list stubs or full bodies),
+        without building ``Task`` objects for stubs: the fast path for big listings.
+        A damaged body raises ``ResponseError`` and nothing of the batch is written."""
+        seen = _to_us(seen_at) if seen_at is not None else _to_us(datetime.now(UTC))
+        rows = [_Row.from_body(body, seen) for body in bodies]
         if rows:
             events = [(r.id, r.status, seen, r.updated_at) for r in rows]
             self._retry(functools.partial(self._upsert, rows, events))

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
+import queue
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final, cast
 
 import numpy as np
@@ -53,6 +55,8 @@ __all__ = [
     "summary",
     "tasks_frame",
 ]
+
+_logger = logging.getLogger("imgtools")
 
 COLUMNS: Final = ("id", "type", "status", "owner", "created_at", "updated_at", "expires_at",
                   "duration", "image_id", "container", "export_location", "message", "source")
@@ -311,28 +315,78 @@ def _is_async(client: object) -> bool:
     return inspect.iscoroutinefunction(getattr(client, "get_task", None))
 
 
-def _service_items(client: Any) -> list[Mapping[str, Any]] | list[Task]:
-    """Every task the service lists, as raw bodies when the client offers a raw page iterator
-    (``task_pages()``: no ``Task`` objects, the fast path) else as ``Task`` objects."""
-    pages = getattr(client, "task_pages", None)
-    if callable(pages) and not _is_async(client):
-        items: list[Mapping[str, Any]] = []
+class _BackgroundRecorder:
+    """Records listing pages into the audit log on a worker thread, so SQLite's writes overlap
+    the wait for the next page instead of adding to it. ``finish()`` waits for the last page;
+    a log failure is logged, never raised (an audit log must not break a listing)."""
+
+    def __init__(self, log: TaskLog) -> None:
+        self.log = log
+        self.pages: queue.SimpleQueue[list[Mapping[str, Any]] | None] = queue.SimpleQueue()
+        self.seen_at = datetime.now(UTC)
+        self.thread = threading.Thread(target=self._work, name="imgtools-log-writer",
+                                       daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        while (page := self.pages.get()) is not None:
+            try:
+                self.log.record_bodies(page, seen_at=self.seen_at)
+            except Exception:
+                _logger.warning("could not record %d listed task(s) in the audit log",
+                                len(page), exc_info=True)
+
+    def put(self, page: list[Mapping[str, Any]]) -> None:
+        self.pages.put(page)
+
+    def finish(self) -> None:
+        self.pages.put(None)
+        self.thread.join()
+
+
+def _page_source(client: Any) -> Callable[[], Any] | None:
+    pages = getattr(client, "iter_task_pages", None)
+    return pages if callable(pages) else None
+
+
+def _service_items(client: Any, record: bool) -> list[Mapping[str, Any]] | list[Task]:
+    """Every task the service lists: raw bodies when the client offers ``iter_task_pages()``
+    (no ``Task`` objects: the fast path), else ``Task`` objects from ``tasks()``."""
+    if _is_async(client):
+        return cast(list[Task], _run(_collect_async(client, record)))
+    pages = _page_source(client)
+    if pages is None:
+        return list(client.tasks())  # such a client records what it lists itself
+    log = _client_log(client) if record else None
+    writer = _BackgroundRecorder(log) if log is not None else None
+    items: list[Mapping[str, Any]] = []
+    try:
         for page in pages():
             items.extend(page)
-        return items
-    if _is_async(client):
-        return cast(list[Task], _run(_collect_async(client)))
-    return list(client.tasks())
+            if writer is not None:
+                writer.put(page)
+    finally:
+        if writer is not None:
+            writer.finish()
+    return items
 
 
-async def _collect_async(client: Any) -> list[Any]:
-    pages = getattr(client, "task_pages", None)
-    if callable(pages):
-        raw: list[Any] = []
+async def _collect_async(client: Any, record: bool = True) -> list[Any]:
+    pages = _page_source(client)
+    if pages is None:
+        return [task async for task in client.tasks()]
+    log = _client_log(client) if record else None
+    writer = _BackgroundRecorder(log) if log is not None else None
+    raw: list[Any] = []
+    try:
         async for page in pages():
             raw.extend(page)
-        return raw
-    return [task async for task in client.tasks()]
+            if writer is not None:
+                writer.put(page)
+    finally:
+        if writer is not None:
+            await asyncio.to_thread(writer.finish)
+    return raw
 
 
 def _run(coroutine: Awaitable[Any]) -> Any:
@@ -414,7 +468,7 @@ def _with_details(client: Any, items: list[Any], concurrency: int) -> pd.DataFra
     return _frame_from_tasks(filled)
 
 
-def tasks_frame(source: Any, *, details: bool = False,
+def tasks_frame(source: Any, *, details: bool = False, record: bool = True,
                 concurrency: int = DETAILS_CONCURRENCY) -> pd.DataFrame:
     """Tasks as a typed DataFrame (columns in the module docstring, also when empty).
 
@@ -422,7 +476,8 @@ def tasks_frame(source: Any, *, details: bool = False,
     ``source="service"``), a ``TaskLog`` (``source="log"``) or an iterable of ``Task``.
     ``details=True`` (clients only) fills each stub's input/result/message: from the client's
     log when it holds the task in full, else by ``GET /v2/tasks/{id}``, ``concurrency`` at a
-    time (default ``DETAILS_CONCURRENCY``).
+    time (default ``DETAILS_CONCURRENCY``). ``record`` (default true): what the listing shows
+    goes into the client's audit log too (a worker thread writes while pages arrive).
     """
     from imgtools._exceptions import ValidationError
 
@@ -432,7 +487,7 @@ def tasks_frame(source: Any, *, details: bool = False,
                                   "every detail it has seen", field="details")
         return source.frame()
     if _is_client(source):
-        items = _service_items(source)
+        items = _service_items(source, record)
         if details:
             return _with_details(source, items, concurrency)
         if items and not isinstance(items[0], Task):
@@ -452,10 +507,10 @@ def tasks_frame(source: Any, *, details: bool = False,
     return _frame_from_tasks(tasks)
 
 
-async def tasks_frame_async(client: Any, *, details: bool = False,
+async def tasks_frame_async(client: Any, *, details: bool = False, record: bool = True,
                             concurrency: int = DETAILS_CONCURRENCY) -> pd.DataFrame:
     """``tasks_frame`` for an ``AsyncClient`` inside a running event loop (notebooks)."""
-    items = await _collect_async(client)
+    items = await _collect_async(client, record)
     if not details:
         if items and not isinstance(items[0], Task):
             return _frame_from_items(items)

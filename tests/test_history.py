@@ -125,9 +125,9 @@ class FakeClient:
 
 
 class RawPagesClient(FakeClient):
-    """A client offering ``task_pages()``: raw list bodies, page by page."""
+    """A client offering ``iter_task_pages()``: raw list bodies, page by page."""
 
-    def task_pages(self) -> Iterator[list[dict[str, Any]]]:
+    def iter_task_pages(self) -> Iterator[list[dict[str, Any]]]:
         for start in range(0, len(self.listed), 2):
             yield self.listed[start:start + 2]
 
