@@ -404,3 +404,95 @@ def test_log_frames_are_chronological_with_ties_by_id(log: TaskLog) -> None:
     log.record([Task.from_json(later)])
     log.record([Task.from_json(export_body(i)) for i in reversed(ids)])  # same created_at
     assert log.frame()["id"].tolist() == [*ids, later["id"]]
+
+
+# -- against the emulator (real sockets, the real client) --------------------------------------
+
+def _task_gets(emu: Any) -> int:
+    return sum(r["count"] for r in emu.stats()["requests"]
+               if r["route"] == "/v2/tasks/{task_id}" and r["method"] == "GET")
+
+
+@pytest.fixture(scope="module")
+def seeded() -> Iterator[Any]:
+    from imgtools.emulator import EmulatorConfig, start_emulator
+
+    with start_emulator(config=EmulatorConfig(seed_tasks=1500), subprocess=True) as handle:
+        yield handle
+
+
+def _connect(emu: Any, log: TaskLog | bool) -> Any:
+    import imgtools
+
+    return imgtools.connect(username="demo", api_key="demo-key", identity_url=emu.identity_url,
+                            log=log, poll=imgtools.PollPolicy.fast(), wait_timeout=60.0)
+
+
+def test_service_frame_from_the_emulator(seeded: Any, log: TaskLog) -> None:
+    with _connect(seeded, log) as client:
+        frame = tasks_frame(client)
+        assert_standard(frame)
+        assert len(frame) == 1500 and frame["id"].is_unique
+        assert set(frame["source"]) == {"service"}
+        assert frame["image_id"].isna().all()  # the list gives stubs only
+        assert set(frame["status"].astype(str)) <= {"success", "failure"}
+        assert frame["duration"].notna().all() and frame["expires_at"].notna().all()
+        # ...and the listing went into the log, as stubs.
+        assert len(log) == 1500 and log.complete_ids(frame["id"]) == set()
+        assert len(log.events_frame()) == 1500
+
+
+def test_details_from_the_emulator_fetch_each_task_once(seeded: Any, log: TaskLog) -> None:
+    with _connect(seeded, log) as client:
+        before = _task_gets(seeded)
+        frame = tasks_frame(client, details=True, concurrency=6)
+        assert _task_gets(seeded) - before == 1500
+        exports = frame[frame["type"] == "export"]
+        assert exports["image_id"].notna().all() and frame["container"].notna().all()
+        # A failed import made no image; a successful one did.
+        imports = frame[frame["type"] == "import"]
+        assert (imports["image_id"].notna() == (imports["status"] == "success")).all()
+        failed = frame[frame["status"] == "failure"]
+        assert len(failed) and failed["message"].notna().all()
+        succeeded = frame[(frame["status"] == "success") & (frame["type"] == "export")]
+        assert (succeeded["export_location"]
+                == succeeded["container"] + "/" + succeeded["image_id"] + ".vhd").all()
+        assert frame[frame["status"] == "success"]["message"].isna().all()  # "" -> null
+        again = tasks_frame(client, details=True)
+        assert _task_gets(seeded) - before == 1500  # the log held them all in full
+        pd.testing.assert_frame_equal(again, frame)
+
+
+def test_merged_keeps_what_the_emulator_purged(tmp_path: Path) -> None:
+    from client_support import FAST, WEB, WINDOWS
+
+    from imgtools.emulator import start_emulator
+
+    with TaskLog(tmp_path / "audit.sqlite") as audit, \
+            start_emulator(config=FAST.replace(task_ttl=1.0), subprocess=True) as emu, \
+            _connect(emu, audit) as client:
+        done = client.export(WEB, "backups", create_container=True)
+        failed = client.begin_export(WINDOWS, "backups", preflight=False)
+        with pytest.raises(Exception, match="licensing"):
+            failed.wait()
+        ids = {done.id, failed.id}
+        # Wait (bounded) until the service has forgotten both tasks.
+        deadline = 200
+        while ids & set(tasks_frame(client, record=False)["id"]):
+            deadline -= 1
+            assert deadline, "the emulator never purged the finished tasks"
+            threading.Event().wait(0.1)
+        for task_id in ids:
+            with pytest.raises(NotFound):
+                client.get_task(task_id)
+        frame = merged(client, audit)
+        assert_standard(frame)
+        rows = frame.set_index("id").loc[sorted(ids)]
+        assert set(rows["source"]) == {"log"}
+        ok, bad = rows.loc[done.id], rows.loc[failed.id]
+        assert ok["status"] == "success" and ok["image_id"] == WEB
+        assert ok["container"] == "backups" and ok["export_location"] == f"backups/{WEB}.vhd"
+        assert bad["status"] == "failure" and "licensing" in bad["message"]
+        assert bad["image_id"] == WINDOWS and pd.isna(bad["export_location"])
+        events = audit.events_frame(done.id)
+        assert list(events["status"].astype(str))[-1] == "success"
