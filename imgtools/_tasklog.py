@@ -145,6 +145,22 @@ def _to_us(value: datetime) -> int:
     return (_aware(value) - _EPOCH) // _US
 
 
+def _time_us(value: Any) -> int | None:
+    """A service timestamp as epoch microseconds; the common ``...Z`` form without
+    ``parse_time``'s detours (Python 3.11's ``fromisoformat`` reads ``Z`` itself)."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            return (parsed - _EPOCH) // _US
+    parsed_or_none = parse_time(value)  # None/"" -> None; damage -> ResponseError
+    return None if parsed_or_none is None else _to_us(parsed_or_none)
+
+
 def _from_us(value: int) -> datetime:
     return _EPOCH + timedelta(microseconds=value)
 
@@ -222,7 +238,7 @@ class _Row:
             return cls.from_task(Task.from_json(body), seen)
         try:
             task_id, task_type, status = body["id"], body["type"], body["status"]
-            created, updated = parse_time(body["created_at"]), parse_time(body["updated_at"])
+            created, updated = _time_us(body["created_at"]), _time_us(body["updated_at"])
         except KeyError as missing:
             raise ResponseError(f"task is missing field: {missing}") from None
         if status not in _RANK:
@@ -231,12 +247,11 @@ class _Row:
             raise ResponseError("task id and type must be strings")
         if created is None or updated is None:
             raise ResponseError("task has empty created_at/updated_at")
-        expires = parse_time(body.get("expires_at"))
+        expires = _time_us(body.get("expires_at"))
         owner = body.get("owner")
         return cls(id=task_id, type=task_type, status=status,
                    owner=None if owner is None else str(owner),
-                   created_at=_to_us(created), updated_at=_to_us(updated),
-                   expires_at=None if expires is None else _to_us(expires),
+                   created_at=created, updated_at=updated, expires_at=expires,
                    input=None, result=None, message=None,
                    first_seen=seen, last_seen=seen, detail=False)
 

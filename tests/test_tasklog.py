@@ -375,3 +375,22 @@ def test_import_accepts_plain_task_bodies(log: TaskLog, tmp_path: Path) -> None:
     assert log.import_(src) == 1
     got = log.get(tid)
     assert got is not None and not got.is_stub and got.export_location is not None
+
+
+def test_record_bodies_matches_record(tmp_path: Path) -> None:
+    from imgtools._exceptions import ResponseError
+
+    bodies = [body(new_id(), "success", minutes=4, stub=True),
+              body(new_id(), "failure", minutes=2, message="boom"),
+              dict(body(new_id(), "pending", stub=True),
+                   created_at="2014-02-26T02:01:13.250+00:00")]
+    with TaskLog(tmp_path / "a.sqlite") as fast, TaskLog(tmp_path / "b.sqlite") as slow:
+        fast.record_bodies(bodies, seen_at=T0)
+        slow.record([Task.from_json(b) for b in bodies], seen_at=T0)
+        assert rows(fast.path, "SELECT * FROM tasks ORDER BY id") == \
+            rows(slow.path, "SELECT * FROM tasks ORDER BY id")
+        for damaged in ({"id": "x"}, dict(bodies[0], status="lost"),
+                        dict(bodies[0], updated_at="yesterday")):
+            with pytest.raises(ResponseError):
+                fast.record_bodies([body(new_id()), damaged])
+        assert len(fast) == 3  # a damaged batch writes nothing

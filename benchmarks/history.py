@@ -1,0 +1,232 @@
+"""Benchmark: task history into pandas (run by hand; not part of the test suite).
+
+1. The service: N tasks seeded in the emulator (default 100,000), listed at page size 1000 into
+   a DataFrame by imgtools ``tasks_frame(client)`` (with and without recording the listing in
+   the audit log), openstacksdk (``pd.DataFrame([t.to_dict() for t in conn.image.tasks(limit=
+   1000)])``) and python-glanceclient (``tasks.list(page_size=1000)``), interleaved in one run;
+   medians of ``--rounds`` rounds, ratios against openstacksdk.
+2. The log: an M-row audit log (default 1,000,000) into a DataFrame, ``TaskLog.frame()``
+   against a plain ``pd.read_sql("SELECT * FROM tasks")`` of the same table; each in a fresh
+   process, with its time and its peak RSS above the process's RSS after imports.
+
+    .venv/bin/python benchmarks/history.py [--tasks 100000] [--log-rows 1000000] [--rounds 3]
+                                           [--only service|log] [--log-path PATH]
+
+Figures vary 5-10 % between runs on a shared machine; compare the ratios of one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+PAGE = 1000
+
+
+# -- 1. the service ----------------------------------------------------------------------------
+
+def _imgtools(emu: Any, record: bool, log_dir: Path) -> Callable[[], pd.DataFrame]:
+    import imgtools
+    from imgtools import history
+    from imgtools._tasklog import TaskLog
+
+    def run() -> pd.DataFrame:
+        # A fresh log each round: recording 100,000 new stubs is the realistic (worst) case.
+        with TaskLog(log_dir / f"{uuid.uuid4()}.sqlite") as log, imgtools.connect(
+                username="demo", api_key="demo-key", identity_url=emu.identity_url,
+                log=log) as client:
+            return history.tasks_frame(client, record=record)
+
+    return run
+
+
+def _openstacksdk(emu: Any, token: str) -> Callable[[], pd.DataFrame]:
+    import openstack
+
+    def run() -> pd.DataFrame:
+        conn = openstack.connect(auth_type="admin_token",
+                                 auth={"token": token, "endpoint": emu.image_endpoint},
+                                 image_endpoint_override=emu.image_endpoint,
+                                 image_api_version="2")
+        try:
+            return pd.DataFrame([t.to_dict() for t in conn.image.tasks(limit=PAGE)])
+        finally:
+            conn.close()
+
+    return run
+
+
+def _glanceclient(emu: Any, token: str) -> Callable[[], pd.DataFrame]:
+    import glanceclient
+
+    def run() -> pd.DataFrame:
+        client = glanceclient.Client("2", endpoint=emu.url, token=token)
+        return pd.DataFrame([dict(t) for t in client.tasks.list(page_size=PAGE)])
+
+    return run
+
+
+def bench_service(count: int, rounds: int) -> None:
+    from imgtools.emulator import EmulatorConfig, start_emulator
+
+    print(f"== {count:,} tasks in the emulator -> DataFrame (page size {PAGE}), "
+          f"{rounds} interleaved rounds, medians")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp, start_emulator(
+            config=EmulatorConfig(seed_tasks=count), subprocess=True) as emu:
+        print(f"   (emulator up and seeded in {time.perf_counter() - started:.1f} s)")
+        token = emu.token("demo")
+        contenders: dict[str, Callable[[], pd.DataFrame]] = {
+            "imgtools tasks_frame(client)": _imgtools(emu, True, Path(tmp)),
+            "imgtools tasks_frame(client, record=False)": _imgtools(emu, False, Path(tmp)),
+            "openstacksdk tasks -> to_dict -> DataFrame": _openstacksdk(emu, token),
+            "python-glanceclient tasks.list -> DataFrame": _glanceclient(emu, token),
+        }
+        times: dict[str, list[float]] = {name: [] for name in contenders}
+        for _ in range(rounds):
+            for name, run in contenders.items():
+                begin = time.perf_counter()
+                frame = run()
+                times[name].append(time.perf_counter() - begin)
+                if len(frame) != count:
+                    raise SystemExit(f"{name}: {len(frame)} rows, expected {count}")
+    sdk = statistics.median(times["openstacksdk tasks -> to_dict -> DataFrame"])
+    print(f"   {'client':46s} {'median s':>9s} {'tasks/s':>9s} {'vs sdk':>7s}   rounds")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"   {name:46s} {median:9.2f} {count / median:9,.0f} {sdk / median:6.1f}x   "
+              + " ".join(f"{v:.2f}" for v in values))
+
+
+# -- 2. the log --------------------------------------------------------------------------------
+
+def seed_log(path: Path, rows: int) -> None:
+    """``rows`` finished/running export and import tasks with input/result/message, through
+    ``TaskLog.record`` (10,000 per transaction), times a day apart in whole seconds."""
+    from imgtools._models import Task, TaskStatus
+    from imgtools._tasklog import TaskLog
+
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    statuses = [TaskStatus.SUCCESS] * 7 + [TaskStatus.FAILURE, TaskStatus.PROCESSING,
+                                           TaskStatus.PENDING]
+    messages = ["Container not found. Container: dr", "Unknown error occurred during "
+                "image export", "An image may only be exported by the image owner."]
+    started = time.perf_counter()
+    with TaskLog(path) as log:
+        batch: list[Task] = []
+        for n in range(rows):
+            created = t0 + timedelta(seconds=n * 3)
+            status = statuses[n % 10]
+            image = str(uuid.UUID(int=n))
+            container = f"exports-{n % 7}"
+            importing = n % 9 == 0
+            batch.append(Task(
+                id=str(uuid.UUID(int=(1 << 100) + n)), type="import" if importing else "export",
+                status=status, created_at=created,
+                updated_at=created + timedelta(seconds=600 + n % 900), owner="100001",
+                expires_at=created + timedelta(hours=48, seconds=600 + n % 900)
+                if status.terminal else None,
+                input={"import_from": f"{container}/{image}.vhd", "import_from_format": "vhd",
+                       "image_properties": {"name": f"r-{n}"}} if importing
+                else {"image_uuid": image, "receiving_swift_container": container},
+                result=None if status != TaskStatus.SUCCESS else (
+                    {"image_id": image} if importing
+                    else {"export_location": f"{container}/{image}.vhd"}),
+                message=messages[n % 3] if status == TaskStatus.FAILURE else None))
+            if len(batch) == 10_000:
+                log.record(batch)
+                batch = []
+        if batch:
+            log.record(batch)
+    took = time.perf_counter() - started
+    print(f"   seeded {rows:,} rows via TaskLog.record in {took:.1f} s "
+          f"({rows / took:,.0f} tasks/s incl. building them)")
+
+
+_CHILD = """
+import json, resource, sys, time
+import pandas as pd, sqlite3
+from imgtools._tasklog import TaskLog
+mode, path = sys.argv[1], sys.argv[2]
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+base = rss_mb()
+start = time.perf_counter()
+if mode == "imgtools":
+    with TaskLog(path) as log:
+        frame = log.frame()
+else:
+    conn = sqlite3.connect(path)
+    frame = pd.read_sql("SELECT * FROM tasks", conn)
+    conn.close()
+took = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": took, "peak_mb": peak - base, "rows": len(frame),
+                  "frame_mb": frame.memory_usage(deep=True).sum() / 2**20}))
+"""
+
+
+def _measure(mode: str, path: Path) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", _CHILD, mode, str(path)], check=True,
+                         capture_output=True, text=True)
+    result: dict[str, float] = json.loads(out.stdout)
+    return result
+
+
+def bench_log(rows: int, rounds: int, path: Path | None) -> None:
+    print(f"== a {rows:,}-row audit log -> DataFrame, each run in a fresh process, "
+          f"{rounds} interleaved rounds, medians")
+    with tempfile.TemporaryDirectory() as tmp:
+        target = path or Path(tmp) / "log.sqlite"
+        if not target.exists():
+            seed_log(target, rows)
+        print(f"   log file: {target.stat().st_size / 2**20:,.0f} MiB")
+        results: dict[str, list[dict[str, float]]] = {"imgtools": [], "read_sql": []}
+        for _ in range(rounds):
+            for mode in results:
+                results[mode].append(_measure(mode, target))
+    names = {"imgtools": "TaskLog.frame() (typed, 13 columns)",
+             "read_sql": 'pd.read_sql("SELECT * FROM tasks") (raw)'}
+    base = statistics.median(r["seconds"] for r in results["read_sql"])
+    print(f"   {'reader':42s} {'median s':>9s} {'rows/s':>10s} {'vs read_sql':>11s} "
+          f"{'peak MiB':>9s} {'frame MiB':>10s}")
+    for mode, runs in results.items():
+        seconds = statistics.median(r["seconds"] for r in runs)
+        peak = statistics.median(r["peak_mb"] for r in runs)
+        size = statistics.median(r["frame_mb"] for r in runs)
+        print(f"   {names[mode]:42s} {seconds:9.2f} {runs[0]['rows'] / seconds:10,.0f} "
+              f"{base / seconds:10.1f}x {peak:9,.0f} {size:10,.0f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--log-rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", choices=("service", "log"))
+    parser.add_argument("--log-path", type=Path, help="reuse (or keep) this seeded log")
+    args = parser.parse_args(argv)
+    print(f"python {sys.version.split()[0]}, pandas {pd.__version__}, "
+          f"{os.cpu_count()} CPUs, peak RSS measured with getrusage")
+    if args.only in (None, "service"):
+        bench_service(args.tasks, args.rounds)
+    if args.only in (None, "log"):
+        bench_log(args.log_rows, args.rounds, args.log_path)
+
+
+if __name__ == "__main__":
+    main()
