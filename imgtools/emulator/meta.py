@@ -70,8 +70,8 @@ async def faults(request: Request) -> Response:
             changes = json.loads(await request.body() or b"{}")
             if not isinstance(changes, dict):
                 raise TypeError("a JSON object of fault settings is expected")
-            known = {f.name: f.type for f in dataclasses.fields(FaultSettings)}
-            unknown = sorted(set(changes) - set(known))
+            known = {f.name for f in dataclasses.fields(FaultSettings)} | {"reset"}
+            unknown = sorted(set(changes) - known)
             if unknown:
                 raise TypeError(f"unknown fault settings: {', '.join(unknown)}")
             if changes.pop("reset", False):
