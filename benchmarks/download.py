@@ -1,0 +1,155 @@
+"""Download a 1 GiB Dynamic Large Object from the emulator: imgtools vs curl, same run.
+
+    .venv/bin/python benchmarks/download.py [--size-mib 1024] [--segments 10] [--rounds 3]
+
+The export layout (segments ``<uuid>.vhd-00001``... plus a zero-byte manifest) is uploaded
+through the Swift API, then downloaded, alternating the contenders each round:
+
+- ``curl``: one GET through the manifest (the server concatenates the segments), no checks;
+- ``imgtools``: ``download_export`` segment by segment, each MD5-checked, into ``.part``
+  then renamed, with 1 and with 2 segments at a time.
+
+Each contender runs in its own process, so its peak RSS is its own. Prints MB/s, the ratio
+to curl's throughput, and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from imgtools.emulator import EmulatorConfig, start_emulator
+
+MiB = 1024 * 1024
+
+CHILD = r"""
+import sys, time, imgtools
+from imgtools._files import Files
+import httpx
+url, token, location, dest, workers = sys.argv[1:6]
+http = httpx.Client(base_url=url, headers={"X-Auth-Token": token}, timeout=60)
+t0 = time.perf_counter()
+Files(http).download_export(location, dest, workers=int(workers))
+print(time.perf_counter() - t0)
+"""
+
+
+def upload(storage: str, token: str, container: str, name: str, size: int,
+           segments: int) -> str:
+    headers = {"X-Auth-Token": token}
+    with httpx.Client(base_url=storage + "/", headers=headers, timeout=120) as http:
+        http.put(container).raise_for_status()
+        per = -(-size // segments)
+        left, n = size, 1
+        rng = hashlib.sha256(b"imgtools-benchmark")
+        while left > 0:
+            chunk = min(per, left)
+            # Cheap, non-repeating bytes: a hash chain expanded to the segment size.
+            rng.update(n.to_bytes(4, "big"))
+            block = rng.digest() * (MiB // 32)
+            body = (block * (chunk // len(block) + 1))[:chunk]
+            http.put(f"{container}/{name}-{n:05d}", content=body).raise_for_status()
+            left -= chunk
+            n += 1
+        http.put(f"{container}/{name}", content=b"",
+                 headers={"X-Object-Manifest": f"{container}/{name}-"}).raise_for_status()
+    return f"{container}/{name}"
+
+
+def run_measured(cmd: list[str]) -> tuple[str, int]:
+    """Run ``cmd``; its stdout and its peak RSS in KiB (``VmHWM``, polled: ``ru_maxrss``
+    would count the pages a child inherits from this fat parent before exec)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    peak = 0
+    status = Path(f"/proc/{proc.pid}/status")
+    while proc.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.005)
+    out = proc.stdout.read() if proc.stdout else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed with {proc.returncode}")
+    return out, peak
+
+
+def run_curl(url: str, token: str, dest: Path) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    _, peak = run_measured(["curl", "-sS", "-f", "-o", str(dest), "-H",
+                            f"X-Auth-Token: {token}", url])
+    return time.perf_counter() - t0, peak
+
+
+def run_imgtools(storage: str, token: str, location: str, dest: Path,
+                 workers: int) -> tuple[float, int]:
+    out, peak = run_measured([sys.executable, "-c", CHILD, storage, token, location,
+                              str(dest), str(workers)])
+    return float(out.split()[0]), peak
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--segments", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if shutil.which("curl") is None:
+        print("curl is needed for the comparison", file=sys.stderr)
+        return 2
+    size = args.size_mib * MiB
+    work = Path(tempfile.mkdtemp(prefix="imgtools-bench-dl-"))
+    config = EmulatorConfig(image_size=64 * 1024, max_object_size=size)
+    try:
+        with start_emulator(config=config, data_dir=work / "emu") as emu:
+            token = emu.token()
+            storage = emu.storage_url(emu.tenant_of("demo"))
+            name = f"{uuid.uuid4()}.vhd"
+            print(f"uploading {args.size_mib} MiB in {args.segments} segments ...", flush=True)
+            location = upload(storage, token, "bench", name, size, args.segments)
+            url = f"{storage}/{location}"
+            results: dict[str, list[float]] = {"curl": [], "imgtools x1": [], "imgtools x2": []}
+            rss: dict[str, int] = {}
+            for r in range(args.rounds):
+                for label in results:
+                    dest = work / f"out-{label.replace(' ', '')}.vhd"
+                    if label == "curl":
+                        elapsed, peak = run_curl(url, token, dest)
+                    else:
+                        elapsed, peak = run_imgtools(storage, token, location, dest,
+                                                     int(label[-1]))
+                    if dest.stat().st_size != size:
+                        raise SystemExit(f"{label}: wrong size {dest.stat().st_size}")
+                    dest.unlink()
+                    results[label].append(size / MiB / elapsed)
+                    rss[label] = max(rss.get(label, 0), peak)
+                    print(f"round {r + 1}: {label:12s} {size / MiB / elapsed:7.1f} MiB/s",
+                          flush=True)
+            curl = statistics.median(results["curl"])
+            print()
+            print(f"{'method':14s} {'MiB/s':>8s} {'vs curl':>8s} {'peak RSS':>10s}")
+            for label, speeds in results.items():
+                med = statistics.median(speeds)
+                peak_mib = rss[label] / 1024
+                print(f"{label:14s} {med:8.1f} {med / curl:8.2f} {peak_mib:8.1f} MiB")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
