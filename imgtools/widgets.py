@@ -48,7 +48,6 @@ from imgtools.history import STATUS_STYLES, format_duration, merged, style_tasks
 
 if TYPE_CHECKING:
     from imgtools._client import Client
-    from imgtools._files import Files
 
 __all__ = ["ExportForm", "TaskBrowser", "format_bytes", "one_line"]
 
@@ -87,17 +86,6 @@ def _transient(exc: ImgToolsError) -> bool:
         isinstance(exc, APIError) and exc.status_code >= 500)
 
 
-def _files(client: Client) -> Files:
-    """The client's Cloud Files helper."""
-    files = getattr(client, "files", None)
-    if files is None:
-        # Until the client exposes ``files``, build it on the client's storage connection.
-        from imgtools._files import Files
-
-        files = Files(client._storage)
-    return files  # type: ignore[no-any-return]
-
-
 def _describe(client: Client) -> str:
     from imgtools.lab import is_local
 
@@ -123,7 +111,7 @@ class _Form(w.VBox):  # type: ignore[misc]
         super().__init__(**kwargs)
         self.client: Client | None = client
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._sync_errors: list[BaseException] = []
+        self._active = 0
 
     async def _client(self) -> Client:
         if self.client is None:
@@ -135,8 +123,12 @@ class _Form(w.VBox):  # type: ignore[misc]
     def _run(self, action: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``action()`` as a task on the running loop (in a kernel), or to completion when
         no loop runs (a plain script). Errors end in ``self.error``, as one line."""
+        # Busy from the click on, not from when the task first runs: the Export button is
+        # disabled at once, so a double click cannot start a second export.
+        self._active += 1
+        self.busy = True
+
         async def guarded() -> None:
-            self.busy = True
             try:
                 await action()
             except asyncio.CancelledError:
@@ -145,7 +137,8 @@ class _Form(w.VBox):  # type: ignore[misc]
             except Exception as exc:
                 self.error = one_line(exc)
             finally:
-                self.busy = False
+                self._active -= 1
+                self.busy = self._active > 0
 
         try:
             loop = asyncio.get_running_loop()
@@ -263,7 +256,7 @@ class ExportForm(_Form):
             verdict = client.exportability(image)
             self._reasons[image.id] = None if verdict.ok else (verdict.reason or "not exportable")
         try:
-            containers = await asyncio.to_thread(_files(client).containers)
+            containers = await asyncio.to_thread(lambda: client.files.containers())
         except ImgToolsError as exc:
             # Without Cloud Files the form still exports; only the container list is missing.
             self.container_info.value = html.escape(f"Containers unavailable: {one_line(exc)}")
@@ -354,6 +347,9 @@ class ExportForm(_Form):
         problems = self.problems()
         if problems:
             self.error = problems[0]
+            return
+        if self.busy:
+            self.error = "still busy: wait for the running export or check to finish"
             return
         self._run(self._export)
 
@@ -473,13 +469,12 @@ class ExportForm(_Form):
 
     async def _verify(self) -> None:
         client = await self._client()
-        image = self.image
-        expected = image.size if image is not None else None
+        assert self._last_task is not None
         self.error = ""
         self.result_line.value = "Verifying…"
         self._show_progress(0, 1)
         report = await asyncio.to_thread(
-            _files(client).verify_export, self.export_location, expected_bytes=expected,
+            client.verify_export, self._last_task,
             progress=self._progress_from_thread(asyncio.get_running_loop()))
         self.verified = "ok" if report.ok else "failed"
         self.result_line.value = html.escape(f"Verified: {report}")
@@ -496,7 +491,7 @@ class ExportForm(_Form):
 
     async def _download(self) -> None:
         client = await self._client()
-        image = self.image
+        assert self._last_task is not None
         name = self.export_location.rsplit("/", 1)[-1]
         dest = Path(self.download_dir.value).expanduser() / name
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -504,8 +499,7 @@ class ExportForm(_Form):
         self.result_line.value = f"Downloading to {html.escape(str(dest))}…"
         self._show_progress(0, 1)
         result = await asyncio.to_thread(
-            _files(client).download_export, self.export_location, dest,
-            expected_bytes=image.size if image is not None else None,
+            client.download_export, self._last_task, dest,
             progress=self._progress_from_thread(asyncio.get_running_loop()))
         self.downloaded = str(result.path)
         self.result_line.value = html.escape(
