@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import queue
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -382,6 +383,68 @@ def _numbering_problems(name: str, segments: tuple[Segment, ...]) -> list[str]:
 
 # The journal is rewritten at most this often per segment (bytes), so a resume loses little.
 _JOURNAL_EVERY = 8 * 1024 * 1024
+# Chunks in flight between the network and the writer thread (memory: this many chunks).
+_SINK_DEPTH = 8
+
+
+class _SegmentSink:
+    """Writes one segment's chunks at their offsets and hashes them, on its own thread.
+
+    The journal is updated only after the bytes it counts were written; an error on the
+    thread (disk, a progress callback) is raised in the downloading thread at its next put.
+    """
+
+    _END = b""
+
+    def __init__(self, job: _Download, fd: int, seg: Segment, have: int,
+                 digest: Any) -> None:
+        self.job, self.fd, self.seg = job, fd, seg
+        self.written = have
+        self.digest = digest
+        self.error: BaseException | None = None
+        self.queue: queue.Queue[bytes] = queue.Queue(maxsize=_SINK_DEPTH)
+        self.thread = threading.Thread(target=self._run, name=f"imgtools-{seg.name}",
+                                       daemon=True)
+        self.thread.start()
+
+    def put(self, chunk: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        if chunk:
+            self.queue.put(chunk)
+
+    def close(self) -> int:
+        """Wait for the thread; returns the bytes written, or raises its error."""
+        self.queue.put(self._END)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.written
+
+    def _run(self) -> None:
+        seg, since_journal = self.seg, 0
+        while True:
+            chunk = self.queue.get()
+            if chunk is self._END or not chunk:
+                return
+            if self.error is not None:
+                continue  # drain, so the producer never blocks on a full queue
+            try:
+                if self.written + len(chunk) > seg.bytes:
+                    self.job._forget(seg)
+                    raise ChecksumMismatch(
+                        f"segment {seg.name} is longer than its listed {seg.bytes} bytes",
+                        name=seg.name, expected=seg.md5, actual="(too long)")
+                os.pwrite(self.fd, chunk, seg.offset + self.written)
+                self.digest.update(chunk)
+                self.written += len(chunk)
+                since_journal += len(chunk)
+                self.job._add_progress(len(chunk))
+                if since_journal >= _JOURNAL_EVERY:
+                    since_journal = 0
+                    self.job._checkpoint(seg, self.written)
+            except BaseException as exc:
+                self.error = exc
 
 
 class _Download:
@@ -479,24 +542,14 @@ class _Download:
                 self._add_progress(-have)
                 have = 0
                 digest = hashlib.md5(usedforsecurity=False)
-            written = have
-            since_journal = 0
-            for chunk in response.iter_bytes(DEFAULT_DOWNLOAD_CHUNK):
-                if written + len(chunk) > seg.bytes:
-                    self._forget(seg)
-                    raise ChecksumMismatch(
-                        f"segment {seg.name} is longer than its listed {seg.bytes} bytes",
-                        name=seg.name, expected=seg.md5, actual="(too long)")
-                os.pwrite(fd, chunk, seg.offset + written)
-                digest.update(chunk)
-                written += len(chunk)
-                since_journal += len(chunk)
-                self._add_progress(len(chunk))
-                if since_journal >= _JOURNAL_EVERY:
-                    since_journal = 0
-                    with self.lock:
-                        self.state[seg.name] = written
-                        self._save_journal()
+            # Hashing and writing run on a second thread (both release the GIL), so they
+            # overlap with receiving the next chunk instead of adding to it.
+            sink = _SegmentSink(self, fd, seg, have, digest)
+            try:
+                for chunk in response.iter_raw(DEFAULT_DOWNLOAD_CHUNK):
+                    sink.put(chunk)
+            finally:
+                written = sink.close()
         actual = digest.hexdigest()
         if written != seg.bytes or actual != seg.md5:
             self._forget(seg)
@@ -506,6 +559,11 @@ class _Download:
                 name=seg.name, expected=seg.md5, actual=actual)
         with self.lock:
             self.state[seg.name] = seg.bytes
+            self._save_journal()
+
+    def _checkpoint(self, seg: Segment, written: int) -> None:
+        with self.lock:
+            self.state[seg.name] = written
             self._save_journal()
 
     def _forget(self, seg: Segment) -> None:
