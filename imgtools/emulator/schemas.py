@@ -69,9 +69,9 @@ IMAGE_SCHEMA: dict[str, Any] = {
     "properties": {
         "id": {"type": "string", "pattern": UUID_PATTERN},
         "name": {"type": ["null", "string"], "maxLength": 255},
-        "status": {"type": "string", "readOnly": True, "enum": ["queued", "saving", "active", "killed", "deleted",
-                                              "pending_delete", "deactivated", "uploading",
-                                              "importing"]},
+        "status": {"type": "string", "readOnly": True,
+                   "enum": ["queued", "saving", "active", "killed", "deleted", "pending_delete",
+                            "deactivated", "uploading", "importing"]},
         "visibility": {"type": "string", "enum": ["public", "private", "shared", "community"]},
         "owner": {"type": ["null", "string"]},
         "size": {"type": ["null", "integer"], "readOnly": True},
