@@ -492,6 +492,7 @@ def test_list_tasks_stubs_and_isolation(api: Api, other: Api, container: str) ->
     assert set(stub) == {"id", "type", "status", "owner", "created_at", "updated_at", "self",
                          "schema", "expires_at"}
     assert Task.from_json(stub).is_stub
+    assert {k: task[k] for k in stub} == stub  # the same fields as the full task
     # The other tenant sees none of it.
     assert all(t["owner"] == "100002" for t in other.get("/v2/tasks").json()["tasks"])
     assert other.get(f"/v2/tasks/{task['id']}").status_code == 404

@@ -134,8 +134,7 @@ def seed_tasks(state: EmulatorState, count: int, tenant: str | None = None) -> i
     images = [image_id_for(tenant, spec.slug, config.seed) for spec in IMAGE_SPECS]
     # Ages stay inside the TTL, or the purge would remove them at once.
     span = max(60.0, config.task_ttl * 0.9)
-    batch: list[TaskRow] = []
-    inserted = 0
+    rows: list[TaskRow] = []
     for _ in range(count):
         roll = rng.random()
         image = rng.choice(images)
@@ -162,16 +161,15 @@ def seed_tasks(state: EmulatorState, count: int, tenant: str | None = None) -> i
             message = ""
             result = ({"export_location": f"{container}/{image}.vhd"} if task_type == "export"
                       else {"image_id": str(uuid.UUID(int=rng.getrandbits(128), version=4))})
-        batch.append(TaskRow(task_id, tenant, task_type, "failure" if failed else "success",
-                             task_input, result, message, created, finished,
-                             finished + config.task_ttl))
-        if len(batch) >= 10000:
-            state.store.insert_tasks(batch)
-            inserted += len(batch)
-            batch = []
-    if batch:
-        state.store.insert_tasks(batch)
-        inserted += len(batch)
+        rows.append(TaskRow(task_id, tenant, task_type, "failure" if failed else "success",
+                            task_input, result, message, created, finished,
+                            finished + config.task_ttl))
+    # In time order the (owner, created_at) index grows at its end: far fewer page splits.
+    rows.sort(key=lambda row: row.created_at)
+    inserted = 0
+    for start in range(0, len(rows), 20000):
+        state.store.insert_tasks(rows[start:start + 20000])
+        inserted += len(rows[start:start + 20000])
     state.store.set_meta(key, str(inserted))
     state.stats.event("tasks_seeded", inserted)
     return inserted

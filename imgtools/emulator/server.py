@@ -205,7 +205,9 @@ class EmulatorHandle:
         self._thread.start()
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
+        # Seeding history happens before the first answer: allow for it (~10k tasks/s).
+        timeout = READY_TIMEOUT + self.config.seed_tasks / 2000
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
                 raise RuntimeError(f"emulator exited with {self._process.returncode}; see "
@@ -218,7 +220,7 @@ class EmulatorHandle:
                     return
             time.sleep(0.05)
         self.close()
-        raise RuntimeError(f"emulator did not answer within {READY_TIMEOUT} s")
+        raise RuntimeError(f"emulator did not answer within {timeout:.0f} s")
 
     def log_tail(self, lines: int = 30) -> str:
         path = self.data_dir / "emulator.log"
