@@ -46,14 +46,20 @@ from imgtools._tasklog import TaskLog, parse_since
 __all__ = [
     "COLUMNS",
     "DETAILS_CONCURRENCY",
+    "SOURCE_CATEGORIES",
     "STATUS_CATEGORIES",
+    "STATUS_STYLES",
     "TYPE_CATEGORIES",
     "Summary",
+    "empty_frame",
+    "filter_tasks",
+    "format_duration",
     "merged",
     "parse_since",
     "style_tasks",
     "summary",
     "tasks_frame",
+    "tasks_frame_async",
 ]
 
 _logger = logging.getLogger("imgtools")
@@ -352,8 +358,6 @@ def _page_source(client: Any) -> Callable[[], Any] | None:
 def _service_items(client: Any, record: bool) -> list[Mapping[str, Any]] | list[Task]:
     """Every task the service lists: raw bodies when the client offers ``iter_task_pages()``
     (no ``Task`` objects: the fast path), else ``Task`` objects from ``tasks()``."""
-    if _is_async(client):
-        return cast(list[Task], _run(_collect_async(client, record)))
     pages = _page_source(client)
     if pages is None:
         return list(client.tasks())  # such a client records what it lists itself
@@ -487,6 +491,18 @@ def tasks_frame(source: Any, *, details: bool = False, record: bool = True,
                                   "every detail it has seen", field="details")
         return source.frame()
     if _is_client(source):
+        if _is_async(source):
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                pass
+            else:
+                # Its connections belong to this loop; driving them from another would break.
+                raise ValidationError(
+                    "tasks_frame: an AsyncClient inside a running event loop (a notebook): "
+                    "use `await imgtools.history.tasks_frame_async(client)`", field="source")
+            return asyncio.run(tasks_frame_async(
+                source, details=details, record=record, concurrency=concurrency))
         items = _service_items(source, record)
         if details:
             return _with_details(source, items, concurrency)

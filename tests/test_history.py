@@ -281,12 +281,18 @@ def test_details_with_an_async_client(log: TaskLog) -> None:
     pd.testing.assert_frame_equal(again, frame)
 
 
-def test_tasks_frame_works_inside_a_running_loop(log: TaskLog) -> None:
-    # Notebooks run a loop already; the sync API must still work there.
-    client = FakeAsyncClient([export_body(new_id())], log)
+def test_inside_a_running_loop(log: TaskLog) -> None:
+    # Notebooks run a loop already: a sync client still works (details fetched on a private
+    # loop in a worker thread); an async client must be awaited, and says so.
+    body = export_body(new_id())
 
     async def inside() -> pd.DataFrame:
-        return tasks_frame(client, details=True)
+        frame = tasks_frame(FakeClient([body], log), details=True)
+        with pytest.raises(ValidationError, match="tasks_frame_async"):
+            tasks_frame(FakeAsyncClient([body], log))
+        pd.testing.assert_frame_equal(
+            await tasks_frame_async(FakeAsyncClient([body], log), details=True), frame)
+        return frame
 
     assert asyncio.run(inside())["image_id"].tolist() == [IMAGE]
 
