@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -162,16 +163,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(command, emulator_environ(emu.identity_url))
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _run(command: list[str], env: dict[str, str]) -> int:
+    # SIGTERM to us ends like Ctrl-C: JupyterLab first, then (by the caller) the emulator.
+    signal.signal(signal.SIGTERM, _interrupt)
     process = subprocess.Popen(command, env=env)
     try:
         return process.wait()
     except KeyboardInterrupt:
-        # Ctrl-C reached JupyterLab too (same process group); let it shut its kernels down.
+        # SIGTERM makes JupyterLab shut its kernels down and exit without asking.
+        process.terminate()
         try:
             return process.wait(timeout=30)
-        except (KeyboardInterrupt, subprocess.TimeoutExpired):
-            process.terminate()
+        except subprocess.TimeoutExpired:
+            process.kill()
             return process.wait()
 
 
