@@ -7,6 +7,7 @@ identity URL with a username and API key, or an endpoint and a token.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,17 +168,17 @@ def runs(service: EmulatorHandle, tmp_path_factory: pytest.TempPathFactory) -> I
             if name not in _login(service):
                 mp.delenv(name, raising=False)
         capture = tmp / "stdout.txt"
-        with capture.open("w") as out:
-            stdout = sys.stdout
-            sys.stdout = out
-            try:
-                ok = main(["--images", f"{images['web']},{images['db']}", "--container",
-                           "nightly", "--create-container", "--download-dir",
-                           str(tmp / "downloads"), "--runs-dir", str(tmp / "runs")])
-                bad = main(["--images", f"{images['small']} {images['windows']}",
-                            "--container", "nightly", "--runs-dir", str(tmp / "runs-bad")])
-            finally:
-                sys.stdout = stdout
+        with capture.open("w") as out, contextlib.redirect_stdout(out), \
+                ThreadPoolExecutor(2) as pool:
+            # Both at once (each waits mostly on its kernel): the suite stays short.
+            ok_run = pool.submit(main, [
+                "--images", f"{images['web']},{images['db']}", "--container", "nightly",
+                "--create-container", "--download-dir", str(tmp / "downloads"),
+                "--runs-dir", str(tmp / "runs")])
+            bad_run = pool.submit(main, [
+                "--images", f"{images['small']} {images['windows']}", "--container",
+                "nightly-bad", "--create-container", "--runs-dir", str(tmp / "runs-bad")])
+            ok, bad = ok_run.result(), bad_run.result()
     ok_records = list((tmp / "runs" / "02_export_runbook").glob("*.ipynb"))
     bad_records = list((tmp / "runs-bad" / "02_export_runbook").glob("*.ipynb"))
     assert len(ok_records) == 1 and len(bad_records) == 1
@@ -239,18 +241,21 @@ def test_no_secret_in_executed_notebooks(service: EmulatorHandle, runs: Runs,
     copy = _copy_notebooks(tmp_path)
     creds = {"API_ENDPOINT": service.image_endpoint, "AUTH_TOKEN": token,
              "FILES_ENDPOINT": service.storage_url("100001")}
-    executed = []
     with pytest.MonkeyPatch.context() as mp:
         for name in CREDENTIAL_VARIABLES:
             mp.delenv(name, raising=False)
         for name, value in _kernel_env(tmp_path, **creds).items():
             mp.setenv(name, value)
-        for name in ("01_explore_export.ipynb", "03_audit_tasks.ipynb"):
+        def execute(name: str) -> Path:
             out = tmp_path / f"executed-{name}"
             pm.execute_notebook(str(copy / name), str(out), cwd=str(copy), progress_bar=False,
                                 parameters={"chart_path": str(tmp_path / "charts.png")}
                                 if name.startswith("03") else None)
-            executed.append(out)
+            return out
+
+        with ThreadPoolExecutor(2) as pool:
+            executed = list(pool.map(execute, ["01_explore_export.ipynb",
+                                               "03_audit_tasks.ipynb"]))
     assert (tmp_path / "charts.png").stat().st_size > 0
     for path in [*executed, runs.ok_record, runs.bad_record]:
         text = path.read_text()
