@@ -97,7 +97,7 @@ def _describe(client: Client) -> str:
 async def _connect() -> Client:
     # The environment's credentials, else the emulator (started once per kernel, stopped when
     # the kernel exits); starting it takes a moment, so it runs off the event loop.
-    return await asyncio.to_thread(imgtools.connect, emulator=True)  # type: ignore[attr-defined]
+    return await asyncio.to_thread(imgtools.connect, emulator=True)
 
 
 class _Form(w.VBox):  # type: ignore[misc]
