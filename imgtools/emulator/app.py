@@ -58,11 +58,12 @@ class StatsMiddleware:
 
 async def _not_found(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 404
+    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
     if request.url.path.startswith("/v1/"):
-        return swift_error(status, method=request.method)
+        return swift_error(status, headers=headers, method=request.method)
     message = "The resource could not be found." if status == 404 else \
         f"The method {request.method} is not allowed for this resource."
-    return glance_error(request, status, message)
+    return glance_error(request, status, message, headers)
 
 
 def build_app(config: EmulatorConfig, data_dir: Path) -> tuple[Any, EmulatorState]:

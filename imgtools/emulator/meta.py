@@ -128,7 +128,9 @@ async def info(request: Request) -> Response:
 async def openapi(request: Request) -> Response:
     from imgtools.emulator.openapi import openapi_document
 
-    return json_response(openapi_document(str(request.base_url).rstrip("/")))
+    state = state_of(request)
+    accounts = sorted({state.account_for(u.tenant_id) for u in state.config.users})
+    return json_response(openapi_document(str(request.base_url).rstrip("/"), accounts))
 
 
 routes = [

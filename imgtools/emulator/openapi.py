@@ -10,6 +10,7 @@ import copy
 from typing import Any
 
 from imgtools.emulator.images import SORT_KEYS as IMAGE_SORT_KEYS
+from imgtools.emulator.images import STATUSES as IMAGE_STATUSES
 from imgtools.emulator.schemas import IMAGE_SCHEMA, TASK_SCHEMA, TASK_STATUSES, TASK_TYPES
 from imgtools.emulator.tasks import SORT_KEYS as TASK_SORT_KEYS
 
@@ -78,7 +79,6 @@ def _p(name: str, description: str = "") -> dict[str, Any]:
 
 _GLANCE_ERRORS = {"400": _error("Bad request"), "401": _error("Missing, unknown or expired token")}
 _TOKEN: list[dict[str, list[str]]] = [{"token": []}]
-_SWIFT_PARAMS = [_p("account", "MossoCloudFS_<tenant>")]
 _LISTING = [
     _q("format", {"type": "string", "enum": ["json", "plain", "xml"]}),
     _q("prefix", {"type": "string"}), _q("marker", {"type": "string"}),
@@ -93,8 +93,14 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def openapi_document(server_url: str = "") -> dict[str, Any]:
-    """The whole document; ``server_url`` becomes its ``servers`` entry."""
+def openapi_document(server_url: str = "", accounts: list[str] | None = None) -> dict[str, Any]:
+    """The whole document; ``server_url`` becomes its ``servers`` entry and ``accounts``
+    (``MossoCloudFS_<tenant>`` of the configured users) the values of ``{account}``."""
+    account = _p("account", "MossoCloudFS_<tenant>: the caller's own account; any other "
+                            "is 404")
+    if accounts:
+        account["schema"] = {"type": "string", "enum": accounts}
+    swift_params = [account]
     task_ref = {"$ref": "#/components/schemas/Task"}
     tasks_list = {
         "type": "object", "required": ["tasks", "first", "schema"], "additionalProperties": False,
@@ -107,13 +113,15 @@ def openapi_document(server_url: str = "") -> dict[str, Any]:
         "properties": {"images": {"type": "array", "items": _ref("Image")},
                        "first": {"type": "string"}, "next": {"type": "string"},
                        "schema": {"type": "string"}}}
-    task_create = {
-        "type": "object", "required": ["type", "input"],
-        "properties": {
-            "type": {"type": "string", "enum": list(TASK_TYPES)},
-            "input": {"oneOf": [{"$ref": "#/components/schemas/ExportInput"},
-                                {"$ref": "#/components/schemas/ImportInput"}]}},
-    }
+    # Glance rejects unknown top-level keys, and each type has its own input.
+    task_create = {"oneOf": [
+        {"type": "object", "required": ["type", "input"], "additionalProperties": False,
+         "properties": {"type": {"type": "string", "enum": ["export"]},
+                        "input": _ref("ExportInput")}},
+        {"type": "object", "required": ["type", "input"], "additionalProperties": False,
+         "properties": {"type": {"type": "string", "enum": ["import"]},
+                        "input": _ref("ImportInput")}},
+    ]}
     paths: dict[str, Any] = {
         "/": {"get": {"summary": "Version discovery (Glance answers 300)", "security": [],
                       "responses": {"300": {"description": "Versions", "content": {
@@ -147,7 +155,8 @@ def openapi_document(server_url: str = "") -> dict[str, Any]:
                 _q("limit", {"type": "integer", "minimum": 0}), _q("marker", {"type": "string"}),
                 _q("sort_key", {"type": "string", "enum": list(IMAGE_SORT_KEYS)}),
                 _q("sort_dir", {"type": "string", "enum": ["asc", "desc"]}),
-                _q("name", {"type": "string"}), _q("status", {"type": "string"}),
+                _q("name", {"type": "string"}),
+                _q("status", {"type": "string", "enum": list(IMAGE_STATUSES)}),
                 _q("visibility", {"type": "string", "enum": ["public", "private", "shared",
                                                              "community", "all"]}),
                 _q("owner", {"type": "string"}), _q("tag", {"type": "string"}),
@@ -195,18 +204,18 @@ def openapi_document(server_url: str = "") -> dict[str, Any]:
                         "content": {"application/json": {"schema": task_ref}}},
                     **_GLANCE_ERRORS, "403": _error("Missing admin role"),
                     "413": _error("Body too large"), "415": _error("Unsupported media type")}}},
+        # DELETE (and every other method) answers 405: tasks are removed when they expire.
         "/v2/tasks/{task_id}": {
             "get": {"summary": "Show a task", "parameters": [_p("task_id")],
                     "responses": {"200": {"description": "The task", "content": {
                         "application/json": {"schema": task_ref}}},
                         "401": _GLANCE_ERRORS["401"], "403": _error("Missing admin role"),
-                        "404": _error("No such task (or expired, or another tenant's)")}},
-            "delete": {"summary": "Not permitted: tasks expire on their own",
-                       "parameters": [_p("task_id")],
-                       "responses": {"405": _error("Always"), "401": _GLANCE_ERRORS["401"],
-                                     "403": _error("Missing admin role")}}},
+                        "404": _error("No such task (or expired, or another tenant's)")}}},
         "/v1/{account}": {
-            "parameters": _SWIFT_PARAMS,
+            "parameters": swift_params,
+            "post": {"summary": "Update account metadata", "responses": {
+                "204": {"description": "Updated"}, "401": _swift_error("Bad token"),
+                "404": _swift_error("Not your account")}},
             "head": {"summary": "Account metadata", "responses": {
                 "204": {"description": "Counts in X-Account-* headers"},
                 "401": _swift_error("Bad token"), "404": _swift_error("Not your account")}},
@@ -214,12 +223,13 @@ def openapi_document(server_url: str = "") -> dict[str, Any]:
                 "200": {"description": "Listing", "content": {
                     "application/json": {"schema": {"type": "array", "items": {
                         "$ref": "#/components/schemas/ContainerEntry"}}},
-                    "text/plain": {"schema": {"type": "string"}}}},
+                    "text/plain": {"schema": {"type": "string"}},
+                    "application/xml": {"schema": {"type": "string"}}}},
                 "204": {"description": "Empty plain listing"},
                 "401": _swift_error("Bad token"), "404": _swift_error("Not your account"),
                 "412": _swift_error("Bad limit")}}},
         "/v1/{account}/{container}": {
-            "parameters": [*_SWIFT_PARAMS, _p("container")],
+            "parameters": [*swift_params, _p("container")],
             "put": {"summary": "Create a container", "responses": {
                 "201": {"description": "Created"}, "202": {"description": "Already existed"},
                 "400": _swift_error("Bad name"), "401": _swift_error("Bad token"),
@@ -231,15 +241,19 @@ def openapi_document(server_url: str = "") -> dict[str, Any]:
                 "200": {"description": "Listing", "content": {
                     "application/json": {"schema": {"type": "array", "items": {
                         "$ref": "#/components/schemas/ObjectEntry"}}},
-                    "text/plain": {"schema": {"type": "string"}}}},
+                    "text/plain": {"schema": {"type": "string"}},
+                    "application/xml": {"schema": {"type": "string"}}}},
                 "204": {"description": "Empty plain listing"},
                 "401": _swift_error("Bad token"), "404": _swift_error("No such container"),
                 "412": _swift_error("Bad limit")}},
+            "post": {"summary": "Update container metadata (X-Container-Meta-*)", "responses": {
+                "204": {"description": "Updated"}, "401": _swift_error("Bad token"),
+                "404": _swift_error("No such container")}},
             "delete": {"summary": "Delete an empty container", "responses": {
                 "204": {"description": "Deleted"}, "401": _swift_error("Bad token"),
                 "404": _swift_error("No such container"), "409": _swift_error("Not empty")}}},
         "/v1/{account}/{container}/{object}": {
-            "parameters": [*_SWIFT_PARAMS, _p("container"), _p("object")],
+            "parameters": [*swift_params, _p("container"), _p("object")],
             "put": {"summary": "Upload an object (X-Object-Manifest makes a DLO)",
                     "requestBody": {"content": {"application/octet-stream": {
                         "schema": {"type": "string", "format": "binary"}}}},
@@ -256,14 +270,19 @@ def openapi_document(server_url: str = "") -> dict[str, Any]:
                 "401": _swift_error("Bad token"), "404": _swift_error("No such object"),
                 "416": _swift_error("Bad range")}},
             "get": {"summary": "Download (a manifest streams its segments)",
-                    "parameters": [_q("multipart-manifest", {"type": "string", "enum": ["get"]})],
+                    "parameters": [_q("multipart-manifest", {"type": "string"},
+                                      "'get' returns a manifest itself; other values are "
+                                      "ignored")],
                     "responses": {
-                        "200": {"description": "Bytes", "headers": _OBJECT_HEADERS, "content": {
-                            "application/octet-stream": {"schema": {"type": "string",
-                                                                    "format": "binary"}}}},
+                        "200": {"description": "Bytes, with the Content-Type they were stored "
+                                               "with", "headers": _OBJECT_HEADERS, "content": {
+                            "*/*": {"schema": {"type": "string", "format": "binary"}}}},
                         "206": {"description": "Partial content"},
                         "401": _swift_error("Bad token"), "404": _swift_error("No such object"),
                         "416": _swift_error("Bad range")}},
+            "post": {"summary": "Replace object metadata (X-Object-Meta-*)", "responses": {
+                "202": {"description": "Updated"}, "401": _swift_error("Bad token"),
+                "404": _swift_error("No such object")}},
             "delete": {"summary": "Delete", "responses": {
                 "204": {"description": "Deleted"}, "401": _swift_error("Bad token"),
                 "404": _swift_error("No such object")}}},
@@ -278,13 +297,16 @@ def openapi_document(server_url: str = "") -> dict[str, Any]:
                             "properties": {"image_uuid": {"type": "string", "format": "uuid"},
                                            "receiving_swift_container": {"type": "string",
                                                                          "minLength": 1}}},
-            "ImportInput": {"type": "object", "required": ["import_from", "image_properties"],
+            # Only import_from is checked at POST time; the rest is checked by the worker,
+            # which fails the task (Rackspace: name is the only image property allowed).
+            "ImportInput": {"type": "object", "required": ["import_from"],
                             "properties": {
                                 "import_from": {"type": "string", "pattern": "^[^/]+/.+$"},
-                                "import_from_format": {"type": "string", "enum": ["vhd"]},
-                                "image_properties": {"type": "object", "required": ["name"],
-                                                     "properties": {"name": {"type": "string"}},
-                                                     "additionalProperties": False}}},
+                                "import_from_format": {"description": "Not checked (pyrax sends "
+                                                                      "\"vhd\")"},
+                                "image_properties": {
+                                    "description": "Checked by the worker: anything but "
+                                                   "{\"name\": ...} fails the task."}}},
             "Image": image,
             "GlanceError": {"type": "object", "required": ["message", "code", "title"],
                             "properties": {"message": {"type": "string"},
@@ -295,15 +317,17 @@ def openapi_document(server_url: str = "") -> dict[str, Any]:
                     "id": {"type": "string"}, "status": {"type": "string"},
                     "links": {"type": "array", "items": {"type": "object"}}}}}}},
             "AuthRequest": {"type": "object", "required": ["auth"], "properties": {
-                "auth": {"type": "object", "properties": {
+                "auth": {"type": "object", "anyOf": [
+                    {"required": ["RAX-KSKEY:apiKeyCredentials"]},
+                    {"required": ["passwordCredentials"]}], "properties": {
                     "RAX-KSKEY:apiKeyCredentials": {
                         "type": "object", "required": ["username", "apiKey"],
-                        "properties": {"username": {"type": "string"},
-                                       "apiKey": {"type": "string"}}},
+                        "properties": {"username": {"type": "string", "minLength": 1},
+                                       "apiKey": {"type": "string", "minLength": 1}}},
                     "passwordCredentials": {
                         "type": "object", "required": ["username", "password"],
-                        "properties": {"username": {"type": "string"},
-                                       "password": {"type": "string"}}},
+                        "properties": {"username": {"type": "string", "minLength": 1},
+                                       "password": {"type": "string", "minLength": 1}}},
                     "tenantId": {"type": "string"}}}}},
             "Access": {"type": "object", "required": ["access"], "properties": {
                 "access": {"type": "object", "required": ["token", "serviceCatalog", "user"],

@@ -434,7 +434,7 @@ def _body(head: bool, content: Iterator[bytes], status: int, headers: dict[str, 
 
 
 routes = [
-    Route("/v1/{account}", account, methods=ALL_METHODS),
+    Route("/v1/{account}", account, methods=["GET", "HEAD", "POST"]),
     Route("/v1/{account}/{container}", container, methods=ALL_METHODS),
     Route("/v1/{account}/{container}/{object:path}", obj, methods=ALL_METHODS),
 ]
