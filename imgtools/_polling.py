@@ -21,6 +21,7 @@ import math
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -57,6 +58,8 @@ __all__ = [
     "WaitProgress",
 ]
 
+#: Details of finished tasks fetched at once by ``wait_all``.
+DETAIL_FETCHERS = 8
 #: Retry-After longer than this is shortened while polling, seconds.
 POLL_RETRY_AFTER_CAP = 300.0
 
@@ -252,6 +255,7 @@ class ExportTask(_ExportTaskBase):
         # A task just seen is not asked about again at once.
         fresh = self._task is not None
         while True:
+            polled = time.monotonic()
             if fresh:
                 fresh = False
             else:
@@ -273,7 +277,8 @@ class ExportTask(_ExportTaskBase):
                     raise TransportError(f"task {self.id}: no answer from the service within "
                                          f"{limit:g} s")
                 raise _timeout_error(self.id, self._task, limit)
-            delay = policy.delay(attempt, retry_after=retry_after)
+            # Polls start every ``delay`` seconds, however long the last one took.
+            delay = max(0.0, policy.delay(attempt, retry_after=retry_after) - (now - polled))
             attempt += 1
             if deadline is not None:
                 delay = min(delay, deadline - now)
@@ -316,6 +321,7 @@ class AsyncExportTask(_ExportTaskBase):
         retry_after: float | None = None
         fresh = self._task is not None
         while True:
+            polled = time.monotonic()
             if fresh:
                 fresh = False
             else:
@@ -337,7 +343,7 @@ class AsyncExportTask(_ExportTaskBase):
                     raise TransportError(f"task {self.id}: no answer from the service within "
                                          f"{limit:g} s")
                 raise _timeout_error(self.id, self._task, limit)
-            delay = policy.delay(attempt, retry_after=retry_after)
+            delay = max(0.0, policy.delay(attempt, retry_after=retry_after) - (now - polled))
             attempt += 1
             if deadline is not None:
                 delay = min(delay, deadline - now)
@@ -542,6 +548,7 @@ def wait_all(client: Client, tasks: Iterable[TaskRef], *, timeout: Timeout = DEF
     attempt = 0
     while True:
         retry_after: float | None = None
+        round_began = time.monotonic()
         if not batch.finished:
             try:
                 retry_after = _round(client, batch)
@@ -556,7 +563,8 @@ def wait_all(client: Client, tasks: Iterable[TaskRef], *, timeout: Timeout = DEF
         now = time.monotonic()
         if deadline is not None and now >= deadline:
             return batch.result()
-        delay = policy.delay(attempt, retry_after=retry_after)
+        # Rounds start every ``delay`` seconds: the time a round took is not added to it.
+        delay = max(0.0, policy.delay(attempt, retry_after=retry_after) - (now - round_began))
         attempt += 1
         if deadline is not None:
             delay = min(delay, deadline - now)
@@ -573,14 +581,39 @@ def _round(client: Client, batch: _Batch) -> float | None:
             if changed:
                 client._record(changed)
             retry_after = after if after is not None else retry_after
-    for task_id in batch.left_the_lists():
-        try:
-            task, after = client._fetch_task(task_id)
-        except NotFound as exc:
-            batch.vanished(task_id, exc)
-            continue
-        batch.observe_detail(task)
-        retry_after = after if after is not None else retry_after
+    finished = batch.left_the_lists()
+    if len(finished) > 1:
+        # Tasks started together finish together: fetch their details side by side.
+        with ThreadPoolExecutor(min(DETAIL_FETCHERS, len(finished))) as pool:
+            outcomes = list(pool.map(lambda i: _outcome(client._fetch_task, i), finished))
+    else:
+        outcomes = [_outcome(client._fetch_task, i) for i in finished]
+    return _apply(batch, finished, outcomes, retry_after)
+
+
+def _outcome(fetch: Callable[[str], tuple[Task, float | None]], task_id: str
+             ) -> tuple[Task, float | None] | ImgToolsError:
+    try:
+        return fetch(task_id)
+    except ImgToolsError as exc:
+        return exc
+
+
+def _apply(batch: _Batch, ids: list[str],
+           outcomes: list[tuple[Task, float | None] | ImgToolsError],
+           retry_after: float | None) -> float | None:
+    problem: ImgToolsError | None = None
+    for task_id, outcome in zip(ids, outcomes, strict=True):
+        if isinstance(outcome, NotFound):
+            batch.vanished(task_id, outcome)
+        elif isinstance(outcome, ImgToolsError):
+            problem = problem or outcome  # the others still count; this one is asked again
+        else:
+            task, after = outcome
+            batch.observe_detail(task)
+            retry_after = after if after is not None else retry_after
+    if problem is not None:
+        raise problem
     return retry_after
 
 
@@ -597,6 +630,7 @@ async def async_wait_all(client: AsyncClient, tasks: Iterable[TaskRef], *,
     attempt = 0
     while True:
         retry_after: float | None = None
+        round_began = time.monotonic()
         if not batch.finished:
             try:
                 retry_after = await _async_round(client, batch)
@@ -611,7 +645,7 @@ async def async_wait_all(client: AsyncClient, tasks: Iterable[TaskRef], *,
         now = time.monotonic()
         if deadline is not None and now >= deadline:
             return batch.result()
-        delay = policy.delay(attempt, retry_after=retry_after)
+        delay = max(0.0, policy.delay(attempt, retry_after=retry_after) - (now - round_began))
         attempt += 1
         if deadline is not None:
             delay = min(delay, deadline - now)
@@ -629,15 +663,18 @@ async def _async_round(client: AsyncClient, batch: _Batch) -> float | None:
             if changed:
                 client._record(changed)
             retry_after = after if after is not None else retry_after
-    for task_id in batch.left_the_lists():
-        try:
-            task, after = await client._fetch_task(task_id)
-        except NotFound as exc:
-            batch.vanished(task_id, exc)
-            continue
-        batch.observe_detail(task)
-        retry_after = after if after is not None else retry_after
-    return retry_after
+    finished = batch.left_the_lists()
+    gate = asyncio.Semaphore(DETAIL_FETCHERS)
+
+    async def fetch(task_id: str) -> tuple[Task, float | None] | ImgToolsError:
+        async with gate:
+            try:
+                return await client._fetch_task(task_id)
+            except ImgToolsError as exc:
+                return exc
+
+    outcomes = list(await asyncio.gather(*(fetch(i) for i in finished)))
+    return _apply(batch, finished, outcomes, retry_after)
 
 
 def _check_timeout(value: Timeout, default: float | None) -> float | None:

@@ -8,7 +8,17 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from client_support import DB, FAST, MISSING, SMALL, WEB, fresh_container, make_client, route_count
+from client_support import (
+    DB,
+    FAST,
+    MISSING,
+    SMALL,
+    WEB,
+    clear_faults,
+    fresh_container,
+    make_client,
+    route_count,
+)
 
 import imgtools
 from imgtools import (
@@ -162,19 +172,27 @@ def test_wait_timeout_carries_the_last_task(slow_emu: EmulatorHandle) -> None:
             task.wait(timeout=0)
 
 
-def test_wait_rides_out_503s_and_a_token_expiry(emu: EmulatorHandle) -> None:
-    with make_client(emu, retries=10) as c:
+def test_wait_rides_out_503s_and_a_token_expiry(slow_emu: EmulatorHandle) -> None:
+    with make_client(slow_emu, retries=16) as c:
         task = c.begin_export(DB, fresh_container(), create_container=True)
-        emu.set_faults(error_503=0.3, methods="GET")
-        expired = []
+        slow_emu.set_faults(error_503=0.5, methods="GET")
+        for _ in range(10):  # half the GETs fail: these alone meet a 503 all but surely
+            assert task.refresh().status is TaskStatus.PENDING
+        seen: list[TaskStatus] = []
 
         def expire_once(t: Task) -> None:
-            if not expired:
-                emu.advance_clock(25 * 3600)
-                expired.append(t)
+            if not seen:
+                # The first poll saw it pending (for a minute); now a day passes: the task moves
+                # on and the token expires, in the middle of the wait.
+                assert t.status is TaskStatus.PENDING
+                slow_emu.advance_clock(25 * 3600)
+            seen.append(t.status)
 
-        final = task.wait(on_update=expire_once)
-        assert final.status is TaskStatus.SUCCESS
+        try:
+            final = task.wait(on_update=expire_once)
+        finally:
+            clear_faults(slow_emu)
+        assert final.status is TaskStatus.SUCCESS and len(seen) >= 2
         assert c.stats.reauths == 1
         assert c.stats.retry_reasons.get("503", 0) > 0
 
@@ -315,10 +333,10 @@ async def test_async_client_has_the_same_methods(emu: EmulatorHandle) -> None:
         with pytest.raises(ValidationError):
             c.tasks(page_size=0)
         assert c.exportability(images[0]) is not None
-    shared = ["images", "get_image", "exportability", "get_task", "tasks", "iter_task_pages",
-              "begin_export", "export", "resume", "wait_all", "endpoint", "storage_url",
-              "tenant_id", "log", "stats", "poll", "wait_timeout"]
-    assert [n for n in shared if not hasattr(imgtools.AsyncClient, n)] == []
+        shared = ["images", "get_image", "exportability", "get_task", "tasks", "iter_task_pages",
+                  "begin_export", "export", "resume", "wait_all", "endpoint", "storage_url",
+                  "tenant_id", "log", "stats", "poll", "wait_timeout"]
+        assert [n for n in shared if not hasattr(c, n)] == []
 
 
 @pytest.mark.anyio
