@@ -151,6 +151,22 @@ def test_ranges(api: Api, container: str) -> None:
     assert int(multi.headers["content-length"]) == len(multi.content)
 
 
+def test_if_range(api: Api, container: str) -> None:
+    data = bytes(range(10))
+    _put(api, container, "ten", data)
+    url = f"{api.account}/{container}/ten"
+    head = api.http.head(url)
+    etag, modified = head.headers["etag"], head.headers["last-modified"]
+    for validator in (etag, f'"{etag}"', modified):
+        r = api.get(url, headers={"Range": "bytes=4-", "If-Range": validator})
+        assert (r.status_code, r.content) == (206, data[4:])
+    # The object changed (another validator): the whole of it, 200.
+    for stale in ("0" * 32, "Mon, 01 Jan 2024 00:00:00 GMT", f'W/"{etag}"'):
+        r = api.get(url, headers={"Range": "bytes=4-", "If-Range": stale})
+        assert (r.status_code, r.content) == (200, data)
+        assert "content-range" not in r.headers
+
+
 def test_dlo_manifest(api: Api, container: str) -> None:
     parts = [b"a" * 100, b"b" * 50, b"c" * 7]
     for n, part in enumerate(parts, 1):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 __all__ = ["CHUNK", "UNSATISFIABLE", "iter_file", "parse_range"]
 
-CHUNK = 256 * 1024
+CHUNK = 1024 * 1024
 UNSATISFIABLE = "unsatisfiable"
 
 

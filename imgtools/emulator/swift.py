@@ -376,6 +376,20 @@ def _read_parts(parts: list[tuple[Path, int]], start: int, length: int) -> Itera
         offset += size
 
 
+def _if_range_holds(if_range: str | None, headers: dict[str, str]) -> bool:
+    """Whether a ``Range`` may be honoured: no ``If-Range``, or one naming this object's
+    ETag (quoted or not, as Swift accepts) or its exact ``Last-Modified`` date."""
+    if not if_range:
+        return True
+    value = if_range.strip()
+    if value.startswith("W/"):
+        return False  # a weak validator never allows a range
+    etag = headers.get("etag", "").strip('"')
+    if value.strip('"') == etag:
+        return True
+    return value == headers.get("last-modified")
+
+
 def _get_object(ctx: _Ctx, row: ObjectRow) -> Response:
     request, store = ctx.request, ctx.state.store
     headers = {**_base_headers(), "content-type": row.content_type,
@@ -394,7 +408,10 @@ def _get_object(ctx: _Ctx, row: ObjectRow) -> Response:
         parts = [(store.object_path(row), row.size)]
         size = row.size
         headers["etag"] = row.etag
-    wanted = parse_range(request.headers.get("range"), size)
+    range_header = request.headers.get("range")
+    if range_header and not _if_range_holds(request.headers.get("if-range"), headers):
+        range_header = None  # RFC 9110 13.1.5: the object changed, send all of it
+    wanted = parse_range(range_header, size)
     if wanted == UNSATISFIABLE:
         return _error(request, 416, headers={"content-range": f"bytes */{size}"})
     head = request.method == "HEAD"
