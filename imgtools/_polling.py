@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 #: Details of finished tasks fetched at once by ``wait_all``.
-DETAIL_FETCHERS = 8
+DETAIL_FETCHERS = 16
 #: Retry-After longer than this is shortened while polling, seconds.
 POLL_RETRY_AFTER_CAP = 300.0
 
