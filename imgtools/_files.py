@@ -351,6 +351,7 @@ class Files:
         journal so nothing that looks complete is kept. ``workers`` segments download at once.
         """
         dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
         manifest, segments = self.export_segments(location)
         if not segments:
             raise DownloadError(f"{location}: no segments listed, nothing to download")

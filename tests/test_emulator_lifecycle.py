@@ -274,3 +274,38 @@ def test_main_prints_urls_and_demo_credentials(tmp_path: Path) -> None:
     text = "".join(lines)
     assert "http://127.0.0.1:" in text
     assert "demo / demo-key / 100001" in text and "other / other-key / 100002" in text
+
+
+def test_a_background_emulator_ends_with_its_parent(tmp_path: Path) -> None:
+    """A kernel killed with SIGKILL runs no atexit: its emulator must still go away."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from imgtools.emulator import start_emulator\n"
+        f"emu = start_emulator(data_dir={str(tmp_path / 'emu')!r})\n"
+        "print(emu.pid, emu.url, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              text=True)
+    assert parent.stdout is not None
+    child_pid, url = parent.stdout.readline().split()
+    assert httpx.get(url + "/versions").status_code == 200
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(int(child_pid), 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(int(child_pid), signal.SIGKILL)
+        raise AssertionError("the emulator outlived its parent by 30 s")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url + "/versions")

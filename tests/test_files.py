@@ -163,12 +163,12 @@ def test_verify_missing_manifest(client: imgtools.Client) -> None:
 def test_download_equals_the_image(client: imgtools.Client, tmp_path: Path,
                                    workers: int) -> None:
     task = _export(client)
-    dest = tmp_path / "web.vhd"
+    dest = tmp_path / "new" / "dir" / "web.vhd"  # folders are made as needed
     result = client.download_export(task, dest, progress=False, workers=workers)
     assert result.path == dest and result.resumed_from == 0
     assert result.bytes == dest.stat().st_size == client.get_image(WEB).size
     assert _file_md5(dest) == _image_md5(client, WEB)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["web.vhd"]  # no .part, no journal
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["web.vhd"]  # no .part, journal
 
 
 class _Stop(Exception):

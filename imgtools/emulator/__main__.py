@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a user (repeat; replaces the demo users)")
     parser.add_argument("--region", action="append", help="catalog region (repeat)")
     parser.add_argument("--quiet", action="store_true", help="no start-up banner")
+    parser.add_argument("--parent-pid", type=int, default=None,
+                        help="stop when this process is gone (for an emulator started in the "
+                             "background by a kernel or a script)")
     for flag, env, kind, _ in _fields():
         if kind == "bool":
             parser.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction,
@@ -140,8 +143,24 @@ def main(argv: list[str] | None = None) -> int:
     server = _uvicorn_server(app)
     if not args.quiet:
         print(banner(f"http://{shown}:{port}", config, data_dir), flush=True)
+    if args.parent_pid is not None:
+        _watch_parent(args.parent_pid, server)
     server.run(sockets=[sock])
     return 0
+
+
+def _watch_parent(parent_pid: int, server: Any) -> None:
+    """Shut down when the parent ends, however it ends: a SIGKILLed kernel runs no atexit, and
+    an orphaned emulator would hold its port and data dir forever."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        server.should_exit = True
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 if __name__ == "__main__":

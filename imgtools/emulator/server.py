@@ -182,7 +182,7 @@ class EmulatorHandle:
         config_path.chmod(0o600)
         cmd = [sys.executable, "-m", "imgtools.emulator", "--config", str(config_path),
                "--data-dir", str(self.data_dir), "--host", self.host, "--port", str(self.port),
-               "--fd", str(sock.fileno())]
+               "--fd", str(sock.fileno()), "--parent-pid", str(os.getpid())]
         self._log = open(self.data_dir / "emulator.log", "ab")  # noqa: SIM115 - kept open
         env = {k: v for k, v in os.environ.items() if not k.startswith("IMGTOOLS_EMULATOR_")}
         self._process = sp.Popen(cmd, stdout=self._log, stderr=sp.STDOUT, env=env,
