@@ -25,6 +25,7 @@ Columns are built whole (lists, numpy, vectorised parsing), never row by row thr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import queue
@@ -464,12 +465,21 @@ def _with_details(client: Any, items: list[Any], concurrency: int) -> pd.DataFra
         known.update((task.id, task) for task in fetched)
         if log is not None and fetched and not getattr(client, "records_gets", False):
             log.record(fetched)  # idempotent: harmless if the client recorded them already
-    filled = []
-    for task in tasks:
-        full = known.get(task.id)
-        # Keep the listing's state if the detail copy is older than it (never go backwards).
-        filled.append(full if full is not None and full.updated_at >= task.updated_at else task)
-    return _frame_from_tasks(filled)
+    return _frame_from_tasks([_prefer(task, known.get(task.id)) for task in tasks])
+
+
+def _prefer(listed: Task, full: Task | None) -> Task:
+    """The listed task with the detail of ``full`` where that belongs to the same state.
+
+    Never goes backwards: a detail copy older than the listing is used only if its status is
+    the same (list and detail views may round a timestamp differently), and then the
+    listing's times win."""
+    if full is None or full.updated_at >= listed.updated_at:
+        return full if full is not None else listed
+    if full.status != listed.status:
+        return listed
+    return dataclasses.replace(full, updated_at=listed.updated_at,
+                               expires_at=listed.expires_at or full.expires_at)
 
 
 def tasks_frame(source: Any, *, details: bool = False, record: bool = True,
@@ -542,9 +552,7 @@ async def tasks_frame_async(client: Any, *, details: bool = False, record: bool 
     if log is not None and fetched:
         log.record(fetched)
     known.update((t.id, t) for t in fetched)
-    return _frame_from_tasks([
-        full if (full := known.get(t.id)) is not None and full.updated_at >= t.updated_at
-        else t for t in tasks])
+    return _frame_from_tasks([_prefer(t, known.get(t.id)) for t in tasks])
 
 
 def merged(client: Any, log: TaskLog | None = None) -> pd.DataFrame:

@@ -263,6 +263,22 @@ def test_details_fetch_only_what_the_log_lacks(log: TaskLog) -> None:
     assert client.gets == []
 
 
+def test_details_never_go_backwards(log: TaskLog) -> None:
+    tid, rounded = new_id(), new_id()
+    client = FakeClient([export_body(tid, "processing", minutes=9),
+                         export_body(rounded, "success", minutes=15)], log)
+    # The detail view answers with an older state, or the same state a second earlier.
+    client.full[tid] = export_body(tid, "pending", minutes=0)
+    late = export_body(rounded, "success", minutes=15)
+    late["updated_at"] = (T0 + timedelta(minutes=15) - timedelta(seconds=1)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+    client.full[rounded] = late
+    frame = tasks_frame(client, details=True).set_index("id")
+    assert frame.loc[tid, "status"] == "processing" and pd.isna(frame.loc[tid, "image_id"])
+    assert frame.loc[rounded, "export_location"] == f"exports/{IMAGE}.vhd"
+    assert frame.loc[rounded, "updated_at"] == pd.Timestamp(T0 + timedelta(minutes=15))
+
+
 def test_details_skip_a_task_purged_meanwhile(log: TaskLog) -> None:
     gone, kept = export_body(new_id()), export_body(new_id())
     client = FakeClient([gone, kept], log)
