@@ -593,3 +593,17 @@ def test_openapi_document_describes_live_responses(api: Api, anon: httpx.Client,
                         js(listing["application/json"]["schema"]))
     image = api.get(f"/v2/images/{api.emu.image_id('web')}").json()
     _validate(image, js({"$ref": "#/components/schemas/Image"}))
+
+
+def test_list_and_detail_format_times_alike() -> None:
+    """List stubs are formatted by SQLite, details by Python: the same instant must read the
+    same in both, also a hair before a whole second (SQLite would round it up)."""
+    import sqlite3
+
+    from imgtools.emulator.clock import iso_z
+    from imgtools.emulator.store import _ISO
+
+    db = sqlite3.connect(":memory:")
+    for ts in (1700000013.9996, 1700000013.0, 1700000013.5, 1700000059.99999):
+        (sql,) = db.execute("SELECT " + _ISO.format("?"), (ts,)).fetchone()
+        assert sql == iso_z(ts)

@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS objects (
 TASK_COLUMNS = "id, owner, type, status, input, result, message, created_at, updated_at, expires_at"
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 # Glance's "2014-02-26T02:01:13Z", formatted by SQLite (whole seconds, as clock.iso_z).
-_ISO = "strftime('%Y-%m-%dT%H:%M:%SZ', {}, 'unixepoch')"
+# Truncate as iso_z does: SQLite would round 13.9996 s up to 14 s, Python shows 13.
+_ISO = "strftime('%Y-%m-%dT%H:%M:%SZ', CAST({} AS INTEGER), 'unixepoch')"
 _STUB = ("'id', id, 'type', type, 'status', status, 'owner', owner, "
          f"'created_at', {_ISO.format('created_at')}, 'updated_at', {_ISO.format('updated_at')}, "
          "'self', '/v2/tasks/' || id, 'schema', '/v2/schemas/task'")
