@@ -39,7 +39,7 @@ from imgtools._transport import AsyncRetryTransport, RetryTransport, Stats
 __version__ = "0.1.0"
 
 # The pandas side loads on first use: the CLI and the client should not pay for it.
-_HISTORY = ("merged", "style_tasks", "summary", "tasks_frame", "tasks_frame_async")
+_HISTORY = ("Summary", "merged", "style_tasks", "summary", "tasks_frame", "tasks_frame_async")
 
 
 def __getattr__(name: str) -> object:
@@ -81,6 +81,7 @@ __all__ = [
     "RetryTransport",
     "ServiceError",
     "Stats",
+    "Summary",
     "Task",
     "TaskError",
     "TaskFailed",
