@@ -431,6 +431,25 @@ def _is_locked(error: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+class _class_or_instance:
+    """A method that also works on the class: ``TaskLog.import_(path)`` merges into the default
+    log (``$IMGTOOLS_LOG`` or the user's), ``log.import_(path)`` into that one."""
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+        self.__doc__ = func.__doc__
+
+    def __get__(self, obj: Any, owner: type) -> Callable[..., Any]:
+        if obj is not None:
+            return functools.partial(self.func, obj)
+
+        def into_default(path: str | os.PathLike[str]) -> Any:
+            with owner() as log:
+                return self.func(log, path)
+
+        return into_default
+
+
 class TaskLog:
     """The SQLite audit log of tasks (see the module docstring).
 
@@ -744,6 +763,7 @@ class TaskLog:
         tmp.replace(target)  # readers never see half a file
         return count
 
+    @_class_or_instance
     def import_(self, path: str | os.PathLike[str]) -> int:
         """Merge a JSON Lines export (from ``export``) into this log with the same upsert rules
         as ``record``, events included; returns the number of task lines read.

@@ -334,6 +334,10 @@ def test_export_import_round_trip(log: TaskLog, tmp_path: Path) -> None:
         before = rows(copy.path, "SELECT * FROM tasks ORDER BY id")
         copy.import_(out)  # importing again changes nothing
         assert rows(copy.path, "SELECT * FROM tasks ORDER BY id") == before
+    # On the class, it merges into the default log ($IMGTOOLS_LOG, set per test).
+    assert TaskLog.import_(out) == 2
+    with TaskLog() as default:
+        pd.testing.assert_frame_equal(default.frame(), log.frame())
 
 
 def test_import_merges_logs_from_several_machines(tmp_path: Path) -> None:
