@@ -349,11 +349,17 @@ class _BaseClient:
         response = yield self._http_request("GET", _path("tasks", task_id))
         self._check(response)
         task = Task.from_json(_json(response), stub=False)
+        if task.id.lower() != task_id.lower():
+            # Never let another task's body stand in for this one.
+            raise ResponseError(f"GET /v2/tasks/{task_id} answered with task {task.id}")
         self._record([task])
         return task, retry_after_seconds(response.headers.get("retry-after"))
 
-    def _op_page(self, url: str, params: Mapping[str, Any] | None, key: str
+    def _op_page(self, url: str, params: Mapping[str, Any] | None, key: str,
+                 seen: set[str] | None = None
                  ) -> _Op[tuple[list[Any], str | None, float | None]]:
+        """One page of a listing and its resolved ``next``; ``seen`` (the links followed so
+        far) catches a ``next`` that leads back to a page already read, which would never end."""
         response = yield self._http_request("GET", url, params=params)
         self._check(response)
         body = _json(response)
@@ -362,6 +368,11 @@ class _BaseClient:
                                 f"{key!r} list")
         link = body.get("next")
         next_url = self._follow(link) if isinstance(link, str) and link else None
+        if next_url is not None and seen is not None:
+            if next_url in seen:
+                raise ResponseError(f"GET {response.request.url.path}: the 'next' link leads "
+                                    "back to a page already read; the listing would never end")
+            seen.add(next_url)
         return body[key], next_url, retry_after_seconds(response.headers.get("retry-after"))
 
     def _op_get_image(self, image_id: str) -> _Op[Image]:
@@ -478,9 +489,10 @@ class _BaseClient:
         url: str | None = "tasks"
         params: dict[str, Any] | None = {"sort_key": "created_at", "sort_dir": "desc",
                                          "limit": 100}
+        seen: set[str] = set()
         # Not ?type=export: upstream Glance refuses any type filter but "import".
         while url is not None:
-            items, url, _ = yield from self._op_page(url, params, "tasks")
+            items, url, _ = yield from self._op_page(url, params, "tasks", seen)
             params = None
             for item in items:
                 created = parse_time(item.get("created_at")) if isinstance(item, dict) else None
@@ -709,8 +721,9 @@ class Client(_BaseClient):
         def generate() -> Iterator[Image]:
             url: str | None = "images"
             query: dict[str, Any] | None = params
+            seen: set[str] = set()
             while url is not None:
-                items, url, _ = self._run(self._op_page(url, query, "images"))
+                items, url, _ = self._run(self._op_page(url, query, "images", seen))
                 query = None
                 yield from (Image.from_json(item) for item in items)
 
@@ -740,8 +753,9 @@ class Client(_BaseClient):
         def generate() -> Iterator[list[dict[str, Any]]]:
             url: str | None = "tasks"
             query: dict[str, Any] | None = params
+            seen: set[str] = set()
             while url is not None:
-                items, url, _ = self._run(self._op_page(url, query, "tasks"))
+                items, url, _ = self._run(self._op_page(url, query, "tasks", seen))
                 query = None
                 yield items
 
@@ -767,8 +781,9 @@ class Client(_BaseClient):
         url: str | None = "tasks"
         query: dict[str, Any] | None = {"status": status.value, "limit": DEFAULT_TASKS_PAGE_SIZE,
                                         "sort_key": "created_at", "sort_dir": "desc"}
+        seen: set[str] = set()
         while url is not None:
-            items, url, retry_after = self._run(self._op_page(url, query, "tasks"))
+            items, url, retry_after = self._run(self._op_page(url, query, "tasks", seen))
             query = None
             yield items, retry_after
 
@@ -1009,8 +1024,9 @@ class AsyncClient(_BaseClient):
         async def generate() -> AsyncIterator[Image]:
             url: str | None = "images"
             query: dict[str, Any] | None = params
+            seen: set[str] = set()
             while url is not None:
-                items, url, _ = await self._run(self._op_page(url, query, "images"))
+                items, url, _ = await self._run(self._op_page(url, query, "images", seen))
                 query = None
                 for item in items:
                     yield Image.from_json(item)
@@ -1041,8 +1057,9 @@ class AsyncClient(_BaseClient):
         async def generate() -> AsyncIterator[list[dict[str, Any]]]:
             url: str | None = "tasks"
             query: dict[str, Any] | None = params
+            seen: set[str] = set()
             while url is not None:
-                items, url, _ = await self._run(self._op_page(url, query, "tasks"))
+                items, url, _ = await self._run(self._op_page(url, query, "tasks", seen))
                 query = None
                 yield items
 
@@ -1069,8 +1086,9 @@ class AsyncClient(_BaseClient):
         url: str | None = "tasks"
         query: dict[str, Any] | None = {"status": status.value, "limit": DEFAULT_TASKS_PAGE_SIZE,
                                         "sort_key": "created_at", "sort_dir": "desc"}
+        seen: set[str] = set()
         while url is not None:
-            items, url, retry_after = await self._run(self._op_page(url, query, "tasks"))
+            items, url, retry_after = await self._run(self._op_page(url, query, "tasks", seen))
             query = None
             yield items, retry_after
 
