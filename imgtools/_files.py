@@ -131,6 +131,22 @@ def split_location(location: str) -> tuple[str, str]:
     return container, name
 
 
+def _count(item: dict[str, Any], key: str) -> int:
+    value = item.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ResponseError(f"Cloud Files listing item {item.get('name')!r}: {key!r} is "
+                            f"{value!r}, not a count")
+    return value
+
+
+def _text(item: dict[str, Any], key: str) -> str:
+    value = item.get(key)
+    if not isinstance(value, str) or not value:
+        raise ResponseError(f"Cloud Files listing item {item.get('name')!r}: {key!r} is "
+                            f"missing or not text")
+    return value
+
+
 def _check_swift_name(name: str) -> None:
     # Swift's own rules; export containers have stricter ones (imgtools._validation).
     problems = []
@@ -186,8 +202,8 @@ class Files:
         """Every container in the account (all pages)."""
         out: list[ContainerInfo] = []
         for item in self._listing("", prefix=prefix):
-            out.append(ContainerInfo(name=item["name"], count=int(item.get("count", 0)),
-                                     bytes=int(item.get("bytes", 0))))
+            out.append(ContainerInfo(name=_text(item, "name"), count=_count(item, "count"),
+                                     bytes=_count(item, "bytes")))
         return out
 
     def create_container(self, name: str) -> bool:
@@ -220,8 +236,8 @@ class Files:
         for item in self._listing(_path(container), prefix=prefix):
             if "name" not in item:  # a "subdir" entry
                 continue
-            yield ObjectInfo(name=item["name"], bytes=int(item["bytes"]), hash=item["hash"],
-                             content_type=item.get("content_type"),
+            yield ObjectInfo(name=str(item["name"]), bytes=_count(item, "bytes"),
+                             hash=_text(item, "hash"), content_type=item.get("content_type"),
                              last_modified=item.get("last_modified"))
 
     def head_object(self, container: str, name: str, *, manifest: bool = False) -> ObjectInfo:

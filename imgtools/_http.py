@@ -57,7 +57,9 @@ def error_message(response: httpx.Response) -> str:
                 if inner and isinstance(inner.get("message"), str):
                     message = inner["message"]
     if not message:
-        message = html.unescape(_TAG.sub(" ", text))
+        message = text
+    # Glance wraps even its JSON messages in HTML ("...<br /><br />"); Swift sends HTML pages.
+    message = html.unescape(_TAG.sub(" ", message))
     message = _SPACE.sub(" ", message).strip()
     if not message:
         message = response.reason_phrase or "error"
