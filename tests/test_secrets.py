@@ -91,7 +91,7 @@ def test_no_secret_anywhere_in_a_session(emu: EmulatorHandle, login: str, tmp_pa
         texts.append(repr(client.get_task(final.id)))
         assert client.stats.reauths >= 1
         frame = history.tasks_frame(client)
-        texts += [frame.to_string(), frame.to_csv(), frame.to_json(),
+        texts += [frame.to_string(), frame.to_csv(), frame.to_json(date_format="iso"),
                   log.frame().to_csv(), log.events_frame().to_csv(),
                   history.merged(client, log).to_csv(),
                   *[t.to_csv() for t in history.summary(frame).tables.values()]]
