@@ -290,7 +290,7 @@ def parse_login(response: httpx.Response, creds: Credentials) -> Session:
         raise AuthError(f"identity refused the credentials of user {creds.username!r} "
                         f"({creds.source})", status_code=response.status_code,
                         method="POST", path=response.request.url.path)
-    raise_for_status(response)
+    raise_for_status(response, redact=creds.secrets())
     try:
         access = response.json()["access"]
         token_data = access["token"]

@@ -280,9 +280,9 @@ class _BaseClient:
     def _check(self, response: httpx.Response) -> httpx.Response:
         """The response if 2xx/3xx, else the matching ``APIError``, secrets scrubbed."""
         try:
-            return raise_for_status(response)
+            return raise_for_status(response, redact=self._secrets)
         except APIError as exc:
-            message = self._redact(exc.message)
+            message = exc.message
             if isinstance(exc, AuthError) and exc.status_code == 401:
                 if self._creds.kind == "token":
                     message += (" -- the token was refused (expired?): get a new one, or connect "

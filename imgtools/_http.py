@@ -6,6 +6,7 @@ import email.utils
 import html
 import re
 import time
+from collections.abc import Iterable
 
 import httpx
 
@@ -66,11 +67,13 @@ def error_message(response: httpx.Response) -> str:
     return message[:_MAX_MESSAGE]
 
 
-def raise_for_status(response: httpx.Response) -> httpx.Response:
+def raise_for_status(response: httpx.Response, *,
+                     redact: Iterable[str] = ()) -> httpx.Response:
     """Return ``response`` if it is 2xx/3xx, else raise the matching ``APIError``.
 
     The error names the method and the URL path only: never the query, host credentials or
-    headers, so no token can end up in it.
+    headers, so no token can end up in it. A server may echo the request in its error text:
+    every string in ``redact`` (tokens, keys, passwords) is blanked out of the message.
     """
     if response.status_code < 400:
         return response
@@ -82,6 +85,9 @@ def raise_for_status(response: httpx.Response) -> httpx.Response:
     request_id = (response.headers.get("x-openstack-request-id")
                   or response.headers.get("x-trans-id"))
     message = error_message(response)
+    for secret in redact:
+        if secret:
+            message = message.replace(secret, "********")
     if status in (401, 403):
         raise AuthError(message, status_code=status, method=method, path=path,
                         request_id=request_id)

@@ -55,3 +55,11 @@ def test_retry_after_forms() -> None:
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480.0 - 10) == 10.0
     assert retry_after_seconds("soon") is None
     assert retry_after_seconds(None) is None
+
+
+def test_secrets_are_blanked_from_echoed_messages() -> None:
+    body = {"message": "bad request for apiKey=s3cr3t-key and token tok-123"}
+    with pytest.raises(APIError) as caught:
+        raise_for_status(_response(400, json=body), redact=("s3cr3t-key", "tok-123", ""))
+    assert "s3cr3t-key" not in str(caught.value) and "tok-123" not in str(caught.value)
+    assert "apiKey=********" in caught.value.message
