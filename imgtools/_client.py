@@ -39,6 +39,7 @@ from imgtools._auth import (
     no_credentials_error,
     resolve_credentials,
 )
+from imgtools._bulk import BulkTransport
 from imgtools._config import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_IMAGES_PAGE_SIZE,
@@ -658,13 +659,18 @@ class Client(_BaseClient):
         self._http = httpx.Client(auth=auth, transport=self._transport(), verify=_verify(verify),
                                   **self._client_options(session.image_endpoint))
         if session.files_endpoint:
-            self._storage_http = httpx.Client(auth=auth, transport=self._transport(),
+            self._storage_http = httpx.Client(auth=auth, transport=self._transport(bulk=True),
                                               verify=_verify(verify),
                                               **self._client_options(session.files_endpoint))
 
-    def _transport(self) -> RetryTransport:
-        inner = self._inner if self._inner is not None else httpx.HTTPTransport(
-            verify=_verify(self._verify))
+    def _transport(self, *, bulk: bool = False) -> RetryTransport:
+        inner: httpx.BaseTransport
+        if self._inner is not None:
+            inner = self._inner
+        elif bulk:  # Cloud Files: segment bodies are large, read them with C code
+            inner = BulkTransport(verify=_verify(self._verify))
+        else:
+            inner = httpx.HTTPTransport(verify=_verify(self._verify))
         return RetryTransport(inner, **self._retry_options())
 
     @property
