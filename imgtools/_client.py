@@ -72,6 +72,7 @@ from imgtools._exceptions import (
 from imgtools._files import (
     DEFAULT_DOWNLOAD_CHUNK,
     DEFAULT_DOWNLOAD_WORKERS,
+    AsyncFiles,
     DownloadResult,
     ExportReport,
     Files,
@@ -939,6 +940,9 @@ class AsyncClient(_BaseClient):
         self._http = None
         self._storage_http = None
         self._ready_lock: asyncio.Lock | None = None
+        self._auth: httpx.Auth | None = None
+        self._blocking: list[httpx.Client] = []
+        self._blocking_storage: httpx.Client | None = None
 
     def _transport(self) -> AsyncRetryTransport:
         inner = self._inner if self._inner is not None else httpx.AsyncHTTPTransport(
@@ -969,6 +973,7 @@ class AsyncClient(_BaseClient):
                 session = Session(token=creds.token, image_endpoint=creds.endpoint)
                 auth = TokenAuth(creds.token)
             self._adopt(session)
+            self._auth = auth
             assert session.image_endpoint is not None
             if session.files_endpoint:
                 self._storage_http = httpx.AsyncClient(
@@ -1014,6 +1019,34 @@ class AsyncClient(_BaseClient):
         for http in (self._http, self._storage_http, self._identity_http):
             if http is not None:
                 await http.aclose()
+        for blocking in self._blocking:
+            blocking.close()
+
+    def _storage_blocking(self) -> httpx.Client:
+        """A blocking client at the storage URL, sharing this client's auth and counters: bulk
+        Cloud Files transfers run on worker threads (``AsyncFiles``), not on the event loop."""
+        if self._blocking_storage is not None:
+            return self._blocking_storage
+        self._storage  # noqa: B018 - raises the explanation when there is no storage URL
+        session = self._session
+        assert session is not None and session.files_endpoint and self._auth is not None
+        auth = self._auth
+        if isinstance(auth, IdentityAuth) and auth._sync_client is None:
+            # Re-logins from a worker thread need a blocking identity connection of their own.
+            identity = httpx.Client(timeout=self._timeout, verify=_verify(self._verify),
+                                    transport=RetryTransport(
+                                        httpx.HTTPTransport(verify=_verify(self._verify)),
+                                        **self._retry_options()))
+            self._blocking.append(identity)
+            auth._sync_client = identity
+        storage = httpx.Client(auth=auth, verify=_verify(self._verify),
+                               transport=RetryTransport(
+                                   BulkTransport(verify=_verify(self._verify)),
+                                   **self._retry_options()),
+                               **self._client_options(session.files_endpoint))
+        self._blocking.append(storage)
+        self._blocking_storage = storage
+        return storage
 
     async def __aenter__(self) -> AsyncClient:
         return await self.open()
@@ -1131,6 +1164,61 @@ class AsyncClient(_BaseClient):
         """As ``Client.wait_all``."""
         return await async_wait_all(self, tasks, timeout=timeout, poll=poll,
                                     on_progress=on_progress)
+
+    # -- Cloud Files ------------------------------------------------------------------------
+
+    @property
+    def files(self) -> AsyncFiles:
+        """As ``Client.files``, awaited (after ``open()``); transfers run on worker threads."""
+        return AsyncFiles(Files(self._storage_blocking()))
+
+    async def _export_of(self, task: Task | AsyncExportTask | str) -> tuple[str, int | None]:
+        if isinstance(task, str):
+            task = await self.get_task(task)
+        elif isinstance(task, AsyncExportTask):
+            task = task.task if task.done and task.task is not None else await task.refresh()
+        final, location = resolve_export(task)
+        if final.is_stub:
+            final, location = resolve_export(await self.get_task(final.id))
+        size: int | None = None
+        if final.image_id is not None:
+            try:
+                size = (await self.get_image(final.image_id)).size
+            except NotFound:
+                size = None
+        return location, size
+
+    async def verify_export(self, task: Task | AsyncExportTask | str, *,
+                            progress: Progress | None = None) -> ExportReport:
+        """As ``Client.verify_export``, awaited."""
+        await self.open()
+        location, size = await self._export_of(task)
+        return await self.files.verify_export(location, expected_bytes=size, progress=progress)
+
+    async def download_export(self, task: Task | AsyncExportTask | str,
+                              dest: str | os.PathLike[str], *, resume: bool = True,
+                              progress: Progress | None = None,
+                              workers: int = DEFAULT_DOWNLOAD_WORKERS) -> DownloadResult:
+        """As ``Client.download_export``, awaited; ``progress`` is a callback (called from a
+        worker thread) or ``None``: no tqdm bar, a notebook draws its own widget."""
+        await self.open()
+        location, size = await self._export_of(task)
+        return await self.files.download_export(location, dest, expected_bytes=size,
+                                                resume=resume, workers=workers,
+                                                progress=progress)
+
+    def image_file(self, image_id: str) -> AsyncIterator[bytes]:
+        """As ``Client.image_file``: ``async for chunk in client.image_file(id)``."""
+        image_id = validate_image_id(image_id)
+
+        async def generate() -> AsyncIterator[bytes]:
+            await self.open()
+            async with self._http.stream("GET", _path("images", image_id, "file")) as response:
+                self._check(response)
+                async for chunk in response.aiter_bytes(DEFAULT_DOWNLOAD_CHUNK):
+                    yield chunk
+
+        return generate()
 
 
 # -- entry points -----------------------------------------------------------------------------

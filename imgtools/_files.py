@@ -8,6 +8,7 @@ by segment, each checked against the MD5 the container listing gives.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -36,6 +37,7 @@ from imgtools._http import raise_for_status
 from imgtools._models import Task, TaskStatus
 
 __all__ = [
+    "AsyncFiles",
     "ContainerInfo",
     "DownloadResult",
     "ExportReport",
@@ -385,6 +387,51 @@ class Files:
         resumed_from = job.run(workers=max(1, workers))
         return DownloadResult(path=dest, bytes=total, segments=len(segments),
                               resumed_from=resumed_from)
+
+
+class AsyncFiles:
+    """``Files`` for an ``AsyncClient``: the same calls, awaited.
+
+    Each call runs on a worker thread over a blocking connection, so the event loop (a
+    notebook's kernel) stays free while segments stream; listings come back as lists.
+    """
+
+    def __init__(self, files: Files) -> None:
+        self._files = files
+
+    async def containers(self, *, prefix: str | None = None) -> list[ContainerInfo]:
+        return await asyncio.to_thread(self._files.containers, prefix=prefix)
+
+    async def create_container(self, name: str) -> bool:
+        return await asyncio.to_thread(self._files.create_container, name)
+
+    async def head_container(self, name: str) -> ContainerInfo:
+        return await asyncio.to_thread(self._files.head_container, name)
+
+    async def container_exists(self, name: str) -> bool:
+        return await asyncio.to_thread(self._files.container_exists, name)
+
+    async def objects(self, container: str, *, prefix: str | None = None) -> list[ObjectInfo]:
+        return await asyncio.to_thread(lambda: list(self._files.objects(container,
+                                                                         prefix=prefix)))
+
+    async def head_object(self, container: str, name: str, *,
+                          manifest: bool = False) -> ObjectInfo:
+        return await asyncio.to_thread(self._files.head_object, container, name,
+                                       manifest=manifest)
+
+    async def verify_export(self, location: str, *, expected_bytes: int | None = None,
+                            progress: Progress | None = None) -> ExportReport:
+        return await asyncio.to_thread(self._files.verify_export, location,
+                                       expected_bytes=expected_bytes, progress=progress)
+
+    async def download_export(self, location: str, dest: str | os.PathLike[str], *,
+                              expected_bytes: int | None = None, resume: bool = True,
+                              workers: int = DEFAULT_DOWNLOAD_WORKERS,
+                              progress: Progress | None = None) -> DownloadResult:
+        return await asyncio.to_thread(self._files.download_export, location, dest,
+                                       expected_bytes=expected_bytes, resume=resume,
+                                       workers=workers, progress=progress)
 
 
 def _numbering_problems(name: str, segments: tuple[Segment, ...]) -> list[str]:

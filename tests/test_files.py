@@ -284,3 +284,51 @@ def test_a_range_refused_by_if_range_restarts_the_segment(tmp_path: Path) -> Non
     assert result.resumed_from == 40
     assert dest.read_bytes() == body
     assert progress[0] == 40 and 0 in progress and progress[-1] == len(body)
+
+
+# -- the async twin ---------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_async_client_verifies_and_downloads(emu: EmulatorHandle, tmp_path: Path) -> None:
+    async with imgtools.AsyncClient(username="demo", api_key="demo-key",
+                                    identity_url=emu.identity_url, log=False,
+                                    poll=imgtools.PollPolicy.fast()) as client:
+        container = fresh_container("async")
+        assert await client.files.create_container(container) is True
+        assert container in [c.name for c in await client.files.containers()]
+        handle = await client.begin_export(WEB, container)
+        task = await handle.wait(timeout=60)
+        report = await client.verify_export(handle)
+        assert report.ok, report.problems
+        seen: list[int] = []
+        dest = tmp_path / "async.vhd"
+        result = await client.download_export(task.id, dest,
+                                              progress=lambda d, t: seen.append(d))
+        assert result.bytes == dest.stat().st_size == report.total_bytes
+        assert seen[-1] == result.bytes
+        listed = await client.files.objects(container)
+        assert listed[0].name == f"{WEB}.vhd"  # the manifest sorts first
+        digest = hashlib.md5(usedforsecurity=False)
+        async for chunk in client.image_file(WEB):
+            digest.update(chunk)
+    assert _file_md5(dest) == digest.hexdigest()
+
+
+@pytest.mark.anyio
+async def test_async_download_survives_an_expired_token(faulty_emu: EmulatorHandle,
+                                                        tmp_path: Path) -> None:
+    """The blocking storage connection shares the async client's login: a 401 on it logs in
+    again (from the worker thread) instead of failing the download."""
+    emu = faulty_emu  # a fresh emulator of its own: this test moves its clock
+    async with imgtools.AsyncClient(username="demo", api_key="demo-key",
+                                    identity_url=emu.identity_url, log=False,
+                                    poll=imgtools.PollPolicy.fast()) as client:
+        handle = await client.begin_export(WEB, fresh_container("relog"), create_container=True)
+        task = await handle.wait(timeout=60)
+        await client.files.containers()  # the blocking storage connection is in use already
+        emu.advance_clock(FAST.token_ttl + 60)  # every token issued so far has expired
+        result = await client.download_export(task, tmp_path / "relog.vhd")
+        assert client.stats.reauths >= 1
+        image = await client.get_image(WEB)
+        assert result.bytes == image.size
