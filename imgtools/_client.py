@@ -382,6 +382,26 @@ class _BaseClient:
         self._check(response)
         return Image.from_json(_json(response))
 
+    def _op_export_of(self, task: Task | ExportTask | AsyncExportTask | str
+                      ) -> _Op[tuple[str, int | None]]:
+        """The export location of a finished export task and its image's size (``None`` when
+        the image is gone: the export can still be checked on its own)."""
+        if isinstance(task, ExportTask | AsyncExportTask):
+            task = task.task if task.done and task.task is not None else task.id
+        if isinstance(task, str):
+            task, _ = yield from self._op_get_task(validate_task_id(task))
+        final, location = resolve_export(task)
+        if final.is_stub:
+            final, _ = yield from self._op_get_task(final.id)
+            final, location = resolve_export(final)
+        if final.image_id is None:
+            return location, None
+        try:
+            image = yield from self._op_get_image(final.image_id)
+        except NotFound:
+            return location, None
+        return location, image.size
+
     def _op_preflight(self, image_id: str, container: str, *, create_container: bool
                       ) -> _Op[None]:
         try:
@@ -846,28 +866,12 @@ class Client(_BaseClient):
         """Cloud Files: containers and objects in your account (needs the storage URL)."""
         return Files(self._storage)
 
-    def _export_of(self, task: Task | ExportTask | str) -> tuple[str, int | None]:
-        if isinstance(task, str):
-            task = self.get_task(task)
-        elif isinstance(task, ExportTask):
-            task = task.task if task.done and task.task is not None else task.refresh()
-        final, location = resolve_export(task)
-        if final.is_stub:
-            final, location = resolve_export(self.get_task(final.id))
-        size: int | None = None
-        if final.image_id is not None:
-            try:
-                size = self.get_image(final.image_id).size
-            except NotFound:
-                size = None  # the image is gone; the export can still be checked alone
-        return location, size
-
     def verify_export(self, task: Task | ExportTask | str, *,
                       progress: Progress | None = None) -> ExportReport:
         """Check an export: the manifest exists, its segments are listed without gaps, they
         add up to the image size, and each one hashes to its listed MD5. Returns the report
         (``report.ok``, ``report.problems``); raises only when it cannot look at all."""
-        location, size = self._export_of(task)
+        location, size = self._run(self._op_export_of(task))
         return self.files.verify_export(location, expected_bytes=size, progress=progress)
 
     def download_export(self, task: Task | ExportTask | str, dest: str | os.PathLike[str], *,
@@ -880,7 +884,7 @@ class Client(_BaseClient):
         ``resume=False``. ``progress``: ``True`` draws a ``tqdm.auto`` bar, or pass a callback
         ``(bytes_done, bytes_total)``. Raises ``ChecksumMismatch`` on a bad segment.
         """
-        location, size = self._export_of(task)
+        location, size = self._run(self._op_export_of(task))
         close: Any = None
         callback: Progress | None
         if progress is True:
@@ -1172,27 +1176,10 @@ class AsyncClient(_BaseClient):
         """As ``Client.files``, awaited (after ``open()``); transfers run on worker threads."""
         return AsyncFiles(Files(self._storage_blocking()))
 
-    async def _export_of(self, task: Task | AsyncExportTask | str) -> tuple[str, int | None]:
-        if isinstance(task, str):
-            task = await self.get_task(task)
-        elif isinstance(task, AsyncExportTask):
-            task = task.task if task.done and task.task is not None else await task.refresh()
-        final, location = resolve_export(task)
-        if final.is_stub:
-            final, location = resolve_export(await self.get_task(final.id))
-        size: int | None = None
-        if final.image_id is not None:
-            try:
-                size = (await self.get_image(final.image_id)).size
-            except NotFound:
-                size = None
-        return location, size
-
     async def verify_export(self, task: Task | AsyncExportTask | str, *,
                             progress: Progress | None = None) -> ExportReport:
         """As ``Client.verify_export``, awaited."""
-        await self.open()
-        location, size = await self._export_of(task)
+        location, size = await self._run(self._op_export_of(task))
         return await self.files.verify_export(location, expected_bytes=size, progress=progress)
 
     async def download_export(self, task: Task | AsyncExportTask | str,
@@ -1201,8 +1188,7 @@ class AsyncClient(_BaseClient):
                               workers: int = DEFAULT_DOWNLOAD_WORKERS) -> DownloadResult:
         """As ``Client.download_export``, awaited; ``progress`` is a callback (called from a
         worker thread) or ``None``: no tqdm bar, a notebook draws its own widget."""
-        await self.open()
-        location, size = await self._export_of(task)
+        location, size = await self._run(self._op_export_of(task))
         return await self.files.download_export(location, dest, expected_bytes=size,
                                                 resume=resume, workers=workers,
                                                 progress=progress)
