@@ -20,7 +20,7 @@ import dataclasses
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -180,6 +180,10 @@ def _timeout_error(task_id: str, task: Task | None, timeout: float | None) -> Ta
                        task=task)
 
 
+#: What a wait loop is told after asking for a fetch: the task and its Retry-After, or the error.
+_Answer = tuple[Task, float | None] | ImgToolsError | None
+
+
 class _ExportTaskBase:
     """What both twins share: the id, the last task seen, and its status."""
 
@@ -206,6 +210,51 @@ class _ExportTaskBase:
     def __repr__(self) -> str:
         status = "unknown" if self._task is None else self._task.status.value
         return f"{type(self).__name__}(id={self.id!r}, status={status!r})"
+
+    def _steps(self, limit: float | None, policy: PollPolicy,
+               on_update: Callable[[Task], Any] | None
+               ) -> Generator[float | None, _Answer, Task]:
+        """The wait loop of both twins, without I/O: yields ``None`` for "fetch the task now"
+        (and receives the ``(task, retry_after)`` or the error), or a delay to sleep, seconds.
+        Returns the final task, or raises ``TaskFailed`` / ``TaskTimeout``."""
+        final = self._known_final()
+        if final is not None:
+            return _finish(final)
+        deadline = None if limit is None else time.monotonic() + limit
+        attempt = 0
+        retry_after: float | None = None
+        # A task just seen is not asked about again at once.
+        fresh = self._task is not None
+        while True:
+            polled = time.monotonic()
+            if fresh:
+                fresh = False
+            else:
+                answer = yield None
+                if isinstance(answer, ImgToolsError):
+                    if not _transient(answer):
+                        raise answer
+                    retry_after = _retry_after(answer)
+                else:
+                    assert answer is not None
+                    task, retry_after = answer
+                    self._task = task
+                    if on_update is not None:
+                        on_update(task)
+                    if task.done:
+                        return _finish(task)
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                if self._task is None:
+                    raise TransportError(f"task {self.id}: no answer from the service within "
+                                         f"{limit:g} s")
+                raise _timeout_error(self.id, self._task, limit)
+            # Polls start every ``delay`` seconds, however long the last one took.
+            delay = max(0.0, policy.delay(attempt, retry_after=retry_after) - (now - polled))
+            attempt += 1
+            if deadline is not None:
+                delay = min(delay, deadline - now)
+            yield delay
 
     def _known_final(self) -> Task | None:
         # A finished task seen in full needs no request; a finished stub lacks its message.
@@ -244,45 +293,22 @@ class ExportTask(_ExportTaskBase):
         Raises ``TaskFailed`` (with the task and its message) or ``TaskTimeout`` (with the last
         task seen; the task goes on in the service).
         """
-        limit = self.client._wait_timeout(timeout)
-        policy = poll or self.client.poll
-        final = self._known_final()
-        if final is not None:
-            return _finish(final)
-        deadline = None if limit is None else time.monotonic() + limit
-        attempt = 0
-        retry_after: float | None = None
-        # A task just seen is not asked about again at once.
-        fresh = self._task is not None
+        steps = self._steps(self.client._wait_timeout(timeout), poll or self.client.poll,
+                            on_update)
+        answer: _Answer = None
         while True:
-            polled = time.monotonic()
-            if fresh:
-                fresh = False
-            else:
+            try:
+                step = steps.send(answer)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            if step is None:
                 try:
-                    task, retry_after = self.client._fetch_task(self.id)
+                    answer = self.client._fetch_task(self.id)
                 except ImgToolsError as exc:
-                    if not _transient(exc):
-                        raise
-                    retry_after = _retry_after(exc)
-                else:
-                    self._task = task
-                    if on_update is not None:
-                        on_update(task)
-                    if task.done:
-                        return _finish(task)
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                if self._task is None:
-                    raise TransportError(f"task {self.id}: no answer from the service within "
-                                         f"{limit:g} s")
-                raise _timeout_error(self.id, self._task, limit)
-            # Polls start every ``delay`` seconds, however long the last one took.
-            delay = max(0.0, policy.delay(attempt, retry_after=retry_after) - (now - polled))
-            attempt += 1
-            if deadline is not None:
-                delay = min(delay, deadline - now)
-            time.sleep(delay)
+                    answer = exc
+            else:
+                time.sleep(step)
+                answer = None
 
 
 class AsyncExportTask(_ExportTaskBase):
@@ -311,43 +337,22 @@ class AsyncExportTask(_ExportTaskBase):
     async def wait(self, timeout: Timeout = DEFAULT, *, poll: PollPolicy | None = None,
                    on_update: Callable[[Task], Any] | None = None) -> Task:
         """As ``ExportTask.wait``, awaitable."""
-        limit = self.client._wait_timeout(timeout)
-        policy = poll or self.client.poll
-        final = self._known_final()
-        if final is not None:
-            return _finish(final)
-        deadline = None if limit is None else time.monotonic() + limit
-        attempt = 0
-        retry_after: float | None = None
-        fresh = self._task is not None
+        steps = self._steps(self.client._wait_timeout(timeout), poll or self.client.poll,
+                            on_update)
+        answer: _Answer = None
         while True:
-            polled = time.monotonic()
-            if fresh:
-                fresh = False
-            else:
+            try:
+                step = steps.send(answer)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            if step is None:
                 try:
-                    task, retry_after = await self.client._fetch_task(self.id)
+                    answer = await self.client._fetch_task(self.id)
                 except ImgToolsError as exc:
-                    if not _transient(exc):
-                        raise
-                    retry_after = _retry_after(exc)
-                else:
-                    self._task = task
-                    if on_update is not None:
-                        on_update(task)
-                    if task.done:
-                        return _finish(task)
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                if self._task is None:
-                    raise TransportError(f"task {self.id}: no answer from the service within "
-                                         f"{limit:g} s")
-                raise _timeout_error(self.id, self._task, limit)
-            delay = max(0.0, policy.delay(attempt, retry_after=retry_after) - (now - polled))
-            attempt += 1
-            if deadline is not None:
-                delay = min(delay, deadline - now)
-            await asyncio.sleep(delay)
+                    answer = exc
+            else:
+                await asyncio.sleep(step)
+                answer = None
 
 
 # -- batch waiting ---------------------------------------------------------------------------
