@@ -546,8 +546,28 @@ def wait_all(client: Client, tasks: Iterable[TaskRef], *, timeout: Timeout = DEF
              on_progress: Callable[[WaitProgress], Any] | None = None) -> WaitAllResult:
     """``Client.wait_all``: see there."""
     batch = _Batch(tasks)
-    limit = client._wait_timeout(timeout)
-    policy = poll or client.poll
+    steps = _batch_steps(batch, client._wait_timeout(timeout), poll or client.poll, on_progress)
+    answer: float | ImgToolsError | None = None
+    while True:
+        try:
+            step = steps.send(answer)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        if step is None:
+            try:
+                answer = _round(client, batch)
+            except ImgToolsError as exc:
+                answer = exc
+        else:
+            time.sleep(step)
+            answer = None
+
+
+def _batch_steps(batch: _Batch, limit: float | None, policy: PollPolicy,
+                 on_progress: Callable[[WaitProgress], Any] | None
+                 ) -> Generator[float | None, float | ImgToolsError | None, WaitAllResult]:
+    """The round loop of both ``wait_all`` twins, without I/O: yields ``None`` for "run a
+    round now" (and receives its ``Retry-After`` or its error), or a delay to sleep, seconds."""
     started = time.monotonic()
     deadline = None if limit is None else started + limit
     attempt = 0
@@ -555,12 +575,13 @@ def wait_all(client: Client, tasks: Iterable[TaskRef], *, timeout: Timeout = DEF
         retry_after: float | None = None
         round_began = time.monotonic()
         if not batch.finished:
-            try:
-                retry_after = _round(client, batch)
-            except ImgToolsError as exc:
-                if not _transient(exc):
-                    raise
-                retry_after = _retry_after(exc)
+            answer = yield None
+            if isinstance(answer, ImgToolsError):
+                if not _transient(answer):
+                    raise answer
+                retry_after = _retry_after(answer)
+            else:
+                retry_after = answer
         if on_progress is not None:
             on_progress(batch.progress(started))
         if batch.finished:
@@ -573,7 +594,7 @@ def wait_all(client: Client, tasks: Iterable[TaskRef], *, timeout: Timeout = DEF
         attempt += 1
         if deadline is not None:
             delay = min(delay, deadline - now)
-        time.sleep(delay)
+        yield delay
 
 
 def _round(client: Client, batch: _Batch) -> float | None:
@@ -628,33 +649,21 @@ async def async_wait_all(client: AsyncClient, tasks: Iterable[TaskRef], *,
                          ) -> WaitAllResult:
     """``AsyncClient.wait_all``: see there."""
     batch = _Batch(tasks)
-    limit = client._wait_timeout(timeout)
-    policy = poll or client.poll
-    started = time.monotonic()
-    deadline = None if limit is None else started + limit
-    attempt = 0
+    steps = _batch_steps(batch, client._wait_timeout(timeout), poll or client.poll, on_progress)
+    answer: float | ImgToolsError | None = None
     while True:
-        retry_after: float | None = None
-        round_began = time.monotonic()
-        if not batch.finished:
+        try:
+            step = steps.send(answer)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        if step is None:
             try:
-                retry_after = await _async_round(client, batch)
+                answer = await _async_round(client, batch)
             except ImgToolsError as exc:
-                if not _transient(exc):
-                    raise
-                retry_after = _retry_after(exc)
-        if on_progress is not None:
-            on_progress(batch.progress(started))
-        if batch.finished:
-            return batch.result()
-        now = time.monotonic()
-        if deadline is not None and now >= deadline:
-            return batch.result()
-        delay = max(0.0, policy.delay(attempt, retry_after=retry_after) - (now - round_began))
-        attempt += 1
-        if deadline is not None:
-            delay = min(delay, deadline - now)
-        await asyncio.sleep(delay)
+                answer = exc
+        else:
+            await asyncio.sleep(step)
+            answer = None
 
 
 async def _async_round(client: AsyncClient, batch: _Batch) -> float | None:
