@@ -20,10 +20,18 @@ import dataclasses
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from imgtools._config import (
     DEFAULT_POLL_INITIAL,
@@ -184,6 +192,47 @@ def _timeout_error(task_id: str, task: Task | None, timeout: float | None) -> Ta
 _Answer = tuple[Task, float | None] | ImgToolsError | None
 
 
+_R = TypeVar("_R")
+
+
+def _drive(steps: Generator[float | None, Any, _R], act: Callable[[], Any]) -> _R:
+    """Run a sans-IO wait loop with blocking I/O: a ``None`` step means "call ``act`` now" (its
+    result, or the ``ImgToolsError`` it raised, is sent back); a number means sleep that long."""
+    answer: Any = None
+    while True:
+        try:
+            step = steps.send(answer)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        if step is None:
+            try:
+                answer = act()
+            except ImgToolsError as exc:
+                answer = exc
+        else:
+            time.sleep(step)
+            answer = None
+
+
+async def _adrive(steps: Generator[float | None, Any, _R],
+                  act: Callable[[], Awaitable[Any]]) -> _R:
+    """``_drive`` for the async twins: awaits ``act`` and sleeps without blocking the loop."""
+    answer: Any = None
+    while True:
+        try:
+            step = steps.send(answer)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        if step is None:
+            try:
+                answer = await act()
+            except ImgToolsError as exc:
+                answer = exc
+        else:
+            await asyncio.sleep(step)
+            answer = None
+
+
 class _ExportTaskBase:
     """What both twins share: the id, the last task seen, and its status."""
 
@@ -295,20 +344,7 @@ class ExportTask(_ExportTaskBase):
         """
         steps = self._steps(self.client._wait_timeout(timeout), poll or self.client.poll,
                             on_update)
-        answer: _Answer = None
-        while True:
-            try:
-                step = steps.send(answer)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            if step is None:
-                try:
-                    answer = self.client._fetch_task(self.id)
-                except ImgToolsError as exc:
-                    answer = exc
-            else:
-                time.sleep(step)
-                answer = None
+        return _drive(steps, lambda: self.client._fetch_task(self.id))
 
 
 class AsyncExportTask(_ExportTaskBase):
@@ -339,20 +375,7 @@ class AsyncExportTask(_ExportTaskBase):
         """As ``ExportTask.wait``, awaitable."""
         steps = self._steps(self.client._wait_timeout(timeout), poll or self.client.poll,
                             on_update)
-        answer: _Answer = None
-        while True:
-            try:
-                step = steps.send(answer)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            if step is None:
-                try:
-                    answer = await self.client._fetch_task(self.id)
-                except ImgToolsError as exc:
-                    answer = exc
-            else:
-                await asyncio.sleep(step)
-                answer = None
+        return await _adrive(steps, lambda: self.client._fetch_task(self.id))
 
 
 # -- batch waiting ---------------------------------------------------------------------------
@@ -547,20 +570,7 @@ def wait_all(client: Client, tasks: Iterable[TaskRef], *, timeout: Timeout = DEF
     """``Client.wait_all``: see there."""
     batch = _Batch(tasks)
     steps = _batch_steps(batch, client._wait_timeout(timeout), poll or client.poll, on_progress)
-    answer: float | ImgToolsError | None = None
-    while True:
-        try:
-            step = steps.send(answer)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        if step is None:
-            try:
-                answer = _round(client, batch)
-            except ImgToolsError as exc:
-                answer = exc
-        else:
-            time.sleep(step)
-            answer = None
+    return _drive(steps, lambda: _round(client, batch))
 
 
 def _batch_steps(batch: _Batch, limit: float | None, policy: PollPolicy,
@@ -650,20 +660,7 @@ async def async_wait_all(client: AsyncClient, tasks: Iterable[TaskRef], *,
     """``AsyncClient.wait_all``: see there."""
     batch = _Batch(tasks)
     steps = _batch_steps(batch, client._wait_timeout(timeout), poll or client.poll, on_progress)
-    answer: float | ImgToolsError | None = None
-    while True:
-        try:
-            step = steps.send(answer)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        if step is None:
-            try:
-                answer = await _async_round(client, batch)
-            except ImgToolsError as exc:
-                answer = exc
-        else:
-            await asyncio.sleep(step)
-            answer = None
+    return await _adrive(steps, lambda: _async_round(client, batch))
 
 
 async def _async_round(client: AsyncClient, batch: _Batch) -> float | None:
