@@ -905,9 +905,16 @@ class Client(_BaseClient):
         image_id = validate_image_id(image_id)
 
         def generate() -> Iterator[bytes]:
-            with self._http.stream("GET", _path("images", image_id, "file")) as response:
-                self._check(response)
-                yield from response.iter_bytes(DEFAULT_DOWNLOAD_CHUNK)
+            request = self._http.build_request("GET", _path("images", image_id, "file"))
+            try:
+                response = self._http.send(request, stream=True)
+                try:
+                    self._check(response)
+                    yield from response.iter_bytes(DEFAULT_DOWNLOAD_CHUNK)
+                finally:
+                    response.close()
+            except httpx.HTTPError as exc:  # as every other call: a TransportError, token-free
+                raise self._transport_error(request, exc) from None
 
         return generate()
 
@@ -1199,10 +1206,17 @@ class AsyncClient(_BaseClient):
 
         async def generate() -> AsyncIterator[bytes]:
             await self.open()
-            async with self._http.stream("GET", _path("images", image_id, "file")) as response:
-                self._check(response)
-                async for chunk in response.aiter_bytes(DEFAULT_DOWNLOAD_CHUNK):
-                    yield chunk
+            request = self._http.build_request("GET", _path("images", image_id, "file"))
+            try:
+                response = await self._http.send(request, stream=True)
+                try:
+                    self._check(response)
+                    async for chunk in response.aiter_bytes(DEFAULT_DOWNLOAD_CHUNK):
+                        yield chunk
+                finally:
+                    await response.aclose()
+            except httpx.HTTPError as exc:
+                raise self._transport_error(request, exc) from None
 
         return generate()
 

@@ -332,3 +332,10 @@ async def test_async_download_survives_an_expired_token(faulty_emu: EmulatorHand
         assert client.stats.reauths >= 1
         image = await client.get_image(WEB)
         assert result.bytes == image.size
+
+
+def test_image_file_network_failure_is_a_transport_error(faulty_emu: EmulatorHandle) -> None:
+    with make_client(faulty_emu, retries=0) as client:
+        faulty_emu.kill()
+        with pytest.raises(imgtools.TransportError, match="images/.*/file"):
+            b"".join(client.image_file(WEB))
