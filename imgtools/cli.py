@@ -15,10 +15,8 @@ from typing import Any, TextIO
 
 from imgtools._exceptions import (
     ConfigurationError,
-    DownloadError,
     ImgToolsError,
     PreflightError,
-    ServiceError,
     TaskFailed,
     TaskTimeout,
     ValidationError,
@@ -44,9 +42,7 @@ def _exit_code(error: BaseException) -> int:
         return EXIT_TIMEOUT
     if isinstance(error, (ValidationError, ConfigurationError, PreflightError)):
         return EXIT_BAD_INPUT
-    if isinstance(error, (ServiceError, DownloadError)):
-        return EXIT_SERVICE
-    return EXIT_SERVICE
+    return EXIT_SERVICE  # ServiceError, DownloadError and anything else imgtools raises
 
 
 def _connect(args: argparse.Namespace) -> Any:
