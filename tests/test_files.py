@@ -337,5 +337,5 @@ async def test_async_download_survives_an_expired_token(faulty_emu: EmulatorHand
 def test_image_file_network_failure_is_a_transport_error(faulty_emu: EmulatorHandle) -> None:
     with make_client(faulty_emu, retries=0) as client:
         faulty_emu.kill()
-        with pytest.raises(imgtools.TransportError, match="images/.*/file"):
+        with pytest.raises(imgtools.TransportError, match=r"images/.*/file"):
             b"".join(client.image_file(WEB))
