@@ -25,7 +25,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 
 import httpx
@@ -88,7 +88,8 @@ class Stats:
 
 
 class _RetryRules:
-    """The decisions both transports share: may this be retried, and after how long."""
+    """What both transports share: may this be retried, after how long, and the loop itself
+    (``attempts``)."""
 
     def __init__(self, *, retries: int, backoff_initial: float, backoff_maximum: float,
                  retry_after_cap: float, stats: Stats | None,
@@ -147,9 +148,45 @@ class _RetryRules:
         logger.debug("retrying %s %s after %s in %.2f s (retry %d of %d)", request.method,
                      request.url.path, reason, delay, attempt + 1, self.retries)
 
+    def attempts(self, request: httpx.Request) -> _Attempts:
+        """The retry loop of one request, with no I/O, driven by both transports.
 
-def _reason(exc: Exception) -> str:
-    return type(exc).__name__
+        A ``None`` step means "send the request": the driver sends back the response or the
+        ``httpx.TransportError`` it raised (raised again from here when it is final). A ``_Retry``
+        step means "close this refused answer, wait, then ask again". Returns the final response.
+        """
+        attempt = 0
+        while True:
+            self.stats.add("requests")
+            outcome = yield None
+            if isinstance(outcome, httpx.TransportError):
+                delay = self.delay_for_error(request, outcome, attempt)
+                if delay is None:
+                    raise outcome
+                self.note(request, type(outcome).__name__, delay, attempt)
+                yield _Retry(delay)
+            else:
+                assert outcome is not None, "a None step is answered with the outcome"
+                delay = self.delay_for_response(request, outcome, attempt)
+                if delay is None:
+                    return outcome
+                self.note(request, str(outcome.status_code), delay, attempt)
+                yield _Retry(delay, discard=outcome)
+            attempt += 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Retry:
+    """Wait ``delay`` seconds before the next attempt, after closing ``discard`` (a refused
+    answer) so its connection goes back to the pool."""
+
+    delay: float
+    discard: httpx.Response | None = None
+
+
+#: What a transport sends back: the outcome of an attempt, or ``None`` after a ``_Retry``.
+_Outcome = httpx.Response | httpx.TransportError | None
+_Attempts = Generator[_Retry | None, _Outcome, httpx.Response]
 
 
 class RetryTransport(httpx.BaseTransport):
@@ -179,25 +216,23 @@ class RetryTransport(httpx.BaseTransport):
         return self._rules.stats
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        rules = self._rules
-        attempt = 0
+        steps = self._rules.attempts(request)
+        outcome: _Outcome = None
         while True:
-            rules.stats.add("requests")
             try:
-                response = self._transport.handle_request(request)
-            except httpx.TransportError as exc:
-                delay = rules.delay_for_error(request, exc, attempt)
-                if delay is None:
-                    raise
-                rules.note(request, _reason(exc), delay, attempt)
+                step = steps.send(outcome)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            if step is None:
+                try:
+                    outcome = self._transport.handle_request(request)
+                except httpx.TransportError as exc:
+                    outcome = exc
             else:
-                delay = rules.delay_for_response(request, response, attempt)
-                if delay is None:
-                    return response
-                rules.note(request, str(response.status_code), delay, attempt)
-                _discard(response)
-            self._sleep(delay)
-            attempt += 1
+                if step.discard is not None:
+                    _discard(step.discard)
+                self._sleep(step.delay)
+                outcome = None
 
     def close(self) -> None:
         self._transport.close()
@@ -211,6 +246,15 @@ def _discard(response: httpx.Response) -> None:
         pass
     finally:
         response.close()
+
+
+async def _adiscard(response: httpx.Response) -> None:
+    try:
+        await response.aread()
+    except httpx.HTTPError:
+        pass
+    finally:
+        await response.aclose()
 
 
 class AsyncRetryTransport(httpx.AsyncBaseTransport):
@@ -235,30 +279,23 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
         return self._rules.stats
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        rules = self._rules
-        attempt = 0
+        steps = self._rules.attempts(request)
+        outcome: _Outcome = None
         while True:
-            rules.stats.add("requests")
             try:
-                response = await self._transport.handle_async_request(request)
-            except httpx.TransportError as exc:
-                delay = rules.delay_for_error(request, exc, attempt)
-                if delay is None:
-                    raise
-                rules.note(request, _reason(exc), delay, attempt)
-            else:
-                delay = rules.delay_for_response(request, response, attempt)
-                if delay is None:
-                    return response
-                rules.note(request, str(response.status_code), delay, attempt)
+                step = steps.send(outcome)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            if step is None:
                 try:
-                    await response.aread()
-                except httpx.HTTPError:
-                    pass
-                finally:
-                    await response.aclose()
-            await self._sleep(delay)
-            attempt += 1
+                    outcome = await self._transport.handle_async_request(request)
+                except httpx.TransportError as exc:
+                    outcome = exc
+            else:
+                if step.discard is not None:
+                    await _adiscard(step.discard)
+                await self._sleep(step.delay)
+                outcome = None
 
     async def aclose(self) -> None:
         await self._transport.aclose()

@@ -7,10 +7,18 @@ flags in test_client.py.
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
-from imgtools._transport import RETRY_EXTENSION, Stats, _RetryRules
+from imgtools._transport import (
+    RETRY_EXTENSION,
+    AsyncRetryTransport,
+    RetryTransport,
+    Stats,
+    _RetryRules,
+)
 
 
 def rules(retries: int = 3, cap: float = 60.0) -> _RetryRules:
@@ -114,3 +122,117 @@ def test_stats_snapshot_counts_reasons() -> None:
     assert snap["requests"] == 3
     assert snap["retries"] == 3
     assert snap["retry_reasons"] == {"503": 2, "ReadError": 1}
+
+
+# -- the retry loop both transports drive ------------------------------------------------------
+
+Outcome = int | httpx.TransportError | tuple[int, str]
+
+
+def drive_by_hand(r: _RetryRules, request: httpx.Request, outcomes: list[Outcome]
+                  ) -> tuple[list[object], object]:
+    """Run ``attempts`` with the scripted ``outcomes``: its steps ("send", or (delay, status of
+    the discarded answer)), and what it ended with (a status, or the error it raised)."""
+    steps = r.attempts(request)
+    script = iter(outcomes)
+    trace: list[object] = []
+    sent: httpx.Response | httpx.TransportError | None = None
+    try:
+        while True:
+            step = steps.send(sent)
+            if step is None:
+                trace.append("send")
+                out = next(script)
+                if isinstance(out, httpx.TransportError):
+                    sent = out
+                elif isinstance(out, tuple):
+                    sent = resp(out[0], request, out[1])
+                else:
+                    sent = resp(out, request)
+            else:
+                trace.append((step.delay, None if step.discard is None
+                              else step.discard.status_code))
+                sent = None
+    except StopIteration as done:
+        return trace, done.value.status_code
+    except httpx.TransportError as exc:
+        return trace, exc
+
+
+READ, CONNECT = httpx.ReadError("lost"), httpx.ConnectError("refused")
+
+
+@pytest.mark.parametrize(("method", "outcomes", "trace", "ending"), [
+    ("GET", [200], ["send"], 200),
+    ("GET", [503, 200], ["send", (0.5, 503), "send"], 200),
+    ("GET", [READ, 502, 200], ["send", (0.5, None), "send", (1.0, 502), "send"], 200),
+    # bounded: the fourth 504 is the answer, not discarded
+    ("GET", [504] * 4, ["send", (0.5, 504), "send", (1.0, 504), "send", (2.0, 504), "send"], 504),
+    ("GET", [CONNECT] * 4,
+     ["send", (0.5, None), "send", (1.0, None), "send", (2.0, None), "send"], CONNECT),
+    ("GET", [(429, "3"), 200], ["send", (3.0, 429), "send"], 200),
+    ("GET", [(413, "90"), 200], ["send", (60.0, 413), "send"], 200),  # capped Retry-After
+    ("GET", [413], ["send"], 413),  # too large: repeating cannot help
+    ("GET", [404], ["send"], 404),
+    ("POST", [CONNECT, 201], ["send", (0.5, None), "send"], 201),  # never reached the server
+    ("POST", [READ], ["send"], READ),  # may have taken effect
+    ("POST", [503], ["send"], 503),
+])
+def test_the_loop_decides_per_outcome(method: str, outcomes: list[Outcome], trace: list[object],
+                                      ending: object) -> None:
+    r = rules()
+    got_trace, got_ending = drive_by_hand(r, req(method), outcomes)
+    assert got_trace == trace
+    assert got_ending is ending if isinstance(ending, Exception) else got_ending == ending
+    assert r.stats.requests == trace.count("send")
+    assert r.stats.retries == len(trace) - trace.count("send")
+
+
+def scripted(outcomes: list[Outcome]) -> tuple[httpx.MockTransport, list[httpx.Response]]:
+    script = iter(outcomes)
+    answers: list[httpx.Response] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        out = next(script)
+        if isinstance(out, httpx.TransportError):
+            raise out
+        status, after = out if isinstance(out, tuple) else (out, None)
+        answers.append(httpx.Response(status, headers={"Retry-After": after} if after else {},
+                                      stream=httpx.ByteStream(b"body"), request=request))
+        return answers[-1]
+
+    return httpx.MockTransport(handler), answers
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_both_drivers_sleep_discard_and_return_alike(kind: str) -> None:
+    inner, answers = scripted([503, CONNECT, (429, "2"), 200])
+    sleeps: list[float] = []
+    stats = Stats()
+    options = {"retries": 3, "backoff_initial": 0.5, "backoff_maximum": 4.0, "stats": stats,
+               "random_": lambda: 1.0}
+    if kind == "sync":
+        response = RetryTransport(inner, sleep=sleeps.append, **options).handle_request(req("GET"))
+    else:
+        async def nap(seconds: float) -> None:
+            sleeps.append(seconds)
+
+        transport = AsyncRetryTransport(inner, sleep=nap, **options)
+        response = asyncio.run(transport.handle_async_request(req("GET")))
+    assert response is answers[-1] and response.status_code == 200
+    assert sleeps == [0.5, 1.0, 2.0]
+    # The refused answers were read and closed (their connections reused); the answer was not.
+    assert [a.is_closed for a in answers] == [True, True, False]
+    assert stats.snapshot()["retry_reasons"] == {"503": 1, "ConnectError": 1, "429": 1}
+    assert stats.requests == 4
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_both_drivers_raise_the_final_error_itself(kind: str) -> None:
+    inner, _ = scripted([READ])
+    with pytest.raises(httpx.ReadError) as caught:
+        if kind == "sync":
+            RetryTransport(inner, sleep=lambda s: None).handle_request(req("POST"))
+        else:
+            asyncio.run(AsyncRetryTransport(inner).handle_async_request(req("POST")))
+    assert caught.value is READ
