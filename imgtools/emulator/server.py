@@ -48,9 +48,12 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def _uvicorn_server(app: Any) -> Any:
     import uvicorn
 
+    from imgtools.emulator.sendfile import SendfileProtocol
+
     # No access log: request lines would be noise, and the server must never log a token.
+    # SendfileProtocol: object bodies go out through sendfile(2), not through Python.
     config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False,
-                            timeout_keep_alive=30, server_header=False)
+                            timeout_keep_alive=30, server_header=False, http=SendfileProtocol)
     return uvicorn.Server(config)
 
 

@@ -26,7 +26,8 @@ from imgtools.emulator.auth import current_token, state_of
 from imgtools.emulator.clock import http_date, swift_time
 from imgtools.emulator.errors import swift_error
 from imgtools.emulator.objects import ObjectWriter, resolve_dlo
-from imgtools.emulator.ranges import CHUNK, UNSATISFIABLE, parse_range
+from imgtools.emulator.ranges import UNSATISFIABLE, parse_range
+from imgtools.emulator.sendfile import FileSliceResponse, Slice, file_slices, read_slices
 from imgtools.emulator.state import EmulatorState
 from imgtools.emulator.store import ObjectRow
 
@@ -352,28 +353,7 @@ async def _put_object(ctx: _Ctx, cname: str, oname: str) -> Response:
 
 def _read_parts(parts: list[tuple[Path, int]], start: int, length: int) -> Iterator[bytes]:
     """Stream ``length`` bytes from ``start`` across files laid end to end."""
-    offset = 0
-    for path, size in parts:
-        if length <= 0:
-            return
-        if offset + size <= start:
-            offset += size
-            continue
-        skip = max(0, start - offset)
-        try:
-            with open(path, "rb") as handle:
-                handle.seek(skip)
-                want = min(size - skip, length)
-                while want > 0:
-                    chunk = handle.read(min(CHUNK, want))
-                    if not chunk:
-                        break
-                    want -= len(chunk)
-                    length -= len(chunk)
-                    yield chunk
-        except FileNotFoundError:
-            pass  # a segment vanished under us: a short body, as a real DLO gives
-        offset += size
+    return read_slices(file_slices(parts, start, length))
 
 
 def _if_range_holds(if_range: str | None, headers: dict[str, str]) -> bool:
@@ -419,7 +399,7 @@ def _get_object(ctx: _Ctx, row: ObjectRow) -> Response:
         first, last = wanted[0]
         headers["content-range"] = f"bytes {first}-{last}/{size}"
         headers["content-length"] = str(last - first + 1)
-        return _body(head, _read_parts(parts, first, last - first + 1), 206, headers)
+        return _file_body(head, file_slices(parts, first, last - first + 1), 206, headers)
     if isinstance(wanted, list):
         boundary = uuid.uuid4().hex
         pieces: list[tuple[bytes, int, int]] = []
@@ -441,7 +421,14 @@ def _get_object(ctx: _Ctx, row: ObjectRow) -> Response:
         headers["content-length"] = str(total)
         return _body(head, multipart(), 206, headers)
     headers["content-length"] = str(size)
-    return _body(head, _read_parts(parts, 0, size), 200, headers)
+    return _file_body(head, file_slices(parts, 0, size), 200, headers)
+
+
+def _file_body(head: bool, slices: list[Slice], status: int, headers: dict[str, str]
+               ) -> Response:
+    if head:
+        return Response(b"", status_code=status, headers=headers)
+    return FileSliceResponse(slices, status_code=status, headers=headers)
 
 
 def _body(head: bool, content: Iterator[bytes], status: int, headers: dict[str, str]) -> Response:
