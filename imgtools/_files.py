@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import httpx
 
+from imgtools._bulk import body_readinto
 from imgtools._exceptions import (
     ChecksumMismatch,
     DownloadError,
@@ -343,7 +344,9 @@ class Files:
                     problems.append(f"segment {seg.name} is listed but missing")
                     continue
                 raise_for_status(response)
-                for chunk in response.iter_bytes(DEFAULT_DOWNLOAD_CHUNK):
+                # Raw: the listed MD5 is of the stored bytes. No chunk size: httpx would copy
+                # every byte through a BytesIO to re-cut chunks the transport already sized.
+                for chunk in response.iter_raw():
                     digest.update(chunk)
                     got += len(chunk)
                     if progress:
@@ -460,13 +463,13 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
 
 
 class _SegmentSink:
-    """Writes one segment's chunks at their offsets on its own thread; ``put`` hashes them.
+    """Writes one segment's chunks at their offsets on its own thread; the caller's side
+    (``fill``/``put``) hashes them.
 
+    ``fill`` reads straight into one of a few reused buffers, which come back once written.
     The journal is updated only after the bytes it counts were written; an error on the
-    thread (disk, a progress callback) is raised in the downloading thread at its next put.
+    thread (disk, a progress callback) is raised in the downloading thread at its next call.
     """
-
-    _END = b""
 
     def __init__(self, job: _Download, fd: int, seg: Segment, have: int,
                  digest: Any) -> None:
@@ -474,23 +477,46 @@ class _SegmentSink:
         self.written = have
         self.digest = digest
         self.error: BaseException | None = None
-        self.queue: queue.Queue[bytes] = queue.Queue(maxsize=_SINK_DEPTH)
+        # (bytes to write, the pooled buffer they live in or None); None ends the thread.
+        self.queue: queue.Queue[tuple[bytes | memoryview, bytearray | None] | None] = \
+            queue.Queue(maxsize=_SINK_DEPTH)
+        self.free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name=f"imgtools-{seg.name}",
                                        daemon=True)
         self.thread.start()
 
+    def fill(self, readinto: Callable[[bytearray], int]) -> bool:
+        """Read the next chunk with ``readinto`` and queue it; ``False`` at the end."""
+        if self.error is not None:
+            raise self.error
+        try:
+            buffer = self.free.get_nowait()
+        except queue.Empty:
+            # At most _SINK_DEPTH + 2 buffers ever exist: the queue's, one being written and
+            # the one filled here.
+            buffer = bytearray(DEFAULT_DOWNLOAD_CHUNK)
+        n = readinto(buffer)
+        if not n:
+            self.free.put(buffer)
+            return False
+        view = memoryview(buffer)[:n]
+        # Hash here, write there: MD5 and page-cache writes each cost about a core-second
+        # per GiB on a small machine, so they run side by side (both release the GIL).
+        self.digest.update(view)
+        self.queue.put((view, buffer))
+        return True
+
     def put(self, chunk: bytes) -> None:
+        """Queue a chunk that a transport without ``readinto`` gave."""
         if self.error is not None:
             raise self.error
         if chunk:
-            # Hash here, write there: MD5 and page-cache writes each cost about a core-second
-            # per GiB on a small machine, so they run side by side (both release the GIL).
             self.digest.update(chunk)
-            self.queue.put(chunk)
+            self.queue.put((chunk, None))
 
     def close(self) -> int:
         """Wait for the thread; returns the bytes written, or raises its error."""
-        self.queue.put(self._END)
+        self.queue.put(None)
         self.thread.join()
         if self.error is not None:
             raise self.error
@@ -498,29 +524,29 @@ class _SegmentSink:
 
     def _run(self) -> None:
         seg, since_journal = self.seg, 0
-        while True:
-            chunk = self.queue.get()
-            if chunk is self._END or not chunk:
-                return
-            if self.error is not None:
-                continue  # drain, so the producer never blocks on a full queue
+        while (item := self.queue.get()) is not None:
+            chunk, buffer = item
             try:
-                if self.written + len(chunk) > seg.bytes:
-                    self.job._forget(seg)
-                    raise ChecksumMismatch(
-                        f"segment {seg.name} is longer than its listed {seg.bytes} bytes",
-                        name=seg.name, expected=seg.md5, actual="(too long)")
-                os.pwrite(self.fd, chunk, seg.offset + self.written)
-                self.written += len(chunk)
-                since_journal += len(chunk)
-                self.job._add_progress(len(chunk))
-                if since_journal >= _JOURNAL_EVERY:
-                    _start_writeback(self.fd, seg.offset + self.written - since_journal,
-                                     since_journal)
-                    since_journal = 0
-                    self.job._checkpoint(seg, self.written)
+                if self.error is None:  # after an error: drain, so the producer never blocks
+                    if self.written + len(chunk) > seg.bytes:
+                        self.job._forget(seg)
+                        raise ChecksumMismatch(
+                            f"segment {seg.name} is longer than its listed {seg.bytes} bytes",
+                            name=seg.name, expected=seg.md5, actual="(too long)")
+                    os.pwrite(self.fd, chunk, seg.offset + self.written)
+                    self.written += len(chunk)
+                    since_journal += len(chunk)
+                    self.job._add_progress(len(chunk))
+                    if since_journal >= _JOURNAL_EVERY:
+                        _start_writeback(self.fd, seg.offset + self.written - since_journal,
+                                         since_journal)
+                        since_journal = 0
+                        self.job._checkpoint(seg, self.written)
             except BaseException as exc:
                 self.error = exc
+            finally:
+                if buffer is not None:
+                    self.free.put(buffer)
 
 
 class _Download:
@@ -621,9 +647,14 @@ class _Download:
             # Hashing and writing run on a second thread (both release the GIL), so they
             # overlap with receiving the next chunk instead of adding to it.
             sink = _SegmentSink(self, fd, seg, have, digest)
+            readinto = body_readinto(response)
             try:
-                for chunk in response.iter_raw(DEFAULT_DOWNLOAD_CHUNK):
-                    sink.put(chunk)
+                if readinto is not None:
+                    while sink.fill(readinto):
+                        pass
+                else:
+                    for chunk in response.iter_raw():  # as the transport cut them: no copy
+                        sink.put(chunk)
             finally:
                 written = sink.close()
         actual = digest.hexdigest()

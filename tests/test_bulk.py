@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from imgtools._bulk import BulkTransport
+from imgtools._bulk import BulkTransport, body_readinto
 
 
 class _Server:
@@ -130,3 +130,36 @@ def test_nothing_listening_is_a_connect_error() -> None:
 def test_other_schemes_are_refused() -> None:
     with pytest.raises(httpx.UnsupportedProtocol):
         BulkTransport().handle_request(httpx.Request("GET", "ftp://127.0.0.1/x"))
+
+
+@pytest.mark.parametrize("server", [_keep_alive], indirect=True)
+def test_readinto_fills_caller_buffers_and_keeps_the_connection(server: _Server) -> None:
+    buffer = bytearray(100_000)  # smaller than the body: several reads
+    with _client(server) as client:
+        for _ in range(2):
+            with client.stream("GET", "/x") as response:
+                readinto = body_readinto(response)
+                assert readinto is not None
+                got = bytearray()
+                while n := readinto(buffer):
+                    got += buffer[:n]
+            assert bytes(got) == bytes(range(256)) * 4096
+    assert server.connections == 1  # a body read to its end leaves the connection reusable
+
+
+@pytest.mark.parametrize("server", [_short_body], indirect=True)
+def test_readinto_of_a_short_body_is_a_protocol_error(server: _Server) -> None:
+    with _client(server) as client, client.stream("GET", "/x") as response:
+        readinto = body_readinto(response)
+        assert readinto is not None
+        buffer = bytearray(1000)
+        with pytest.raises(httpx.RemoteProtocolError, match="short"):
+            while readinto(buffer):
+                pass
+
+
+def test_other_transports_have_no_readinto() -> None:
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=b"x"))
+    with httpx.Client(transport=transport) as client, \
+            client.stream("GET", "http://h/") as response:
+        assert body_readinto(response) is None
