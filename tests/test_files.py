@@ -4,6 +4,7 @@ including a corrupted segment, a missing segment and an interrupted download."""
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -169,6 +170,27 @@ def test_download_equals_the_image(client: imgtools.Client, tmp_path: Path,
     assert result.bytes == dest.stat().st_size == client.get_image(WEB).size
     assert _file_md5(dest) == _image_md5(client, WEB)
     assert sorted(p.name for p in dest.parent.iterdir()) == ["web.vhd"]  # no .part, journal
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_fsync_before_the_rename_unless_asked_not_to(client: imgtools.Client, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     fsync: bool) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        # Only the .part file, and before the rename: the final name must not exist yet.
+        synced.append(os.fstat(fd).st_size)
+        assert not dest.exists()
+        real_fsync(fd)
+
+    monkeypatch.setattr("imgtools._files.os.fsync", spy)
+    dest = tmp_path / "web.vhd"
+    location = _export(client).result["export_location"]
+    result = client.files.download_export(location, dest, fsync=fsync)
+    assert _file_md5(dest) == _image_md5(client, WEB)
+    assert synced == ([result.bytes] if fsync else [])
 
 
 class _Stop(Exception):
