@@ -543,8 +543,9 @@ class _SegmentSink:
                     since_journal += len(chunk)
                     self.job._add_progress(len(chunk))
                     if since_journal >= _JOURNAL_EVERY:
-                        _start_writeback(self.fd, seg.offset + self.written - since_journal,
-                                         since_journal)
+                        if self.job.fsync:
+                            _start_writeback(self.fd, seg.offset + self.written - since_journal,
+                                             since_journal)
                         since_journal = 0
                         self.job._checkpoint(seg, self.written)
             except BaseException as exc:
@@ -572,6 +573,7 @@ class _Download:
         # segment name -> bytes already in .part (== size when finished and verified)
         self.state: dict[str, int] = {}
         self.resume = resume
+        self.fsync = True
         self.fingerprint = [[s.name, s.bytes, s.md5] for s in segments]
 
     def _load_journal(self) -> None:
@@ -595,6 +597,8 @@ class _Download:
         os.replace(tmp, self.journal_path)
 
     def run(self, *, workers: int, fsync: bool) -> int:
+        # Without the final fsync there is nothing to shorten: leave writeback to the kernel.
+        self.fsync = fsync
         self._load_journal()
         resumed_from = sum(self.state.values())
         self.done_bytes = resumed_from
