@@ -20,9 +20,9 @@ import dataclasses
 import math
 import random
 import time
+from collections import deque
 from collections.abc import (
     AsyncIterator,
-    Awaitable,
     Callable,
     Generator,
     Iterable,
@@ -70,6 +70,8 @@ __all__ = [
 DETAIL_FETCHERS = 16
 #: Retry-After longer than this is shortened while polling, seconds.
 POLL_RETRY_AFTER_CAP = 300.0
+#: How many recent polls (or ``wait_all`` rounds) the time a poll takes is judged by.
+LATENCY_WINDOW = 10
 
 
 class _Default:
@@ -95,9 +97,17 @@ class PollPolicy:
     """How often to ask about a task, in seconds.
 
     The n-th delay (from 0) is ``min(maximum, initial * multiplier**n)``, lengthened at random by
-    up to ``jitter`` (a fraction), so many waiters drift apart. Jitter only lengthens: at the
-    default 30 s ceiling polls are 30-36 s apart, never more often than the provider asks.
-    A ``Retry-After`` from the service lengthens a delay to what it asks (capped at
+    up to ``jitter`` (a fraction), so many waiters drift apart.
+
+    A delay is the longest a finish should go unseen. A task that finishes just after one poll
+    looked is seen when the *next* poll's answer arrives, so the next poll starts the delay
+    after the previous one began, less the time it is expected to take (for ``wait`` the
+    longest of the last few polls; for ``wait_all`` a round that may have to fetch every open
+    task), but never sooner than ``floor`` times the un-jittered delay after it. With the
+    default ``floor=1`` that time only comes out of the jitter, which only lengthens: at the
+    default 30 s ceiling polls start 30-36 s apart, never more often than the provider asks.
+
+    A ``Retry-After`` from the service is obeyed from the answer that carried it (capped at
     ``retry_after_cap``), unless ``honor_retry_after`` is false.
     """
 
@@ -107,10 +117,12 @@ class PollPolicy:
     jitter: float = DEFAULT_POLL_JITTER
     honor_retry_after: bool = True
     retry_after_cap: float = POLL_RETRY_AFTER_CAP
+    floor: float = 1.0
 
     def __post_init__(self) -> None:
         problems = []
-        for name in ("initial", "maximum", "multiplier", "jitter", "retry_after_cap"):
+        for name in ("initial", "maximum", "multiplier", "jitter", "retry_after_cap",
+                     "floor"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value) \
                     or math.isinf(value):
@@ -126,6 +138,8 @@ class PollPolicy:
                 problems.append("jitter must be between 0 and 1")
             if self.retry_after_cap < 0:
                 problems.append("retry_after_cap must be >= 0")
+            if not 0 < self.floor <= 1:
+                problems.append("floor must be above 0 and at most 1")
         if problems:
             raise ValidationError(f"invalid PollPolicy: {'; '.join(problems)}", field="poll",
                                   problems=tuple(problems))
@@ -138,12 +152,22 @@ class PollPolicy:
 
     @classmethod
     def fixed(cls, interval: float) -> PollPolicy:
-        """Every ``interval`` seconds, no backoff, no jitter (for comparisons and benchmarks)."""
-        return cls(initial=interval, maximum=interval, multiplier=1.0, jitter=0.0)
+        """A finish goes unseen for at most about ``interval`` seconds; no backoff, no jitter
+        (for comparisons and benchmarks).
 
-    def delay(self, attempt: int, *, retry_after: float | None = None,
+        ``interval`` is the longest from a finish to the answer that shows it, not the gap
+        between polls: polls start ``interval`` apart less the time they take to answer, but
+        never closer than half the interval (``floor=0.5``). So they come a little more often
+        than every ``interval``; use ``PollPolicy(initial=x, maximum=x, jitter=0)`` for polls
+        that start exactly every ``x`` seconds.
+        """
+        return cls(initial=interval, maximum=interval, multiplier=1.0, jitter=0.0, floor=0.5)
+
+    def delay(self, attempt: int, *, retry_after: float | None = None, latency: float = 0.0,
               random_: Callable[[], float] = random.random) -> float:
-        """Seconds to wait before poll number ``attempt + 1``."""
+        """Seconds from the start of poll number ``attempt`` to the start of the next, when a
+        poll takes ``latency`` seconds to answer; at least ``floor`` times the un-jittered delay.
+        With ``retry_after``: at least that (capped), too."""
         if self.multiplier > 1 and self.maximum > self.initial:
             # Stop growing once the ceiling is reached (and never overflow a float).
             attempt = min(attempt, math.ceil(math.log(self.maximum / self.initial,
@@ -151,10 +175,15 @@ class PollPolicy:
         else:
             attempt = 0
         base = min(self.maximum, self.initial * self.multiplier ** max(0, attempt))
-        delay = base * (1.0 + self.jitter * random_())
-        if retry_after is not None and self.honor_retry_after:
-            delay = max(delay, min(retry_after, self.retry_after_cap))
-        return delay
+        delay = max(base * self.floor,
+                    base * (1.0 + self.jitter * random_()) - max(0.0, latency))
+        return max(delay, self._retry_wait(retry_after))
+
+    def _retry_wait(self, retry_after: float | None) -> float:
+        """How long a ``Retry-After`` holds the next poll back: capped, or 0 if not honoured."""
+        if retry_after is None or not self.honor_retry_after:
+            return 0.0
+        return min(max(0.0, retry_after), self.retry_after_cap)
 
     def delays(self, *, random_: Callable[[], float] = random.random) -> Iterator[float]:
         """The endless sequence of delays, without ``Retry-After``."""
@@ -188,49 +217,138 @@ def _timeout_error(task_id: str, task: Task | None, timeout: float | None) -> Ta
                        task=task)
 
 
-#: What a wait loop is told after asking for a fetch: the task and its Retry-After, or the error.
-_Answer = tuple[Task, float | None] | ImgToolsError | None
+# -- the I/O a wait loop asks for, and the two drivers that do it ------------------------------
 
+
+@dataclass(frozen=True, slots=True)
+class _List:
+    """Read every page of the task list with this status; the answer is a list of
+    ``(items, retry_after)``, one per page, or the error."""
+
+    status: TaskStatus
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetch:
+    """Fetch these tasks in full, side by side; the answer is a list with one
+    ``(task, retry_after)`` or error per id."""
+
+    ids: tuple[str, ...]
+
+
+#: What a sans-IO wait loop yields: seconds to sleep, or the I/O to do now.
+_Step = float | _List | _Fetch
+_Outcome = tuple[Task, float | None] | ImgToolsError
 
 _R = TypeVar("_R")
 
 
-def _drive(steps: Generator[float | None, Any, _R], act: Callable[[], Any]) -> _R:
-    """Run a sans-IO wait loop with blocking I/O: a ``None`` step means "call ``act`` now" (its
-    result, or the ``ImgToolsError`` it raised, is sent back); a number means sleep that long."""
+def _drive(steps: Generator[_Step, Any, _R], client: Client) -> _R:
+    """Run a sans-IO wait loop with blocking I/O: do each step it yields and send back the
+    answer (an ``ImgToolsError`` is sent back, not raised)."""
     answer: Any = None
     while True:
         try:
             step = steps.send(answer)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
-        if step is None:
+        if isinstance(step, _List):
             try:
-                answer = act()
+                answer = list(client._status_pages(step.status))
             except ImgToolsError as exc:
                 answer = exc
+        elif isinstance(step, _Fetch):
+            answer = _fetch_side_by_side(client, step.ids)
         else:
             time.sleep(step)
             answer = None
 
 
-async def _adrive(steps: Generator[float | None, Any, _R],
-                  act: Callable[[], Awaitable[Any]]) -> _R:
-    """``_drive`` for the async twins: awaits ``act`` and sleeps without blocking the loop."""
+def _fetch_side_by_side(client: Client, ids: tuple[str, ...]) -> list[_Outcome]:
+    def fetch(task_id: str) -> _Outcome:
+        try:
+            return client._fetch_task(task_id)
+        except ImgToolsError as exc:
+            return exc
+
+    if len(ids) == 1:
+        return [fetch(ids[0])]
+    # Tasks started together finish together: fetch their details side by side.
+    with ThreadPoolExecutor(min(DETAIL_FETCHERS, len(ids))) as pool:
+        return list(pool.map(fetch, ids))
+
+
+async def _adrive(steps: Generator[_Step, Any, _R], client: AsyncClient) -> _R:
+    """``_drive`` for the async twins: awaits the I/O and sleeps without blocking the loop."""
     answer: Any = None
     while True:
         try:
             step = steps.send(answer)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
-        if step is None:
+        if isinstance(step, _List):
             try:
-                answer = await act()
+                pages: AsyncIterator[tuple[list[Any], float | None]] = \
+                    client._status_pages(step.status)
+                answer = [page async for page in pages]
             except ImgToolsError as exc:
                 answer = exc
+        elif isinstance(step, _Fetch):
+            answer = await _afetch_side_by_side(client, step.ids)
         else:
             await asyncio.sleep(step)
             answer = None
+
+
+async def _afetch_side_by_side(client: AsyncClient, ids: tuple[str, ...]) -> list[_Outcome]:
+    gate = asyncio.Semaphore(DETAIL_FETCHERS)
+
+    async def fetch(task_id: str) -> _Outcome:
+        async with gate:
+            try:
+                return await client._fetch_task(task_id)
+            except ImgToolsError as exc:
+                return exc
+
+    return list(await asyncio.gather(*(fetch(i) for i in ids)))
+
+
+class _Pace:
+    """When the next poll (or ``wait_all`` round) of one wait is due, without I/O.
+
+    The policy's delay bounds how long a finish goes unseen: a task that finishes just after
+    one poll looked is seen when the next poll's answer arrives, so the next poll starts the
+    delay after this one *began*, less the time the next poll is expected to take (by default
+    the longest of the last ``LATENCY_WINDOW``); ``PollPolicy.delay`` keeps that gap at or
+    above the policy's floor.
+    """
+
+    def __init__(self, policy: PollPolicy, limit: float | None) -> None:
+        self.policy = policy
+        self.started = time.monotonic()
+        self.deadline = None if limit is None else self.started + limit
+        self.attempt = 0
+        self._took: deque[float] = deque(maxlen=LATENCY_WINDOW)
+
+    def expired(self, now: float) -> bool:
+        return self.deadline is not None and now >= self.deadline
+
+    def sleep(self, began: float, now: float, retry_after: float | None, *,
+              asked: bool = True, expect: float | None = None) -> float:
+        """Seconds to sleep after the poll that began at ``began`` and answered at ``now``
+        (``asked=False``: nothing was asked, the task was just seen); ``expect``: how long the
+        next poll will take, if the caller knows better. A ``Retry-After`` counts from its
+        answer; the deadline shortens the sleep."""
+        took = now - began
+        if asked:
+            self._took.append(took)
+        latency = max(self._took, default=0.0) if expect is None else expect
+        gap = self.policy.delay(self.attempt, latency=latency)
+        self.attempt += 1
+        delay = max(gap - took, self.policy._retry_wait(retry_after))
+        if self.deadline is not None:
+            delay = min(delay, self.deadline - now)
+        return max(0.0, delay)
 
 
 class _ExportTaskBase:
@@ -261,31 +379,29 @@ class _ExportTaskBase:
         return f"{type(self).__name__}(id={self.id!r}, status={status!r})"
 
     def _steps(self, limit: float | None, policy: PollPolicy,
-               on_update: Callable[[Task], Any] | None
-               ) -> Generator[float | None, _Answer, Task]:
-        """The wait loop of both twins, without I/O: yields ``None`` for "fetch the task now"
-        (and receives the ``(task, retry_after)`` or the error), or a delay to sleep, seconds.
+               on_update: Callable[[Task], Any] | None) -> Generator[_Step, Any, Task]:
+        """The wait loop of both twins, without I/O: yields ``_Fetch`` for "fetch the task now"
+        (and receives its outcome), or a delay to sleep, seconds (see ``_Pace``).
         Returns the final task, or raises ``TaskFailed`` / ``TaskTimeout``."""
         final = self._known_final()
         if final is not None:
             return _finish(final)
-        deadline = None if limit is None else time.monotonic() + limit
-        attempt = 0
+        pace = _Pace(policy, limit)
         retry_after: float | None = None
         # A task just seen is not asked about again at once.
         fresh = self._task is not None
         while True:
             polled = time.monotonic()
+            asked = not fresh
             if fresh:
                 fresh = False
             else:
-                answer = yield None
+                [answer] = yield _Fetch((self.id,))
                 if isinstance(answer, ImgToolsError):
                     if not _transient(answer):
                         raise answer
                     retry_after = _retry_after(answer)
                 else:
-                    assert answer is not None
                     task, retry_after = answer
                     self._task = task
                     if on_update is not None:
@@ -293,17 +409,12 @@ class _ExportTaskBase:
                     if task.done:
                         return _finish(task)
             now = time.monotonic()
-            if deadline is not None and now >= deadline:
+            if pace.expired(now):
                 if self._task is None:
                     raise TransportError(f"task {self.id}: no answer from the service within "
                                          f"{limit:g} s")
                 raise _timeout_error(self.id, self._task, limit)
-            # Polls start every ``delay`` seconds, however long the last one took.
-            delay = max(0.0, policy.delay(attempt, retry_after=retry_after) - (now - polled))
-            attempt += 1
-            if deadline is not None:
-                delay = min(delay, deadline - now)
-            yield delay
+            yield pace.sleep(polled, now, retry_after, asked=asked)
 
     def _known_final(self) -> Task | None:
         # A finished task seen in full needs no request; a finished stub lacks its message.
@@ -344,7 +455,7 @@ class ExportTask(_ExportTaskBase):
         """
         steps = self._steps(self.client._wait_timeout(timeout), poll or self.client.poll,
                             on_update)
-        return _drive(steps, lambda: self.client._fetch_task(self.id))
+        return _drive(steps, self.client)
 
 
 class AsyncExportTask(_ExportTaskBase):
@@ -375,7 +486,7 @@ class AsyncExportTask(_ExportTaskBase):
         """As ``ExportTask.wait``, awaitable."""
         steps = self._steps(self.client._wait_timeout(timeout), poll or self.client.poll,
                             on_update)
-        return await _adrive(steps, lambda: self.client._fetch_task(self.id))
+        return await _adrive(steps, self.client)
 
 
 # -- batch waiting ---------------------------------------------------------------------------
@@ -568,78 +679,100 @@ def wait_all(client: Client, tasks: Iterable[TaskRef], *, timeout: Timeout = DEF
              poll: PollPolicy | None = None,
              on_progress: Callable[[WaitProgress], Any] | None = None) -> WaitAllResult:
     """``Client.wait_all``: see there."""
-    batch = _Batch(tasks)
-    steps = _batch_steps(batch, client._wait_timeout(timeout), poll or client.poll, on_progress)
-    return _drive(steps, lambda: _round(client, batch))
+    steps = _batch_steps(_Batch(tasks), client._wait_timeout(timeout), poll or client.poll,
+                         on_progress, client._record)
+    return _drive(steps, client)
+
+
+async def async_wait_all(client: AsyncClient, tasks: Iterable[TaskRef], *,
+                         timeout: Timeout = DEFAULT, poll: PollPolicy | None = None,
+                         on_progress: Callable[[WaitProgress], Any] | None = None
+                         ) -> WaitAllResult:
+    """``AsyncClient.wait_all``: see there."""
+    steps = _batch_steps(_Batch(tasks), client._wait_timeout(timeout), poll or client.poll,
+                         on_progress, client._record)
+    return await _adrive(steps, client)
 
 
 def _batch_steps(batch: _Batch, limit: float | None, policy: PollPolicy,
-                 on_progress: Callable[[WaitProgress], Any] | None
-                 ) -> Generator[float | None, float | ImgToolsError | None, WaitAllResult]:
-    """The round loop of both ``wait_all`` twins, without I/O: yields ``None`` for "run a
-    round now" (and receives its ``Retry-After`` or its error), or a delay to sleep, seconds."""
-    started = time.monotonic()
-    deadline = None if limit is None else started + limit
-    attempt = 0
+                 on_progress: Callable[[WaitProgress], Any] | None,
+                 record: Callable[[list[Task]], Any]
+                 ) -> Generator[_Step, Any, WaitAllResult]:
+    """The round loop of both ``wait_all`` twins, without I/O: yields a round's ``_List`` and
+    ``_Fetch`` steps (see ``_round``), then a delay to sleep, seconds (see ``_Pace``)."""
+    pace = _Pace(policy, limit)
+    cost = _RoundCost()
     while True:
         retry_after: float | None = None
-        round_began = time.monotonic()
+        began = time.monotonic()
         if not batch.finished:
-            answer = yield None
-            if isinstance(answer, ImgToolsError):
-                if not _transient(answer):
-                    raise answer
-                retry_after = _retry_after(answer)
-            else:
-                retry_after = answer
+            try:
+                retry_after = yield from _round(batch, record, cost)
+            except ImgToolsError as exc:
+                if not _transient(exc):
+                    raise
+                retry_after = _retry_after(exc)
         if on_progress is not None:
-            on_progress(batch.progress(started))
+            on_progress(batch.progress(pace.started))
         if batch.finished:
             return batch.result()
         now = time.monotonic()
-        if deadline is not None and now >= deadline:
+        if pace.expired(now):
             return batch.result()
-        # Rounds start every ``delay`` seconds: the time a round took is not added to it.
-        delay = max(0.0, policy.delay(attempt, retry_after=retry_after) - (now - round_began))
-        attempt += 1
-        if deadline is not None:
-            delay = min(delay, deadline - now)
-        yield delay
+        yield pace.sleep(began, now, retry_after, expect=cost.expect(len(batch.open)))
 
 
-def _round(client: Client, batch: _Batch) -> float | None:
+class _RoundCost:
+    """How long a ``wait_all`` round takes, to time the next one (see ``_Pace``): its lists,
+    then one fetch per task that left them. Tasks started together finish together, so the
+    next round is expected to fetch every task still open, at the highest cost per task of the
+    last ``LATENCY_WINDOW`` fetches (before any, at the cost of one list page)."""
+
+    def __init__(self) -> None:
+        self._lists: deque[float] = deque(maxlen=LATENCY_WINDOW)  # a round's lists, seconds
+        self._page: deque[float] = deque(maxlen=LATENCY_WINDOW)  # per page
+        self._task: deque[float] = deque(maxlen=LATENCY_WINDOW)  # per task fetched
+
+    def listed(self, seconds: float, pages: int) -> None:
+        self._lists.append(seconds)
+        self._page.append(seconds / max(1, pages))
+
+    def fetched(self, seconds: float, tasks: int) -> None:
+        self._task.append(seconds / max(1, tasks))
+
+    def expect(self, open_tasks: int) -> float:
+        """Seconds the next round may take, with ``open_tasks`` unfinished."""
+        per_task = max(self._task, default=max(self._page, default=0.0))
+        return max(self._lists, default=0.0) + per_task * open_tasks
+
+
+def _round(batch: _Batch, record: Callable[[list[Task]], Any], cost: _RoundCost
+           ) -> Generator[_Step, Any, float | None]:
+    """One round, without I/O: read the lists, then fetch the tasks that left them. Returns the
+    last ``Retry-After`` seen; raises the first error (the tasks fetched still count)."""
     batch.rounds += 1
     batch.start_round()
     retry_after: float | None = None
+    began, pages_read = time.monotonic(), 0
     for status in batch.statuses_to_list():
-        for items, after in client._status_pages(status):
+        pages = yield _List(status)
+        if isinstance(pages, ImgToolsError):
+            raise pages
+        pages_read += len(pages)
+        for items, after in pages:
             changed = batch.observe_page(status, items)
             if changed:
-                client._record(changed)
+                record(changed)
             retry_after = after if after is not None else retry_after
+    listed = time.monotonic()
+    cost.listed(listed - began, pages_read)
     finished = batch.left_the_lists()
-    if len(finished) > 1:
-        # Tasks started together finish together: fetch their details side by side.
-        with ThreadPoolExecutor(min(DETAIL_FETCHERS, len(finished))) as pool:
-            outcomes = list(pool.map(lambda i: _outcome(client._fetch_task, i), finished))
-    else:
-        outcomes = [_outcome(client._fetch_task, i) for i in finished]
-    return _apply(batch, finished, outcomes, retry_after)
-
-
-def _outcome(fetch: Callable[[str], tuple[Task, float | None]], task_id: str
-             ) -> tuple[Task, float | None] | ImgToolsError:
-    try:
-        return fetch(task_id)
-    except ImgToolsError as exc:
-        return exc
-
-
-def _apply(batch: _Batch, ids: list[str],
-           outcomes: list[tuple[Task, float | None] | ImgToolsError],
-           retry_after: float | None) -> float | None:
+    if not finished:
+        return retry_after
+    outcomes: list[_Outcome] = yield _Fetch(tuple(finished))
+    cost.fetched(time.monotonic() - listed, len(finished))
     problem: ImgToolsError | None = None
-    for task_id, outcome in zip(ids, outcomes, strict=True):
+    for task_id, outcome in zip(finished, outcomes, strict=True):
         if isinstance(outcome, NotFound):
             batch.vanished(task_id, outcome)
         elif isinstance(outcome, ImgToolsError):
@@ -651,41 +784,6 @@ def _apply(batch: _Batch, ids: list[str],
     if problem is not None:
         raise problem
     return retry_after
-
-
-async def async_wait_all(client: AsyncClient, tasks: Iterable[TaskRef], *,
-                         timeout: Timeout = DEFAULT, poll: PollPolicy | None = None,
-                         on_progress: Callable[[WaitProgress], Any] | None = None
-                         ) -> WaitAllResult:
-    """``AsyncClient.wait_all``: see there."""
-    batch = _Batch(tasks)
-    steps = _batch_steps(batch, client._wait_timeout(timeout), poll or client.poll, on_progress)
-    return await _adrive(steps, lambda: _async_round(client, batch))
-
-
-async def _async_round(client: AsyncClient, batch: _Batch) -> float | None:
-    batch.rounds += 1
-    batch.start_round()
-    retry_after: float | None = None
-    for status in batch.statuses_to_list():
-        pages: AsyncIterator[tuple[list[Any], float | None]] = client._status_pages(status)
-        async for items, after in pages:
-            changed = batch.observe_page(status, items)
-            if changed:
-                client._record(changed)
-            retry_after = after if after is not None else retry_after
-    finished = batch.left_the_lists()
-    gate = asyncio.Semaphore(DETAIL_FETCHERS)
-
-    async def fetch(task_id: str) -> tuple[Task, float | None] | ImgToolsError:
-        async with gate:
-            try:
-                return await client._fetch_task(task_id)
-            except ImgToolsError as exc:
-                return exc
-
-    outcomes = list(await asyncio.gather(*(fetch(i) for i in finished)))
-    return _apply(batch, finished, outcomes, retry_after)
 
 
 def _check_timeout(value: Timeout, default: float | None) -> float | None:

@@ -4,8 +4,9 @@ emulator, with faults and an expiring token in the middle of a wait."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from client_support import (
@@ -29,8 +30,9 @@ from imgtools import (
     TaskTimeout,
     ValidationError,
     WaitProgress,
+    _polling,
 )
-from imgtools._polling import _Batch
+from imgtools._polling import _Batch, _ExportTaskBase, _Fetch, _List
 from imgtools.emulator import EmulatorHandle, start_emulator
 
 pytest_plugins = ["fixtures_client"]  # the emulator fixtures: emu, client, anyio_backend
@@ -66,16 +68,37 @@ def test_retry_after_lengthens_a_delay_up_to_its_cap() -> None:
 
 def test_named_policies() -> None:
     assert PollPolicy.fixed(2.0).delay(7) == 2.0
+    assert PollPolicy.fixed(2.0).floor == 0.5 and PollPolicy().floor == 1.0
     fast = PollPolicy.fast()
     assert fast.initial < 0.1 and fast.maximum <= 0.5
     with pytest.raises(AttributeError):
         fast.initial = 3.0  # type: ignore[misc]
 
 
+def test_latency_comes_off_the_jitter_only_by_default() -> None:
+    policy = PollPolicy(initial=30.0, maximum=30.0, jitter=0.2)
+    assert policy.delay(0, latency=2.0, random_=lambda: 1.0) == 34.0
+    assert policy.delay(0, latency=0.0, random_=lambda: 0.5) == 33.0
+    # However slow a poll, the next never starts sooner than the base delay after it.
+    assert policy.delay(0, latency=100.0, random_=lambda: 1.0) == 30.0
+    assert policy.delay(0, latency=1.0, random_=lambda: 0.0) == 30.0
+    assert PollPolicy().delay(50, latency=1e9) == 30.0
+
+
+def test_a_fixed_interval_is_a_staleness_bound_down_to_its_floor() -> None:
+    policy = PollPolicy.fixed(1.0)
+    assert policy.delay(3, latency=0.25) == 0.75
+    assert policy.delay(3, latency=0.9) == 0.5  # never twice as often as the interval
+    assert policy.delay(3, latency=-1.0) == 1.0
+    # A Retry-After still holds a poll back, however the interval is meant.
+    assert policy.delay(3, latency=0.25, retry_after=4.0) == 4.0
+
+
 @pytest.mark.parametrize("kwargs", [{"initial": 0}, {"initial": -1}, {"maximum": 0.5},
                                     {"multiplier": 0.5}, {"jitter": 2}, {"jitter": -0.1},
                                     {"initial": float("nan")}, {"maximum": float("inf")},
-                                    {"retry_after_cap": -1}])
+                                    {"retry_after_cap": -1}, {"floor": 0}, {"floor": 1.5},
+                                    {"floor": float("nan")}])
 def test_bad_policies(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValidationError) as info:
         PollPolicy(**kwargs)
@@ -135,6 +158,131 @@ def test_batch_result_sorts_tasks() -> None:
     with pytest.raises(TaskFailed) as info:
         result.raise_for_failures()
     assert info.value.message == "Container not found"
+
+
+# -- the timing of the sans-IO loops (a fake clock, no I/O, no sleeping) -----------------------
+
+
+class FakeTime:
+    """Stands in for the ``time`` module in ``_polling``: the clock moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        raise AssertionError("a sans-IO loop never sleeps itself")
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+    fake = FakeTime()
+    monkeypatch.setattr(_polling, "time", fake)
+    return fake
+
+
+def full(task_id: str, status: str) -> Task:
+    return Task.from_json({**stub(task_id, status), "input": {}, "message": ""})
+
+
+def test_wait_polls_sooner_after_a_slow_answer(clock: FakeTime) -> None:
+    handle = _ExportTaskBase(IDS[0], None)
+    steps = handle._steps(None, PollPolicy.fixed(1.0), None)
+    assert next(steps) == _Fetch((IDS[0],))
+    clock.now += 0.25  # the answer took a quarter of the interval
+    sleep = steps.send([(full(IDS[0], "processing"), None)])
+    # The next poll starts 0.75 s after this one began: a finish just after this one looked
+    # is seen within the interval, when the next answer arrives.
+    assert sleep == pytest.approx(0.5)
+    clock.now += sleep
+    assert steps.send(None) == _Fetch((IDS[0],))
+    clock.now += 0.05
+    # The slow answer is remembered for a while: the gap stays 0.75 s.
+    assert steps.send([(full(IDS[0], "processing"), None)]) == pytest.approx(0.7)
+    assert steps.send(None) == _Fetch((IDS[0],))
+    # A Retry-After counts from the answer that carried it.
+    assert steps.send([(full(IDS[0], "processing"), 5.0)]) == 5.0
+    steps.send(None)
+    with pytest.raises(StopIteration) as stop:
+        steps.send([(full(IDS[0], "success"), None)])
+    assert stop.value.value.status is TaskStatus.SUCCESS
+
+
+def test_wait_never_polls_sooner_than_a_jittered_policy_asks(clock: FakeTime) -> None:
+    policy = PollPolicy(initial=30.0, maximum=30.0, jitter=0.2)
+    handle = _ExportTaskBase(IDS[0], None)
+    steps = handle._steps(None, policy, None)
+    next(steps)
+    for took in (0.0, 5.0, 40.0, 0.1):
+        clock.now += took
+        sleep = steps.send([(full(IDS[0], "processing"), None)])
+        assert took + sleep >= 30.0  # start to start
+        assert took + sleep <= 36.0 or sleep == 0.0
+        clock.now += sleep
+        assert steps.send(None) == _Fetch((IDS[0],))
+
+
+def drive_round(steps: Generator[Any, Any, Any], clock: FakeTime,
+                lists: dict[TaskStatus, list[str]], fetch_seconds: float = 0.0,
+                first: object = None) -> float:
+    """Answer one ``wait_all`` round (each list page takes 0.01 s); returns the sleep after."""
+    step = first
+    while True:
+        if isinstance(step, _List):
+            clock.now += 0.01
+            page = [stub(i, step.status.value) for i in lists.get(step.status, [])]
+            step = steps.send([(page, None)])
+        elif isinstance(step, _Fetch):
+            clock.now += fetch_seconds
+            step = steps.send([(full(i, "success"), None) for i in step.ids])
+        elif step is None:
+            step = steps.send(None)
+        else:
+            assert isinstance(step, float)
+            return step
+
+
+def test_wait_all_rounds_come_sooner_when_fetching_finished_tasks_is_slow(
+        clock: FakeTime) -> None:
+    batch = _Batch(IDS)
+    steps = _polling._batch_steps(batch, None, PollPolicy.fixed(1.0), None, lambda tasks: None)
+    processing = {TaskStatus.PROCESSING: IDS}
+    quiet = drive_round(steps, clock, {TaskStatus.PENDING: IDS}, first=next(steps))
+    # Two list pages (0.02 s), and before any fetch a fetch is reckoned to cost a page: the
+    # next round may fetch all 4 open tasks (0.04 s), so it starts 0.94 s after this one.
+    assert 0.02 + quiet == pytest.approx(0.94)
+    clock.now += quiet
+    # They were pending: both lists are read again (0.02 s), then only processing.
+    again = drive_round(steps, clock, processing)
+    assert 0.02 + again == pytest.approx(0.94)
+    clock.now += again
+    # One task finished; fetching it took 0.1 s: the 3 still open may cost 0.3 s next time.
+    slow = drive_round(steps, clock, {TaskStatus.PROCESSING: IDS[1:]}, fetch_seconds=0.1)
+    assert 0.11 + slow == pytest.approx(1.0 - 0.02 - 0.3)
+    clock.now += slow
+    # Never closer than the floor (half the interval): 0.3 s a fetch, 2 open tasks.
+    floor = drive_round(steps, clock, {TaskStatus.PROCESSING: IDS[2:]}, fetch_seconds=0.3)
+    assert 0.31 + floor == pytest.approx(0.5)
+    clock.now += floor
+    with pytest.raises(StopIteration) as stop:
+        drive_round(steps, clock, {})
+    assert len(stop.value.value.succeeded) == 4
+
+
+def test_wait_all_never_rounds_sooner_than_a_jittered_policy_asks(clock: FakeTime) -> None:
+    batch = _Batch(IDS)
+    policy = PollPolicy(initial=30.0, maximum=30.0, jitter=0.2)
+    steps = _polling._batch_steps(batch, None, policy, None, lambda tasks: None)
+    step: object = next(steps)
+    for n, fetch in enumerate((0.0, 2.0, 20.0)):
+        started = clock.now
+        sleep = drive_round(steps, clock, {TaskStatus.PROCESSING: IDS[n + 1:]},
+                            fetch_seconds=fetch, first=step)
+        assert clock.now - started + sleep >= 30.0
+        clock.now += sleep
+        step = None
 
 
 # -- wait against the emulator ----------------------------------------------------------------
