@@ -25,13 +25,12 @@ import time
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
 
 from imgtools._auth import (
-    Credentials,
     IdentityAuth,
     Session,
     TokenAuth,
@@ -119,6 +118,8 @@ __all__ = [
 logger = logging.getLogger("imgtools")
 
 T = TypeVar("T")
+#: What ``transport=`` takes: a blocking transport for ``Client``, an async one for ``AsyncClient``.
+_TransportT = TypeVar("_TransportT", httpx.BaseTransport, httpx.AsyncBaseTransport)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,15 +179,31 @@ def _path(*parts: str) -> str:
     return "/".join(quote(p, safe="") for p in parts)
 
 
-class _BaseClient:
-    """State and logic both clients share; no I/O here."""
+class _BaseClient(Generic[_TransportT]):
+    """State and logic both clients share, and their one constructor; no I/O here (``_start``,
+    the end of the constructor, is each client's own)."""
 
     _http: Any
     _storage_http: Any
+    _identity_http: Any
 
-    def __init__(self, creds: Credentials, *, timeout: float, retries: int,
-                 poll: PollPolicy | None, wait_timeout: float | None,
-                 log: TaskRecorder | bool | None, verify: bool) -> None:
+    def __init__(self, *, endpoint: str | None = None, token: str | None = None,
+                 files_endpoint: str | None = None, username: str | None = None,
+                 api_key: str | None = None, password: str | None = None,
+                 region: str | None = None, identity_url: str | None = None,
+                 tenant_id: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 retries: int = DEFAULT_RETRIES, poll: PollPolicy | None = None,
+                 wait_timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+                 log: TaskRecorder | bool | None = True, verify: bool = True,
+                 transport: _TransportT | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
+        creds = resolve_credentials(endpoint=endpoint, token=token, files_endpoint=files_endpoint,
+                                    username=username, api_key=api_key, password=password,
+                                    region=region, identity_url=identity_url,
+                                    tenant_id=tenant_id,
+                                    environ=os.environ if environ is None else environ)
+        if creds is None:
+            raise no_credentials_error()
         self._creds = creds
         self.stats = Stats()
         """Counters: ``requests``, ``retries``, ``reauths``, ``rate_limited``."""
@@ -200,6 +217,7 @@ class _BaseClient:
         request_timeout = validate_timeout(timeout, field="timeout")
         self._timeout = httpx.Timeout(request_timeout, connect=DEFAULT_CONNECT_TIMEOUT)
         self._verify = verify
+        self._inner: _TransportT | None = transport
         self._log_setting = log
         self._log: TaskRecorder | None = None
         self._lock = threading.Lock()
@@ -207,8 +225,15 @@ class _BaseClient:
         self._inputs: dict[str, tuple[str | None, str | None]] = {}
         self._secrets: set[str] = set(creds.secrets())
         self._session: Session | None = None
+        self._auth: httpx.Auth | None = None
+        self._http = self._storage_http = self._identity_http = None
         self._reconcile_settle = RECONCILE_SETTLE
         self._reconcile_skew = RECONCILE_CLOCK_SKEW
+        self._start()
+
+    def _start(self) -> None:
+        """The end of the constructor: ``Client`` logs in here, ``AsyncClient`` in ``open()``."""
+        raise NotImplementedError
 
     # -- what the client is connected to -----------------------------------------------------
 
@@ -245,7 +270,14 @@ class _BaseClient:
         return (f"{type(self).__name__}(endpoint={self.endpoint!r}, user={who!r}, "
                 f"tenant={self.tenant_id!r})")
 
-    def _adopt(self, session: Session) -> None:
+    def _token_login(self) -> tuple[httpx.Auth, Session]:
+        """A token needs no login: its auth and session (``endpoint`` + ``token`` credentials)."""
+        creds = self._creds
+        assert creds.token is not None and creds.endpoint is not None
+        return TokenAuth(creds.token), Session(token=creds.token, image_endpoint=creds.endpoint)
+
+    def _adopt(self, auth: httpx.Auth, session: Session) -> str:
+        """Take the session (and the auth that keeps it) after login; the image endpoint."""
         if self._creds.files_endpoint:  # an explicit FILES_ENDPOINT beats the catalog
             session.files_endpoint = self._creds.files_endpoint
         if self._creds.tenant_id and not session.tenant_id:
@@ -258,9 +290,18 @@ class _BaseClient:
                                              f"only, not {host}")
         self._secrets.add(session.token.reveal())
         self._session = session
+        self._auth = auth
+        assert session.image_endpoint is not None
+        return session.image_endpoint
+
+    def _identity_options(self) -> dict[str, Any]:
+        """The options of an identity connection (no auth, no base URL), but its transport."""
+        return {"timeout": self._timeout, "verify": _verify(self._verify)}
 
     def _client_options(self, base_url: str) -> dict[str, Any]:
-        return {"base_url": base_url, "timeout": self._timeout, "follow_redirects": False,
+        """The options of an API connection at ``base_url`` (after login), but its transport."""
+        return {"base_url": base_url, "auth": self._auth, "verify": _verify(self._verify),
+                "timeout": self._timeout, "follow_redirects": False,
                 "headers": {"Accept": "application/json", "User-Agent": USER_AGENT}}
 
     def _retry_options(self) -> dict[str, Any]:
@@ -625,7 +666,7 @@ def _emulator_login(identity_url: str | None) -> dict[str, Any]:
 # -- the sync client --------------------------------------------------------------------------
 
 
-class Client(_BaseClient):
+class Client(_BaseClient[httpx.BaseTransport]):
     """A blocking Cloud Images client. Prefer ``imgtools.connect()``.
 
     Options are keyword-only: credentials (see ``connect``), ``timeout`` per HTTP request
@@ -636,34 +677,16 @@ class Client(_BaseClient):
     Safe to share between threads.
     """
 
-    def __init__(self, *, endpoint: str | None = None, token: str | None = None,
-                 files_endpoint: str | None = None, username: str | None = None,
-                 api_key: str | None = None, password: str | None = None,
-                 region: str | None = None, identity_url: str | None = None,
-                 tenant_id: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 retries: int = DEFAULT_RETRIES, poll: PollPolicy | None = None,
-                 wait_timeout: float | None = DEFAULT_WAIT_TIMEOUT,
-                 log: TaskRecorder | bool | None = True, verify: bool = True,
-                 transport: httpx.BaseTransport | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
-        creds = resolve_credentials(endpoint=endpoint, token=token, files_endpoint=files_endpoint,
-                                    username=username, api_key=api_key, password=password,
-                                    region=region, identity_url=identity_url,
-                                    tenant_id=tenant_id,
-                                    environ=os.environ if environ is None else environ)
-        if creds is None:
-            raise no_credentials_error()
-        super().__init__(creds, timeout=timeout, retries=retries, poll=poll,
-                         wait_timeout=wait_timeout, log=log, verify=verify)
-        self._inner = transport
-        self._identity_http: httpx.Client | None = None
-        self._http = None
-        self._storage_http = None
+    _identity_http: httpx.Client | None
+
+    def _start(self) -> None:
+        # Log in now, so that bad credentials fail at construction, not at the first call.
         auth: httpx.Auth
-        if creds.kind == "identity":
-            self._identity_http = httpx.Client(timeout=self._timeout, verify=_verify(verify),
-                                               transport=self._transport())
-            identity = IdentityAuth(creds, stats=self.stats, sync_client=self._identity_http)
+        if self._creds.kind == "identity":
+            self._identity_http = httpx.Client(transport=self._transport(),
+                                               **self._identity_options())
+            identity = IdentityAuth(self._creds, stats=self.stats,
+                                    sync_client=self._identity_http)
             try:
                 session = identity.login()
             except BaseException:
@@ -671,17 +694,12 @@ class Client(_BaseClient):
                 raise
             auth = identity
         else:
-            assert creds.token is not None and creds.endpoint is not None
-            session = Session(token=creds.token, image_endpoint=creds.endpoint)
-            auth = TokenAuth(creds.token)
-        self._adopt(session)
-        self._auth = auth
-        assert session.image_endpoint is not None
-        self._http = httpx.Client(auth=auth, transport=self._transport(), verify=_verify(verify),
-                                  **self._client_options(session.image_endpoint))
+            auth, session = self._token_login()
+        image_endpoint = self._adopt(auth, session)
+        self._http = httpx.Client(transport=self._transport(),
+                                  **self._client_options(image_endpoint))
         if session.files_endpoint:
-            self._storage_http = httpx.Client(auth=auth, transport=self._transport(bulk=True),
-                                              verify=_verify(verify),
+            self._storage_http = httpx.Client(transport=self._transport(bulk=True),
                                               **self._client_options(session.files_endpoint))
 
     def _transport(self, *, bulk: bool = False) -> RetryTransport:
@@ -922,36 +940,16 @@ class Client(_BaseClient):
 # -- the async client -------------------------------------------------------------------------
 
 
-class AsyncClient(_BaseClient):
+class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
     """The awaitable twin of ``Client``: the same methods, ``await``-ed (iterators are ``async
     for``). Prefer ``await imgtools.connect_async()``, or ``async with AsyncClient(...)``.
     Safe in Jupyter's event loop: it never blocks it."""
 
-    def __init__(self, *, endpoint: str | None = None, token: str | None = None,
-                 files_endpoint: str | None = None, username: str | None = None,
-                 api_key: str | None = None, password: str | None = None,
-                 region: str | None = None, identity_url: str | None = None,
-                 tenant_id: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 retries: int = DEFAULT_RETRIES, poll: PollPolicy | None = None,
-                 wait_timeout: float | None = DEFAULT_WAIT_TIMEOUT,
-                 log: TaskRecorder | bool | None = True, verify: bool = True,
-                 transport: httpx.AsyncBaseTransport | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
-        creds = resolve_credentials(endpoint=endpoint, token=token, files_endpoint=files_endpoint,
-                                    username=username, api_key=api_key, password=password,
-                                    region=region, identity_url=identity_url,
-                                    tenant_id=tenant_id,
-                                    environ=os.environ if environ is None else environ)
-        if creds is None:
-            raise no_credentials_error()
-        super().__init__(creds, timeout=timeout, retries=retries, poll=poll,
-                         wait_timeout=wait_timeout, log=log, verify=verify)
-        self._inner = transport
-        self._identity_http: httpx.AsyncClient | None = None
-        self._http = None
-        self._storage_http = None
+    _identity_http: httpx.AsyncClient | None
+
+    def _start(self) -> None:
+        # A constructor cannot await: open() logs in, on first use.
         self._ready_lock: asyncio.Lock | None = None
-        self._auth: httpx.Auth | None = None
         self._blocking: list[httpx.Client] = []
         self._blocking_storage: httpx.Client | None = None
 
@@ -969,30 +967,23 @@ class AsyncClient(_BaseClient):
         async with self._ready_lock:
             if self._http is not None:
                 return self
-            creds = self._creds
             auth: httpx.Auth
-            if creds.kind == "identity":
-                self._identity_http = httpx.AsyncClient(timeout=self._timeout,
-                                                        verify=_verify(self._verify),
-                                                        transport=self._transport())
-                identity = IdentityAuth(creds, stats=self.stats,
+            if self._creds.kind == "identity":
+                self._identity_http = httpx.AsyncClient(transport=self._transport(),
+                                                        **self._identity_options())
+                identity = IdentityAuth(self._creds, stats=self.stats,
                                         async_client=self._identity_http)
                 session = await identity.alogin()
                 auth = identity
             else:
-                assert creds.token is not None and creds.endpoint is not None
-                session = Session(token=creds.token, image_endpoint=creds.endpoint)
-                auth = TokenAuth(creds.token)
-            self._adopt(session)
-            self._auth = auth
-            assert session.image_endpoint is not None
+                auth, session = self._token_login()
+            image_endpoint = self._adopt(auth, session)
             if session.files_endpoint:
                 self._storage_http = httpx.AsyncClient(
-                    auth=auth, transport=self._transport(), verify=_verify(self._verify),
-                    **self._client_options(session.files_endpoint))
-            self._http = httpx.AsyncClient(auth=auth, transport=self._transport(),
-                                           verify=_verify(self._verify),
-                                           **self._client_options(session.image_endpoint))
+                    transport=self._transport(), **self._client_options(session.files_endpoint))
+            # Last: a set _http is what tells open() the client is ready.
+            self._http = httpx.AsyncClient(transport=self._transport(),
+                                           **self._client_options(image_endpoint))
         return self
 
     @property
@@ -1044,17 +1035,16 @@ class AsyncClient(_BaseClient):
         auth = self._auth
         if isinstance(auth, IdentityAuth) and auth._sync_client is None:
             # Re-logins from a worker thread need a blocking identity connection of their own.
-            identity = httpx.Client(timeout=self._timeout, verify=_verify(self._verify),
-                                    transport=RetryTransport(
-                                        httpx.HTTPTransport(verify=_verify(self._verify)),
-                                        **self._retry_options()))
+            identity = httpx.Client(
+                transport=RetryTransport(httpx.HTTPTransport(verify=_verify(self._verify)),
+                                         **self._retry_options()),
+                **self._identity_options())
             self._blocking.append(identity)
             auth._sync_client = identity
-        storage = httpx.Client(auth=auth, verify=_verify(self._verify),
-                               transport=RetryTransport(
-                                   BulkTransport(verify=_verify(self._verify)),
-                                   **self._retry_options()),
-                               **self._client_options(session.files_endpoint))
+        storage = httpx.Client(
+            transport=RetryTransport(BulkTransport(verify=_verify(self._verify)),
+                                     **self._retry_options()),
+            **self._client_options(session.files_endpoint))
         self._blocking.append(storage)
         self._blocking_storage = storage
         return storage
