@@ -894,13 +894,15 @@ class Client(_BaseClient[httpx.BaseTransport]):
 
     def download_export(self, task: Task | ExportTask | str, dest: str | os.PathLike[str], *,
                         resume: bool = True, progress: bool | Progress = True,
-                        workers: int = DEFAULT_DOWNLOAD_WORKERS) -> DownloadResult:
+                        workers: int = DEFAULT_DOWNLOAD_WORKERS,
+                        fsync: bool = True) -> DownloadResult:
         """Download an export to ``dest``, segment by segment, each checked against its MD5.
 
         Bytes go to ``<dest>.part`` and are renamed to ``dest`` only when complete and
         verified; an interrupted download resumes with ``Range`` + ``If-Range`` unless
         ``resume=False``. ``progress``: ``True`` draws a ``tqdm.auto`` bar, or pass a callback
         ``(bytes_done, bytes_total)``. Raises ``ChecksumMismatch`` on a bad segment.
+        ``fsync`` (default true): flush to disk before the rename (see ``Files.download_export``).
         """
         location, size = self._run(self._op_export_of(task))
         close: Any = None
@@ -913,7 +915,7 @@ class Client(_BaseClient[httpx.BaseTransport]):
         try:
             return self.files.download_export(location, dest, expected_bytes=size,
                                               resume=resume, workers=workers,
-                                              progress=callback)
+                                              progress=callback, fsync=fsync)
         finally:
             if close is not None:
                 close()
@@ -1182,13 +1184,14 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
     async def download_export(self, task: Task | AsyncExportTask | str,
                               dest: str | os.PathLike[str], *, resume: bool = True,
                               progress: Progress | None = None,
-                              workers: int = DEFAULT_DOWNLOAD_WORKERS) -> DownloadResult:
+                              workers: int = DEFAULT_DOWNLOAD_WORKERS,
+                              fsync: bool = True) -> DownloadResult:
         """As ``Client.download_export``, awaited; ``progress`` is a callback (called from a
         worker thread) or ``None``: no tqdm bar, a notebook draws its own widget."""
         location, size = await self._run(self._op_export_of(task))
         return await self.files.download_export(location, dest, expected_bytes=size,
                                                 resume=resume, workers=workers,
-                                                progress=progress)
+                                                progress=progress, fsync=fsync)
 
     def image_file(self, image_id: str) -> AsyncIterator[bytes]:
         """As ``Client.image_file``: ``async for chunk in client.image_file(id)``."""
