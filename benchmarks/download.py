@@ -5,6 +5,8 @@
 The export layout (segments ``<uuid>.vhd-00001``... plus a zero-byte manifest) is uploaded
 through the Swift API, then downloaded, alternating the contenders each round:
 
+- ``disk (dd direct)``: no download; ``dd`` writing as many bytes with ``O_DIRECT`` and an
+  fsync: the most this disk takes durably, the ceiling for every row that fsyncs;
 - ``curl``: one GET through the manifest (the server concatenates the segments), no checks;
 - ``curl + fsync``: the same, then ``sync FILE`` (fsync): the bytes are on disk when it ends;
 - ``curl + md5sum``: curl, then an MD5 of the file, the nearest thing to verifying it;
@@ -48,8 +50,8 @@ client.files.download_export(location, dest, workers=int(workers), fsync=fsync =
 print(time.perf_counter() - t0)
 """
 
-CONTENDERS = ["curl", "curl + fsync", "curl + md5sum", "imgtools x1", "imgtools x2",
-              "imgtools x2 no fsync"]
+CONTENDERS = ["disk (dd direct)", "curl", "curl + fsync", "curl + md5sum", "imgtools x1",
+              "imgtools x2", "imgtools x2 no fsync"]
 LIKE_FOR_LIKE = {"imgtools x1": "curl + fsync", "imgtools x2": "curl + fsync",
                  "imgtools x2 no fsync": "curl"}
 
@@ -100,6 +102,16 @@ def run_curl(url: str, token: str, dest: Path) -> tuple[float, int]:
     t0 = time.perf_counter()
     _, peak = run_measured(["curl", "-sS", "-f", "-o", str(dest), "-H",
                             f"X-Auth-Token: {token}", url])
+    return time.perf_counter() - t0, peak
+
+
+def run_disk(dest: Path, size: int) -> tuple[float, int]:
+    """How fast this disk takes the same bytes durably, with no network and no page cache
+    (``dd oflag=direct conv=fsync``): the ceiling for any download that ends with an fsync."""
+    t0 = time.perf_counter()
+    _, peak = run_measured(["dd", "if=/dev/zero", f"of={dest}", "bs=16M",
+                            f"count={size // (16 * MiB)}", "oflag=direct", "conv=fsync",
+                            "status=none"])
     return time.perf_counter() - t0, peak
 
 
@@ -155,7 +167,9 @@ def main() -> int:
                 for label in CONTENDERS:
                     dest = work / "out.vhd"
                     subprocess.run(["sync"], check=True)  # no one pays for another's writeback
-                    if label == "curl":
+                    if label == "disk (dd direct)":
+                        elapsed, peak = run_disk(dest, size)
+                    elif label == "curl":
                         elapsed, peak = run_curl(url, token, dest)
                     elif label == "curl + fsync":
                         elapsed, peak = run_curl_fsync(url, token, dest)

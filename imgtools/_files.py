@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import os
-import queue
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -51,7 +50,7 @@ __all__ = [
 ]
 
 #: Bytes read from the network per chunk (bytes); large chunks keep MD5 and writes cheap.
-DEFAULT_DOWNLOAD_CHUNK = 1024 * 1024
+DEFAULT_DOWNLOAD_CHUNK = 4 * 1024 * 1024
 #: Segments downloaded at once by ``download_export``.
 DEFAULT_DOWNLOAD_WORKERS = 2
 #: Swift's largest listing page (names per request).
@@ -455,8 +454,14 @@ def _numbering_problems(name: str, segments: tuple[Segment, ...]) -> list[str]:
 
 # The journal is rewritten at most this often per segment (bytes), so a resume loses little.
 _JOURNAL_EVERY = 8 * 1024 * 1024
-# Chunks in flight between the network and the writer thread (memory: this many chunks).
-_SINK_DEPTH = 8
+
+
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    # A regular file may still take fewer bytes than asked (a signal, a nearly full disk).
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
 
 def _start_writeback(fd: int, offset: int, length: int) -> None:
@@ -467,92 +472,39 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
             os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
-class _SegmentSink:
-    """Writes one segment's chunks at their offsets on its own thread; the caller's side
-    (``fill``/``put``) hashes them.
+class _SegmentWriter:
+    """Hashes one segment's bytes and writes them at their offsets, in the downloading thread.
 
-    ``fill`` reads straight into one of a few reused buffers, which come back once written.
-    The journal is updated only after the bytes it counts were written; an error on the
-    thread (disk, a progress callback) is raised in the downloading thread at its next call.
+    Each worker hashes and writes its own segment (MD5 and page-cache writes both release the
+    GIL), so ``workers`` segments use as many cores. A second thread per segment to overlap
+    the two measured slower than a second segment worker (queue hand-offs). The journal is
+    updated only after the bytes it counts were written.
     """
 
     def __init__(self, job: _Download, fd: int, seg: Segment, have: int,
                  digest: Any) -> None:
-        self.job, self.fd, self.seg = job, fd, seg
+        self.job, self.fd, self.seg, self.digest = job, fd, seg, digest
         self.written = have
-        self.digest = digest
-        self.error: BaseException | None = None
-        # (bytes to write, the pooled buffer they live in or None); None ends the thread.
-        self.queue: queue.Queue[tuple[bytes | memoryview, bytearray | None] | None] = \
-            queue.Queue(maxsize=_SINK_DEPTH)
-        self.free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._run, name=f"imgtools-{seg.name}",
-                                       daemon=True)
-        self.thread.start()
+        self._since_journal = 0
 
-    def fill(self, readinto: Callable[[bytearray], int]) -> bool:
-        """Read the next chunk with ``readinto`` and queue it; ``False`` at the end."""
-        if self.error is not None:
-            raise self.error
-        try:
-            buffer = self.free.get_nowait()
-        except queue.Empty:
-            # At most _SINK_DEPTH + 2 buffers ever exist: the queue's, one being written and
-            # the one filled here.
-            buffer = bytearray(DEFAULT_DOWNLOAD_CHUNK)
-        n = readinto(buffer)
-        if not n:
-            self.free.put(buffer)
-            return False
-        view = memoryview(buffer)[:n]
-        # Hash here, write there: MD5 and page-cache writes each cost about a core-second
-        # per GiB on a small machine, so they run side by side (both release the GIL).
-        self.digest.update(view)
-        self.queue.put((view, buffer))
-        return True
-
-    def put(self, chunk: bytes) -> None:
-        """Queue a chunk that a transport without ``readinto`` gave."""
-        if self.error is not None:
-            raise self.error
-        if chunk:
-            self.digest.update(chunk)
-            self.queue.put((chunk, None))
-
-    def close(self) -> int:
-        """Wait for the thread; returns the bytes written, or raises its error."""
-        self.queue.put(None)
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.written
-
-    def _run(self) -> None:
-        seg, since_journal = self.seg, 0
-        while (item := self.queue.get()) is not None:
-            chunk, buffer = item
-            try:
-                if self.error is None:  # after an error: drain, so the producer never blocks
-                    if self.written + len(chunk) > seg.bytes:
-                        self.job._forget(seg)
-                        raise ChecksumMismatch(
-                            f"segment {seg.name} is longer than its listed {seg.bytes} bytes",
-                            name=seg.name, expected=seg.md5, actual="(too long)")
-                    os.pwrite(self.fd, chunk, seg.offset + self.written)
-                    self.written += len(chunk)
-                    since_journal += len(chunk)
-                    self.job._add_progress(len(chunk))
-                    if since_journal >= _JOURNAL_EVERY:
-                        if self.job.fsync:
-                            _start_writeback(self.fd, seg.offset + self.written - since_journal,
-                                             since_journal)
-                        since_journal = 0
-                        self.job._checkpoint(seg, self.written)
-            except BaseException as exc:
-                self.error = exc
-            finally:
-                if buffer is not None:
-                    self.free.put(buffer)
+    def add(self, data: bytes | memoryview) -> None:
+        seg, n = self.seg, len(data)
+        if self.written + n > seg.bytes:
+            self.job._forget(seg)
+            raise ChecksumMismatch(
+                f"segment {seg.name} is longer than its listed {seg.bytes} bytes",
+                name=seg.name, expected=seg.md5, actual="(too long)")
+        self.digest.update(data)
+        _pwrite_all(self.fd, data, seg.offset + self.written)
+        self.written += n
+        self._since_journal += n
+        self.job._add_progress(n)
+        if self._since_journal >= _JOURNAL_EVERY:
+            if self.job.fsync:
+                _start_writeback(self.fd, seg.offset + self.written - self._since_journal,
+                                 self._since_journal)
+            self._since_journal = 0
+            self.job._checkpoint(seg, self.written)
 
 
 class _Download:
@@ -654,19 +606,18 @@ class _Download:
                 self._add_progress(-have)
                 have = 0
                 digest = hashlib.md5(usedforsecurity=False)
-            # Hashing and writing run on a second thread (both release the GIL), so they
-            # overlap with receiving the next chunk instead of adding to it.
-            sink = _SegmentSink(self, fd, seg, have, digest)
+            writer = _SegmentWriter(self, fd, seg, have, digest)
             readinto = body_readinto(response)
-            try:
-                if readinto is not None:
-                    while sink.fill(readinto):
-                        pass
-                else:
-                    for chunk in response.iter_raw():  # as the transport cut them: no copy
-                        sink.put(chunk)
-            finally:
-                written = sink.close()
+            if readinto is not None:
+                # Straight off the socket into one reused buffer: no bytes object per chunk.
+                buffer = bytearray(DEFAULT_DOWNLOAD_CHUNK)
+                view = memoryview(buffer)
+                while n := readinto(buffer):
+                    writer.add(view[:n])
+            else:
+                for chunk in response.iter_raw():  # as the transport cut them: no copy
+                    writer.add(chunk)
+            written = writer.written
         actual = digest.hexdigest()
         if written != seg.bytes or actual != seg.md5:
             self._forget(seg)
