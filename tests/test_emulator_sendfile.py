@@ -136,4 +136,6 @@ def test_a_file_shorter_than_listed_is_a_short_body(served: tuple[str, list[bool
 
 def test_the_emulator_serves_with_the_sendfile_protocol() -> None:
     app: Any = _app([], [])
-    assert _uvicorn_server(app).config.http is SendfileProtocol
+    config = _uvicorn_server(app).config
+    assert config.http is SendfileProtocol
+    assert config.loop == "asyncio"  # loop.sendfile is asyncio's (uvloop has none)

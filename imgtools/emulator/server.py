@@ -51,9 +51,11 @@ def _uvicorn_server(app: Any) -> Any:
     from imgtools.emulator.sendfile import SendfileProtocol
 
     # No access log: request lines would be noise, and the server must never log a token.
-    # SendfileProtocol: object bodies go out through sendfile(2), not through Python.
+    # SendfileProtocol: object bodies go out through sendfile(2), not through Python; that is
+    # asyncio's loop.sendfile, so the loop is asyncio's even where uvloop is installed.
     config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False,
-                            timeout_keep_alive=30, server_header=False, http=SendfileProtocol)
+                            timeout_keep_alive=30, server_header=False, http=SendfileProtocol,
+                            loop="asyncio")
     return uvicorn.Server(config)
 
 
