@@ -139,3 +139,12 @@ def test_the_emulator_serves_with_the_sendfile_protocol() -> None:
     config = _uvicorn_server(app).config
     assert config.http is SendfileProtocol
     assert config.loop == "asyncio"  # loop.sendfile is asyncio's (uvloop has none)
+
+
+def test_a_uvicorn_without_the_fields_it_needs_gets_streamed_bodies(
+        served: tuple[str, list[bool]], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, seen = served
+    monkeypatch.setattr("imgtools.emulator.sendfile._CYCLE_FIELDS", ("renamed_in_a_new_uvicorn",))
+    with httpx.Client(base_url=url) as client:
+        assert client.get("/").content == WHOLE
+    assert seen == [False]

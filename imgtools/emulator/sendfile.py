@@ -31,6 +31,10 @@ EXTENSION = "imgtools.sendfile"
 Slice = tuple[Path, int, int]  # (file, offset, count)
 
 
+_CYCLE_FIELDS = ("disconnected", "response_started", "response_complete", "chunked_encoding",
+                 "expected_content_length", "flow", "transport")
+
+
 class _SendfileCycle(RequestResponseCycle):
     async def send(self, message: Any) -> None:
         if message["type"] != EXTENSION:
@@ -61,8 +65,11 @@ class SendfileProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, plus the ``imgtools.sendfile`` extension."""
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        cycle.__class__ = _SendfileCycle
-        cycle.scope.setdefault("extensions", {})[EXTENSION] = {}  # type: ignore[typeddict-item]
+        # Offered only while uvicorn's cycle has the fields the send above relies on: after an
+        # upgrade that renames them (or drops this hook) bodies are streamed, never broken.
+        if all(hasattr(cycle, name) for name in _CYCLE_FIELDS):
+            cycle.__class__ = _SendfileCycle
+            cycle.scope.setdefault("extensions", {})[EXTENSION] = {}  # type: ignore[typeddict-item]
         super()._start_asgi_task(cycle, app)
 
 
