@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,6 +54,12 @@ __all__ = [
 DEFAULT_DOWNLOAD_CHUNK = 4 * 1024 * 1024
 #: Segments downloaded at once by ``download_export``.
 DEFAULT_DOWNLOAD_WORKERS = 2
+#: A segment whose connection breaks is asked for again from where it stopped; it fails after
+#: this many tries in a row that brought no byte.
+SEGMENT_STALLS = 3
+#: Seconds before the first try after one that brought nothing; doubles, up to the maximum.
+STALL_BACKOFF = 0.5
+STALL_BACKOFF_MAX = 8.0
 #: Swift's largest listing page (names per request).
 SWIFT_LISTING_LIMIT = 10_000
 
@@ -369,6 +376,9 @@ class Files:
         file is renamed to ``dest`` only when every segment matched its MD5 and the total
         matched. A mismatch raises ``ChecksumMismatch``; the bad segment is dropped from the
         journal so nothing that looks complete is kept. ``workers`` segments download at once.
+        A connection that breaks mid-segment is asked again from where it stopped while bytes
+        keep coming; after ``SEGMENT_STALLS`` tries in a row that bring none, ``TransportError``
+        (what arrived stays in the journal for the next call).
 
         ``fsync`` (default true) flushes the file to disk before the rename, so the name never
         points at bytes a power cut could still lose. Where the disk is slower than the
@@ -487,6 +497,11 @@ class _SegmentWriter:
         self.written = have
         self._since_journal = 0
 
+    def restart(self) -> None:
+        """Back to byte 0 of the segment (the server sent all of it again)."""
+        self.written = self._since_journal = 0
+        self.digest = hashlib.md5(usedforsecurity=False)
+
     def add(self, data: bytes | memoryview) -> None:
         seg, n = self.seg, len(data)
         if self.written + n > seg.bytes:
@@ -594,9 +609,37 @@ class _Download:
                     break
                 digest.update(chunk)
                 pos += len(chunk)
-        headers = {}
-        if have:
-            headers = {"Range": f"bytes={have}-", "If-Range": seg.md5}
+        writer = _SegmentWriter(self, fd, seg, have, digest)
+        stalled = 0
+        while True:
+            before = writer.written
+            try:
+                self._receive(writer)
+                break
+            except TransportError:
+                # The connection broke: ask for the rest (Range + If-Range) at once while bytes
+                # keep coming; after SEGMENT_STALLS tries in a row that brought none, give up.
+                stalled = 0 if writer.written > before else stalled + 1
+                if stalled > SEGMENT_STALLS:
+                    raise
+                self._checkpoint(seg, writer.written)
+                if stalled:
+                    time.sleep(min(STALL_BACKOFF_MAX, STALL_BACKOFF * 2 ** (stalled - 1)))
+        written, actual = writer.written, writer.digest.hexdigest()
+        if written != seg.bytes or actual != seg.md5:
+            self._forget(seg)
+            raise ChecksumMismatch(
+                f"segment {seg.name}: got {written} bytes hashing to {actual}, "
+                f"listed {seg.bytes} bytes with MD5 {seg.md5}",
+                name=seg.name, expected=seg.md5, actual=actual)
+        with self.lock:
+            self.state[seg.name] = seg.bytes
+            self._save_journal()
+
+    def _receive(self, writer: _SegmentWriter) -> None:
+        """One GET of the segment from ``writer.written`` on, into ``writer``."""
+        seg, have = writer.seg, writer.written
+        headers = {"Range": f"bytes={have}-", "If-Range": seg.md5} if have else {}
         with _network(f"GET {seg.name}"), \
                 self.http.stream("GET", _path(self.container, seg.name),
                                  headers=headers) as response:
@@ -604,9 +647,7 @@ class _Download:
             if have and response.status_code == 200:
                 # The server ignored the range (segment changed): start the segment again.
                 self._add_progress(-have)
-                have = 0
-                digest = hashlib.md5(usedforsecurity=False)
-            writer = _SegmentWriter(self, fd, seg, have, digest)
+                writer.restart()
             readinto = body_readinto(response)
             if readinto is not None:
                 # Straight off the socket into one reused buffer: no bytes object per chunk.
@@ -617,17 +658,6 @@ class _Download:
             else:
                 for chunk in response.iter_raw():  # as the transport cut them: no copy
                     writer.add(chunk)
-            written = writer.written
-        actual = digest.hexdigest()
-        if written != seg.bytes or actual != seg.md5:
-            self._forget(seg)
-            raise ChecksumMismatch(
-                f"segment {seg.name}: got {written} bytes hashing to {actual}, "
-                f"listed {seg.bytes} bytes with MD5 {seg.md5}",
-                name=seg.name, expected=seg.md5, actual=actual)
-        with self.lock:
-            self.state[seg.name] = seg.bytes
-            self._save_journal()
 
     def _checkpoint(self, seg: Segment, written: int) -> None:
         with self.lock:

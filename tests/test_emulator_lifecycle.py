@@ -170,6 +170,26 @@ def test_fault_dropped_connections(emu: EmulatorHandle, api: Api) -> None:
     assert faults["drop_before"] >= 1 and faults["drop_after"] >= 1
 
 
+def test_fault_cut_body(emu: EmulatorHandle, api: Api) -> None:
+    container = f"cut-{uuid.uuid4().hex[:8]}"
+    data = bytes(range(256)) * 400
+    assert api.http.put(f"{api.account}/{container}").status_code == 201
+    assert api.http.put(f"{api.account}/{container}/obj", content=data).status_code == 201
+    emu.set_faults(cut_body=1.0, paths=f"{api.account}/{container}/")
+    with api.http.stream("GET", f"{api.account}/{container}/obj") as response:
+        assert response.headers["content-length"] == str(len(data))  # the whole was promised
+        got = bytearray()
+        with pytest.raises(httpx.RemoteProtocolError):
+            for chunk in response.iter_raw():
+                got += chunk
+    assert bytes(got) == data[:len(data) // 2]  # half came, then the connection closed
+    ranged = api.get(f"{api.account}/{container}/obj", headers={"Range": "bytes=0-0"})
+    assert ranged.content == data[:1]  # one byte is never cut
+    emu.clear_faults()
+    assert api.get(f"{api.account}/{container}/obj").content == data
+    assert emu.stats()["faults"]["cut_body"] >= 1
+
+
 def test_fault_corrupt_and_missing_segments(emu: EmulatorHandle, api: Api) -> None:
     image_id = emu.image_id("web")
     emu.set_faults(corrupt_segment=True)

@@ -134,6 +134,53 @@ def test_corrupt_segment_is_reported_and_refused(faulty_emu: EmulatorHandle,
         assert not dest.exists()  # nothing that looks complete
 
 
+def _segments_path(emu: EmulatorHandle, task: Task) -> str:
+    # The segments' GETs only: the container listing that comes first is left whole.
+    return f"/v1/MossoCloudFS_{emu.tenant_of('demo')}/{task.export_location}-"
+
+
+def test_connections_cut_mid_segment_resume_where_they_stopped(faulty_emu: EmulatorHandle,
+                                                               tmp_path: Path) -> None:
+    with make_client(faulty_emu) as client:
+        task = _export(client)
+        # Half the segment GETs break halfway: each is asked for again from where it stopped.
+        faulty_emu.set_faults(cut_body=0.5, paths=_segments_path(faulty_emu, task))
+        dest = tmp_path / "flaky.vhd"
+        result = client.download_export(task, dest, progress=False)
+        cuts = faulty_emu.stats()["faults"].get("cut_body", 0)
+        faulty_emu.clear_faults()
+        assert cuts >= 1
+        assert _file_md5(dest) == _image_md5(client, WEB)
+        assert result.bytes == dest.stat().st_size
+
+
+def test_a_connection_that_stops_bringing_bytes_fails_then_resumes(
+        faulty_emu: EmulatorHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(files_module, "STALL_BACKOFF", 0.0)
+    # No transport retries: the download's own tries are what is under test.
+    with make_client(faulty_emu, retries=0) as client:
+        task = _export(client)
+        segments = _segments_path(faulty_emu, task)
+        # The first body breaks halfway; from then on no segment GET is answered at all.
+        faulty_emu.set_faults(cut_body=1.0, paths=segments)
+        switched: list[int] = []
+
+        def progress(done: int, _total: int) -> None:
+            if done and not switched:
+                switched.append(done)
+                faulty_emu.set_faults(drop_before=1.0, paths=segments)
+
+        dest = tmp_path / "broken.vhd"
+        with pytest.raises(imgtools.TransportError):
+            client.download_export(task, dest, progress=progress, workers=1)
+        faulty_emu.clear_faults()
+        assert switched and not dest.exists()
+        assert dest.with_name("broken.vhd.part.json").exists()  # what arrived is kept
+        result = client.download_export(task, dest, progress=False)
+        assert result.resumed_from > 0
+        assert _file_md5(dest) == _image_md5(client, WEB)
+
+
 def test_missing_segment_is_reported_and_refused(faulty_emu: EmulatorHandle,
                                                  tmp_path: Path) -> None:
     faulty_emu.set_faults(missing_segment=True)

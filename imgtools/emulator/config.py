@@ -90,6 +90,9 @@ class FaultSettings:
     #: Probability that the request is handled but the connection closes instead of answering
     #: (a lost response: the task exists, the client never hears of it).
     drop_after: float = 0.0
+    #: Probability that a response body stops halfway and the connection closes (a connection
+    #: lost in the middle of a download). Bodies of one byte or less are never cut.
+    cut_body: float = 0.0
     #: Comma-separated path prefixes the faults apply to; empty = every API path.
     paths: str = ""
     #: Methods the faults apply to (comma-separated); empty = all.
@@ -106,7 +109,7 @@ class FaultSettings:
 
     def active(self) -> bool:
         return any((self.error_503, self.rate_limit, self.latency_max, self.drop_before,
-                    self.drop_after))
+                    self.drop_after, self.cut_body))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""Fault injection (an ASGI middleware): 503s, rate limiting, latency, dropped connections.
+"""Fault injection (an ASGI middleware): 503s, rate limiting, latency, dropped connections,
+bodies cut halfway.
 
 Settings live in ``EmulatorState.faults`` and can change while running
 (``POST /_emulator/faults``). ``/_emulator/*`` is never faulted.
@@ -13,6 +14,7 @@ import time
 from typing import Any
 
 from imgtools.emulator.errors import glance_body, swift_body
+from imgtools.emulator.sendfile import EXTENSION
 from imgtools.emulator.state import EmulatorState
 
 __all__ = ["RAW_SEND", "FaultMiddleware", "drop_connection"]
@@ -23,22 +25,69 @@ RAW_SEND = "imgtools.raw_send"
 UNAVAILABLE = "The server is currently unavailable. Please try again at a later time."
 
 
+async def _abort(scope: Scope, send: Any) -> bool:
+    """Close the client's connection at once, if uvicorn's transport is in reach."""
+    raw = scope.get(RAW_SEND, send)
+    transport = getattr(getattr(raw, "__self__", None), "transport", None)
+    if transport is None:
+        return False
+    transport.abort()
+    # Let uvicorn notice the disconnect before the app returns, so it neither logs
+    # "returned without starting response" nor tries to send a 500.
+    for _ in range(3):
+        await asyncio.sleep(0)
+    return True
+
+
 async def drop_connection(scope: Scope, send: Any) -> None:
     """Close the client's connection without an answer (uvicorn's transport, when we can
     reach it; otherwise a truncated response, which clients see the same way)."""
-    raw = scope.get(RAW_SEND, send)
-    transport = getattr(getattr(raw, "__self__", None), "transport", None)
-    if transport is not None:
-        transport.abort()
-        # Let uvicorn notice the disconnect before the app returns, so it neither logs
-        # "returned without starting response" nor tries to send a 500.
-        for _ in range(3):
-            await asyncio.sleep(0)
+    if await _abort(scope, send):
         return
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", b"100")]})
     await send({"type": "http.response.body", "body": b"x", "more_body": True})
     raise ConnectionAbortedError("dropped by fault injection")
+
+
+class _BodyCutter:
+    """A ``send`` that lets half of the body through (by its ``content-length``), then closes
+    the connection and swallows the rest: what a client sees when a download breaks."""
+
+    def __init__(self, scope: Scope, send: Any, stats: Any) -> None:
+        self.scope, self._send, self.stats = scope, send, stats
+        self.left: int | None = None  # bytes still let through; None: not cutting
+        self.cut = False
+
+    async def send(self, message: Any) -> None:
+        if self.cut:
+            return
+        kind = message["type"]
+        if kind == "http.response.start":
+            length = dict(message.get("headers", [])).get(b"content-length")
+            if length is not None and int(length) > 1 and self.scope["method"] != "HEAD":
+                self.left = int(length) // 2
+        elif self.left is not None and kind == "http.response.body":
+            body = message.get("body", b"")
+            if len(body) > self.left:
+                message = {**message, "body": body[:self.left], "more_body": True}
+                await self._send(message)
+                await self._close()
+                return
+            self.left -= len(body)
+        elif self.left is not None and kind == EXTENSION:
+            if message["count"] > self.left:
+                if self.left:
+                    await self._send({**message, "count": self.left})
+                await self._close()
+                return
+            self.left -= message["count"]
+        await self._send(message)
+
+    async def _close(self) -> None:
+        self.cut = True
+        self.stats.fault("cut_body")
+        await _abort(self.scope, self._send)
 
 
 class _Bucket:
@@ -103,6 +152,9 @@ class FaultMiddleware:
 
             await self.app(scope, receive, swallow)
             await drop_connection(scope, send)
+            return
+        if faults.cut_body and rnd.random() < faults.cut_body:
+            await self.app(scope, receive, _BodyCutter(scope, send, stats).send)
             return
         await self.app(scope, receive, send)
 
