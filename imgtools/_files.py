@@ -399,8 +399,8 @@ class Files:
                                 f"the image has {expected_bytes}")
         seg_container = manifest.partition("/")[0] if manifest else container
         job = _Download(self._http, seg_container, segments, dest, resume=resume,
-                        progress=progress, total=total)
-        resumed_from = job.run(workers=max(1, workers), fsync=fsync)
+                        progress=progress, total=total, fsync=fsync)
+        resumed_from = job.run(workers=max(1, workers))
         return DownloadResult(path=dest, bytes=total, segments=len(segments),
                               resumed_from=resumed_from)
 
@@ -526,7 +526,8 @@ class _Download:
     """One download: a ``.part`` file written at segment offsets plus a JSON journal."""
 
     def __init__(self, http: httpx.Client, container: str, segments: tuple[Segment, ...],
-                 dest: Path, *, resume: bool, progress: Progress | None, total: int) -> None:
+                 dest: Path, *, resume: bool, progress: Progress | None, total: int,
+                 fsync: bool) -> None:
         self.http = http
         self.container = container
         self.segments = segments
@@ -540,7 +541,8 @@ class _Download:
         # segment name -> bytes already in .part (== size when finished and verified)
         self.state: dict[str, int] = {}
         self.resume = resume
-        self.fsync = True
+        # Without the final fsync there is nothing to shorten: writeback is left to the kernel.
+        self.fsync = fsync
         self.fingerprint = [[s.name, s.bytes, s.md5] for s in segments]
 
     def _load_journal(self) -> None:
@@ -563,9 +565,7 @@ class _Download:
         tmp.write_text(json.dumps({"segments": self.fingerprint, "done": self.state}))
         os.replace(tmp, self.journal_path)
 
-    def run(self, *, workers: int, fsync: bool) -> int:
-        # Without the final fsync there is nothing to shorten: leave writeback to the kernel.
-        self.fsync = fsync
+    def run(self, *, workers: int) -> int:
         self._load_journal()
         resumed_from = sum(self.state.values())
         self.done_bytes = resumed_from
@@ -588,7 +588,7 @@ class _Download:
                 with ThreadPoolExecutor(max_workers=workers) as pool:
                     for fut in [pool.submit(self._segment, fd, seg) for seg in todo]:
                         fut.result()
-            if fsync:
+            if self.fsync:
                 os.fsync(fd)
         finally:
             os.close(fd)
