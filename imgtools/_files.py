@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -320,7 +320,9 @@ class Files:
 
         The manifest must exist and name its segments; the segments must be numbered
         ``-00001`` upwards without gaps; their sizes must add up to ``expected_bytes`` (the
-        image size, when known); each segment, downloaded, must hash to its listed MD5.
+        image size, when known); each segment, downloaded, must hash to its listed MD5. A
+        connection that breaks mid-segment is asked again from where it stopped, as in
+        ``download_export``.
         """
         problems: list[str] = []
         try:
@@ -342,27 +344,19 @@ class Files:
         seg_container = manifest.partition("/")[0] if manifest else container
         done = 0
         for seg in segments:
-            digest = hashlib.md5(usedforsecurity=False)
-            got = 0
-            with _network(f"GET {seg.name}"), \
-                    self._http.stream("GET", _path(seg_container, seg.name)) as response:
-                if response.status_code == 404:
-                    problems.append(f"segment {seg.name} is listed but missing")
-                    continue
-                raise_for_status(response)
-                # Raw: the listed MD5 is of the stored bytes. No chunk size: httpx would copy
-                # every byte through a BytesIO to re-cut chunks the transport already sized.
-                for chunk in response.iter_raw():
-                    digest.update(chunk)
-                    got += len(chunk)
-                    if progress:
-                        progress(done + got, total)
-            done += seg.bytes
+            hasher = _SegmentHasher(done, total, progress)
+            try:
+                _fetch_segment(self._http, seg_container, seg, hasher)
+            except NotFound:
+                problems.append(f"segment {seg.name} is listed but missing")
+                continue
+            finally:
+                done += seg.bytes
+            got, actual = hasher.written, hasher.digest.hexdigest()
             if got != seg.bytes:
                 problems.append(f"segment {seg.name} has {got} bytes, listed as {seg.bytes}")
-            elif digest.hexdigest() != seg.md5:
-                problems.append(f"segment {seg.name} hashes to {digest.hexdigest()}, "
-                                f"listed as {seg.md5}")
+            elif actual != seg.md5:
+                problems.append(f"segment {seg.name} hashes to {actual}, listed as {seg.md5}")
         return ExportReport(location, manifest, segments, total, expected_bytes, tuple(problems))
 
     def download_export(self, location: str, dest: str | os.PathLike[str], *,
@@ -482,6 +476,79 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
             os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
+class _Sink(Protocol):
+    """Where a segment's bytes go: ``written`` bytes so far, hashed in order."""
+
+    written: int
+
+    def add(self, data: bytes | memoryview) -> None: ...
+
+    def restart(self) -> None: ...
+
+
+def _fetch_segment(http: httpx.Client, container: str, seg: Segment, sink: _Sink, *,
+                   on_break: Callable[[int], Any] | None = None) -> None:
+    """GET ``seg`` into ``sink``, from ``sink.written`` on.
+
+    A connection that breaks is asked again for the rest (``Range`` + ``If-Range``) at once
+    while bytes keep coming (``on_break(written)`` first, to keep what arrived); after
+    ``SEGMENT_STALLS`` tries in a row that brought none, its ``TransportError`` is raised."""
+    stalled = 0
+    while True:
+        before = sink.written
+        try:
+            _get_into(http, container, seg, sink)
+            return
+        except TransportError:
+            stalled = 0 if sink.written > before else stalled + 1
+            if stalled > SEGMENT_STALLS:
+                raise
+            if on_break is not None:
+                on_break(sink.written)
+            if stalled:
+                time.sleep(min(STALL_BACKOFF_MAX, STALL_BACKOFF * 2 ** (stalled - 1)))
+
+
+def _get_into(http: httpx.Client, container: str, seg: Segment, sink: _Sink) -> None:
+    """One GET of ``seg`` from ``sink.written`` on, into ``sink``."""
+    have = sink.written
+    headers = {"Range": f"bytes={have}-", "If-Range": seg.md5} if have else {}
+    with _network(f"GET {seg.name}"), \
+            http.stream("GET", _path(container, seg.name), headers=headers) as response:
+        raise_for_status(response)
+        if have and response.status_code == 200:
+            sink.restart()  # the server ignored the range (the segment changed): all again
+        readinto = body_readinto(response)
+        if readinto is not None:
+            # Straight off the socket into one reused buffer: no bytes object per chunk.
+            buffer = bytearray(DEFAULT_DOWNLOAD_CHUNK)
+            view = memoryview(buffer)
+            while n := readinto(buffer):
+                sink.add(view[:n])
+        else:
+            for chunk in response.iter_raw():  # as the transport cut them: no copy
+                sink.add(chunk)
+
+
+class _SegmentHasher:
+    """``verify_export``'s sink: hashes and counts, reports progress, keeps nothing."""
+
+    def __init__(self, done: int, total: int, progress: Progress | None) -> None:
+        self.done, self.total, self.progress = done, total, progress
+        self.written = 0
+        self.digest = hashlib.md5(usedforsecurity=False)
+
+    def add(self, data: bytes | memoryview) -> None:
+        self.digest.update(data)
+        self.written += len(data)
+        if self.progress:
+            self.progress(self.done + self.written, self.total)
+
+    def restart(self) -> None:
+        self.written = 0
+        self.digest = hashlib.md5(usedforsecurity=False)
+
+
 class _SegmentWriter:
     """Hashes one segment's bytes and writes them at their offsets, in the downloading thread.
 
@@ -499,6 +566,7 @@ class _SegmentWriter:
 
     def restart(self) -> None:
         """Back to byte 0 of the segment (the server sent all of it again)."""
+        self.job._add_progress(-self.written)
         self.written = self._since_journal = 0
         self.digest = hashlib.md5(usedforsecurity=False)
 
@@ -610,21 +678,8 @@ class _Download:
                 digest.update(chunk)
                 pos += len(chunk)
         writer = _SegmentWriter(self, fd, seg, have, digest)
-        stalled = 0
-        while True:
-            before = writer.written
-            try:
-                self._receive(writer)
-                break
-            except TransportError:
-                # The connection broke: ask for the rest (Range + If-Range) at once while bytes
-                # keep coming; after SEGMENT_STALLS tries in a row that brought none, give up.
-                stalled = 0 if writer.written > before else stalled + 1
-                if stalled > SEGMENT_STALLS:
-                    raise
-                self._checkpoint(seg, writer.written)
-                if stalled:
-                    time.sleep(min(STALL_BACKOFF_MAX, STALL_BACKOFF * 2 ** (stalled - 1)))
+        _fetch_segment(self.http, self.container, seg, writer,
+                       on_break=lambda written: self._checkpoint(seg, written))
         written, actual = writer.written, writer.digest.hexdigest()
         if written != seg.bytes or actual != seg.md5:
             self._forget(seg)
@@ -635,29 +690,6 @@ class _Download:
         with self.lock:
             self.state[seg.name] = seg.bytes
             self._save_journal()
-
-    def _receive(self, writer: _SegmentWriter) -> None:
-        """One GET of the segment from ``writer.written`` on, into ``writer``."""
-        seg, have = writer.seg, writer.written
-        headers = {"Range": f"bytes={have}-", "If-Range": seg.md5} if have else {}
-        with _network(f"GET {seg.name}"), \
-                self.http.stream("GET", _path(self.container, seg.name),
-                                 headers=headers) as response:
-            raise_for_status(response)
-            if have and response.status_code == 200:
-                # The server ignored the range (segment changed): start the segment again.
-                self._add_progress(-have)
-                writer.restart()
-            readinto = body_readinto(response)
-            if readinto is not None:
-                # Straight off the socket into one reused buffer: no bytes object per chunk.
-                buffer = bytearray(DEFAULT_DOWNLOAD_CHUNK)
-                view = memoryview(buffer)
-                while n := readinto(buffer):
-                    writer.add(view[:n])
-            else:
-                for chunk in response.iter_raw():  # as the transport cut them: no copy
-                    writer.add(chunk)
 
     def _checkpoint(self, seg: Segment, written: int) -> None:
         with self.lock:

@@ -145,6 +145,7 @@ def test_connections_cut_mid_segment_resume_where_they_stopped(faulty_emu: Emula
         task = _export(client)
         # Half the segment GETs break halfway: each is asked for again from where it stopped.
         faulty_emu.set_faults(cut_body=0.5, paths=_segments_path(faulty_emu, task))
+        assert client.verify_export(task).ok  # verification resumes the same way
         dest = tmp_path / "flaky.vhd"
         result = client.download_export(task, dest, progress=False)
         cuts = faulty_emu.stats()["faults"].get("cut_body", 0)
