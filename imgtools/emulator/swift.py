@@ -13,7 +13,6 @@ import secrets
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 from xml.sax.saxutils import escape
@@ -351,11 +350,6 @@ async def _put_object(ctx: _Ctx, cname: str, oname: str) -> Response:
         "content-type": "text/html; charset=UTF-8"})
 
 
-def _read_parts(parts: list[tuple[Path, int]], start: int, length: int) -> Iterator[bytes]:
-    """Stream ``length`` bytes from ``start`` across files laid end to end."""
-    return read_slices(file_slices(parts, start, length))
-
-
 def _if_range_holds(if_range: str | None, headers: dict[str, str]) -> bool:
     """Whether a ``Range`` may be honoured: no ``If-Range``, or one naming this object's
     ETag (quoted or not, as Swift accepts) or its exact ``Last-Modified`` date."""
@@ -413,7 +407,7 @@ def _get_object(ctx: _Ctx, row: ObjectRow) -> Response:
         def multipart() -> Iterator[bytes]:
             for lead, first, last in pieces:
                 yield lead
-                yield from _read_parts(parts, first, last - first + 1)
+                yield from read_slices(file_slices(parts, first, last - first + 1))
                 yield b"\r\n"
             yield f"--{boundary}--".encode()
 
