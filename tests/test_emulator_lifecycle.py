@@ -137,6 +137,17 @@ def test_fault_503_only_on_chosen_paths(emu: EmulatorHandle, api: Api) -> None:
                          receiving_swift_container="x").status_code == 503
 
 
+def test_fault_seed_gives_the_same_faults_again(emu: EmulatorHandle, api: Api) -> None:
+    def run(seed: int) -> list[int]:
+        emu.set_faults(error_503=0.5, seed=seed)
+        return [api.get("/v2/images").status_code for _ in range(24)]
+
+    first = run(7)
+    assert set(first) == {200, 503}
+    assert run(7) == first  # set again: the draws start over
+    assert run(8) != first
+
+
 @pytest.mark.parametrize("status", [413, 429])
 def test_fault_rate_limit(emu: EmulatorHandle, api: Api, status: int) -> None:
     emu.set_faults(rate_limit=2, rate_limit_status=status)

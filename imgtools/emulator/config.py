@@ -103,6 +103,9 @@ class FaultSettings:
     missing_segment: bool = False
     #: Probability that an export or import task fails with the "unknown error" message.
     task_failure: float = 0.0
+    #: Seed of the fault draws: the same seed gives the same faults to the same sequence of
+    #: requests (a reproducible run). 0 = unpredictable. Setting it (again) restarts the draws.
+    seed: int = 0
 
     def replace(self, **changes: Any) -> FaultSettings:
         return dataclasses.replace(self, **changes)

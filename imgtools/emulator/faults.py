@@ -13,6 +13,7 @@ import random
 import time
 from typing import Any
 
+from imgtools.emulator.config import FaultSettings
 from imgtools.emulator.errors import glance_body, swift_body
 from imgtools.emulator.sendfile import EXTENSION
 from imgtools.emulator.state import EmulatorState
@@ -105,6 +106,7 @@ class FaultMiddleware:
         self.app = app
         self.state = state
         self.random = random.Random()
+        self._seeded_by: FaultSettings | None = None
         self._buckets: dict[str, _Bucket] = {}
 
     def _applies(self, scope: Scope) -> bool:
@@ -125,6 +127,10 @@ class FaultMiddleware:
             await self.app(scope, receive, send)
             return
         stats, rnd = self.state.stats, self.random
+        if faults.seed and faults is not self._seeded_by:
+            # Every change of settings is a new object: a seed set again starts over.
+            rnd.seed(faults.seed)
+            self._seeded_by = faults
         if faults.latency_max > 0:
             stats.fault("latency")
             await asyncio.sleep(rnd.uniform(faults.latency_min, faults.latency_max))
