@@ -895,14 +895,14 @@ class Client(_BaseClient[httpx.BaseTransport]):
     def download_export(self, task: Task | ExportTask | str, dest: str | os.PathLike[str], *,
                         resume: bool = True, progress: bool | Progress = True,
                         workers: int = DEFAULT_DOWNLOAD_WORKERS,
-                        fsync: bool = True) -> DownloadResult:
+                        fsync: bool = False) -> DownloadResult:
         """Download an export to ``dest``, segment by segment, each checked against its MD5.
 
         Bytes go to ``<dest>.part`` and are renamed to ``dest`` only when complete and
         verified; an interrupted download resumes with ``Range`` + ``If-Range`` unless
         ``resume=False``. ``progress``: ``True`` draws a ``tqdm.auto`` bar, or pass a callback
         ``(bytes_done, bytes_total)``. Raises ``ChecksumMismatch`` on a bad segment.
-        ``fsync`` (default true): flush to disk before the rename (see ``Files.download_export``).
+        ``fsync`` (default false): flush to disk before the rename (see ``Files.download_export``).
         """
         location, size = self._run(self._op_export_of(task))
         close: Any = None
@@ -1185,7 +1185,7 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
                               dest: str | os.PathLike[str], *, resume: bool = True,
                               progress: Progress | None = None,
                               workers: int = DEFAULT_DOWNLOAD_WORKERS,
-                              fsync: bool = True) -> DownloadResult:
+                              fsync: bool = False) -> DownloadResult:
         """As ``Client.download_export``, awaited; ``progress`` is a callback (called from a
         worker thread) or ``None``: no tqdm bar, a notebook draws its own widget."""
         location, size = await self._run(self._op_export_of(task))

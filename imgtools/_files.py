@@ -362,7 +362,7 @@ class Files:
     def download_export(self, location: str, dest: str | os.PathLike[str], *,
                         expected_bytes: int | None = None, resume: bool = True,
                         workers: int = DEFAULT_DOWNLOAD_WORKERS,
-                        progress: Progress | None = None, fsync: bool = True) -> DownloadResult:
+                        progress: Progress | None = None, fsync: bool = False) -> DownloadResult:
         """Download an export into ``dest``, verified segment by segment.
 
         Bytes go into ``<dest>.part``; a journal ``<dest>.part.json`` records what is done,
@@ -374,9 +374,11 @@ class Files:
         keep coming; after ``SEGMENT_STALLS`` tries in a row that bring none, ``TransportError``
         (what arrived stays in the journal for the next call).
 
-        ``fsync`` (default true) flushes the file to disk before the rename, so the name never
-        points at bytes a power cut could still lose. Where the disk is slower than the
-        network it is the slowest step (``benchmarks/download.py``); false skips it.
+        ``fsync`` (default false, as curl and ``swift download`` do) leaves writing the bytes
+        out to the kernel. True flushes the file to disk before the rename, so the name never
+        points at bytes a power cut could still lose: use it for a copy that will be the only
+        one (a backup before the export is deleted). It costs what the disk's sustained write
+        speed costs (``benchmarks/download.py``). Either way a resume re-hashes what is on disk.
         """
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -439,7 +441,7 @@ class AsyncFiles:
                               expected_bytes: int | None = None, resume: bool = True,
                               workers: int = DEFAULT_DOWNLOAD_WORKERS,
                               progress: Progress | None = None,
-                              fsync: bool = True) -> DownloadResult:
+                              fsync: bool = False) -> DownloadResult:
         return await asyncio.to_thread(self._files.download_export, location, dest,
                                        expected_bytes=expected_bytes, resume=resume,
                                        workers=workers, progress=progress, fsync=fsync)

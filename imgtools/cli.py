@@ -174,7 +174,7 @@ def cmd_download(args: argparse.Namespace, out: TextIO) -> int:
     client = _connect(args)
     with client:
         result = client.download_export(args.task_id, args.dest, resume=not args.no_resume,
-                                        progress=not args.no_progress, fsync=not args.no_fsync)
+                                        progress=not args.no_progress, fsync=args.fsync)
     note = f" (resumed at byte {result.resumed_from})" if result.resumed_from else ""
     out.write(f"{result.path}: {result.bytes} bytes in {result.segments} verified "
               f"segment(s){note}\n")
@@ -254,9 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dest", type=Path)
     p.add_argument("--no-resume", action="store_true", help="start again from byte 0")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--no-fsync", action="store_true",
-                   help="skip flushing to disk before the rename (faster on a slow disk; a "
-                        "power cut soon after can leave a damaged file)")
+    p.add_argument("--fsync", action="store_true",
+                   help="flush to disk before the rename, so a power cut soon after cannot "
+                        "damage the file (as slow as the disk's sustained writes)")
 
     sub.add_parser("emulator", help="run the local emulator (see: imgtools emulator --help)",
                    add_help=False)

@@ -150,21 +150,21 @@ def test_tasks_formats_and_log(as_demo: EmulatorHandle,
     assert "== counts ==" in out and "== failures ==" in out
 
 
-@pytest.mark.parametrize("no_fsync", [False, True])
+@pytest.mark.parametrize("fsync", [False, True])
 def test_verify_and_download(as_demo: EmulatorHandle, capsys: pytest.CaptureFixture[str],
                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                             no_fsync: bool) -> None:
+                             fsync: bool) -> None:
     synced: list[int] = []
     monkeypatch.setattr("imgtools._files.os.fsync", synced.append)
     task = _export(capsys)
     code, out, _ = run("verify", str(task["id"]), capsys=capsys)
     assert code == EXIT_OK and "OK" in out
     dest = tmp_path / "web.vhd"
-    flags = ["--no-fsync"] if no_fsync else []
+    flags = ["--fsync"] if fsync else []
     code, out, _ = run("download", str(task["id"]), str(dest), "--no-progress", *flags,
                        capsys=capsys)
     assert code == EXIT_OK and "verified" in out
-    assert len(synced) == (0 if no_fsync else 1)
+    assert len(synced) == (1 if fsync else 0)
     token = as_demo.token()
     import httpx
 

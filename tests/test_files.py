@@ -222,9 +222,8 @@ def test_download_equals_the_image(client: imgtools.Client, tmp_path: Path,
 
 
 @pytest.mark.parametrize("fsync", [True, False])
-def test_fsync_before_the_rename_unless_asked_not_to(client: imgtools.Client, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch,
-                                                     fsync: bool) -> None:
+def test_fsync_before_the_rename_when_asked(client: imgtools.Client, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch, fsync: bool) -> None:
     synced: list[int] = []
     real_fsync = os.fsync
 
