@@ -1,6 +1,10 @@
 """Download a 1 GiB Dynamic Large Object from the emulator: imgtools vs curl, same run.
 
     .venv/bin/python benchmarks/download.py [--size-mib 1024] [--segments 10] [--rounds 3]
+                                            [--segment-mib 1000]
+
+``--segment-mib 1000`` lays the export out as Cloud Images does (1000 MiB segments, the last
+one shorter: 1000 + 24 MiB for 1 GiB); by default it is cut into ``--segments`` equal ones.
 
 The export layout (segments ``<uuid>.vhd-00001``... plus a zero-byte manifest) is uploaded
 through the Swift API, then downloaded, alternating the contenders each round:
@@ -57,11 +61,11 @@ LIKE_FOR_LIKE = {"imgtools x1": "curl", "imgtools x2": "curl",
 
 
 def upload(storage: str, token: str, container: str, name: str, size: int,
-           segments: int) -> str:
+           per: int) -> str:
+    """Segments of ``per`` bytes (the last one shorter) and their manifest."""
     headers = {"X-Auth-Token": token}
     with httpx.Client(base_url=storage + "/", headers=headers, timeout=120) as http:
         http.put(container).raise_for_status()
-        per = -(-size // segments)
         left, n = size, 1
         rng = hashlib.sha256(b"imgtools-benchmark")
         while left > 0:
@@ -145,6 +149,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--segments", type=int, default=10)
+    parser.add_argument("--segment-mib", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     if shutil.which("curl") is None:
@@ -158,8 +163,9 @@ def main() -> int:
             token = emu.token()
             storage = emu.storage_url(emu.tenant_of("demo"))
             name = f"{uuid.uuid4()}.vhd"
-            print(f"uploading {args.size_mib} MiB in {args.segments} segments ...", flush=True)
-            location = upload(storage, token, "bench", name, size, args.segments)
+            per = args.segment_mib * MiB if args.segment_mib else -(-size // args.segments)
+            print(f"uploading {args.size_mib} MiB in {-(-size // per)} segments ...", flush=True)
+            location = upload(storage, token, "bench", name, size, per)
             url = f"{storage}/{location}"
             results: dict[str, list[float]] = {label: [] for label in CONTENDERS}
             rss: dict[str, int] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import threading
@@ -26,6 +27,7 @@ import httpx
 
 from imgtools._bulk import body_readinto
 from imgtools._exceptions import (
+    APIError,
     ChecksumMismatch,
     DownloadError,
     NotFound,
@@ -52,8 +54,10 @@ __all__ = [
 
 #: Bytes read from the network per chunk (bytes); large chunks keep MD5 and writes cheap.
 DEFAULT_DOWNLOAD_CHUNK = 4 * 1024 * 1024
-#: Segments downloaded at once by ``download_export``.
+#: Segments (or pieces of one) downloaded at once by ``download_export``.
 DEFAULT_DOWNLOAD_WORKERS = 2
+#: Fewer segments than workers: each is cut into ranged GETs of at least this many bytes.
+DOWNLOAD_PIECE_MIN = 32 * 1024 * 1024
 #: A segment whose connection breaks is asked for again from where it stopped; it fails after
 #: this many tries in a row that brought no byte.
 SEGMENT_STALLS = 3
@@ -344,7 +348,7 @@ class Files:
         seg_container = manifest.partition("/")[0] if manifest else container
         done = 0
         for seg in segments:
-            hasher = _SegmentHasher(done, total, progress)
+            hasher = _SegmentHasher(seg, done, total, progress)
             try:
                 _fetch_segment(self._http, seg_container, seg, hasher)
             except NotFound:
@@ -479,8 +483,10 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
 
 
 class _Sink(Protocol):
-    """Where a segment's bytes go: ``written`` bytes so far, hashed in order."""
+    """Where the bytes ``[start, end)`` of a segment go: ``written`` of them so far."""
 
+    start: int
+    end: int
     written: int
 
     def add(self, data: bytes | memoryview) -> None: ...
@@ -490,7 +496,7 @@ class _Sink(Protocol):
 
 def _fetch_segment(http: httpx.Client, container: str, seg: Segment, sink: _Sink, *,
                    on_break: Callable[[int], Any] | None = None) -> None:
-    """GET ``seg`` into ``sink``, from ``sink.written`` on.
+    """GET the sink's part of ``seg`` into it, from ``sink.written`` on.
 
     A connection that breaks is asked again for the rest (``Range`` + ``If-Range``) at once
     while bytes keep coming (``on_break(written)`` first, to keep what arrived); after
@@ -512,14 +518,18 @@ def _fetch_segment(http: httpx.Client, container: str, seg: Segment, sink: _Sink
 
 
 def _get_into(http: httpx.Client, container: str, seg: Segment, sink: _Sink) -> None:
-    """One GET of ``seg`` from ``sink.written`` on, into ``sink``."""
-    have = sink.written
-    headers = {"Range": f"bytes={have}-", "If-Range": seg.md5} if have else {}
+    """One GET of the sink's part of ``seg``, from ``sink.written`` on, into ``sink``."""
+    pos = sink.start + sink.written
+    whole = pos == 0 and sink.end == seg.bytes
+    # If-Range: should the segment have changed, the server sends all of it (200), not a
+    # range of bytes that would not fit with the ones already here.
+    last = "" if sink.end == seg.bytes else sink.end - 1  # to the end: a longer body shows
+    headers = {} if whole else {"Range": f"bytes={pos}-{last}", "If-Range": seg.md5}
     with _network(f"GET {seg.name}"), \
             http.stream("GET", _path(container, seg.name), headers=headers) as response:
         raise_for_status(response)
-        if have and response.status_code == 200:
-            sink.restart()  # the server ignored the range (the segment changed): all again
+        if not whole and response.status_code == 200:
+            sink.restart()
         readinto = body_readinto(response)
         if readinto is not None:
             # Straight off the socket into one reused buffer: no bytes object per chunk.
@@ -535,7 +545,8 @@ def _get_into(http: httpx.Client, container: str, seg: Segment, sink: _Sink) -> 
 class _SegmentHasher:
     """``verify_export``'s sink: hashes and counts, reports progress, keeps nothing."""
 
-    def __init__(self, done: int, total: int, progress: Progress | None) -> None:
+    def __init__(self, seg: Segment, done: int, total: int, progress: Progress | None) -> None:
+        self.start, self.end = 0, seg.bytes
         self.done, self.total, self.progress = done, total, progress
         self.written = 0
         self.digest = hashlib.md5(usedforsecurity=False)
@@ -551,45 +562,102 @@ class _SegmentHasher:
         self.digest = hashlib.md5(usedforsecurity=False)
 
 
-class _SegmentWriter:
-    """Hashes one segment's bytes and writes them at their offsets, in the downloading thread.
+def _pieces(segments: list[Segment], have: dict[str, int],
+            workers: int) -> list[tuple[Segment, int, int]]:
+    """The ranges ``(segment, start, end)`` to fetch: whole segments while there are enough
+    of them to keep ``workers`` busy, else segments cut into ranges of at least
+    ``DOWNLOAD_PIECE_MIN`` bytes (a lone 1000 MiB segment goes as several ranged GETs)."""
+    remaining = sum(s.bytes - have.get(s.name, 0) for s in segments)
+    # Two pieces a worker: the one that hashes as it downloads is the slower of each pair.
+    size = max(DOWNLOAD_PIECE_MIN, -(-remaining // (2 * workers))) if workers > 1 else 0
+    out = []
+    for seg in segments:
+        start = have.get(seg.name, 0)
+        left = seg.bytes - start
+        k = max(1, -(-left // size)) if size else 1
+        bounds = [start + left * i // k for i in range(k + 1)]
+        out += [(seg, a, b) for a, b in itertools.pairwise(bounds)]
+    return out
 
-    Each worker hashes and writes its own segment (MD5 and page-cache writes both release the
-    GIL), so ``workers`` segments use as many cores. A second thread per segment to overlap
-    the two measured slower than a second segment worker (queue hand-offs). The journal is
-    updated only after the bytes it counts were written.
+
+class _Cursor:
+    """One segment's MD5, fed in byte order. The piece that starts where the cursor stands
+    hashes as it downloads; a piece that ends first waits in ``waiting`` and is hashed from
+    the file by whichever worker brings the cursor to it. ``busy``: a worker is feeding it."""
+
+    def __init__(self, seg: Segment, hashed: int, digest: Any) -> None:
+        self.seg, self.hashed, self.digest = seg, hashed, digest
+        self.lock = threading.Lock()
+        self.busy = False
+        self.waiting: dict[int, int] = {}  # start -> end of pieces written, not yet hashed
+
+    def claim(self, start: int) -> bool:
+        """Take the cursor for a piece starting at ``start``, if it stands there and is free."""
+        with self.lock:
+            if self.busy or self.hashed != start:
+                return False
+            self.busy = True
+            return True
+
+
+class _SegmentWriter:
+    """Writes one piece of a segment at its offsets, in the downloading thread, and hashes it
+    as it goes when the piece holds the segment's cursor.
+
+    Each worker hashes and writes what it downloads (MD5 and page-cache writes both release
+    the GIL), so ``workers`` pieces use as many cores. A second thread per piece to overlap
+    the two measured slower than a second worker (queue hand-offs). The journal counts only
+    bytes already written and hashed in order.
     """
 
-    def __init__(self, job: _Download, fd: int, seg: Segment, have: int,
-                 digest: Any) -> None:
-        self.job, self.fd, self.seg, self.digest = job, fd, seg, digest
-        self.written = have
+    def __init__(self, job: _Download, fd: int, cursor: _Cursor, start: int, end: int,
+                 inline: bool) -> None:
+        self.job, self.fd, self.cursor = job, fd, cursor
+        self.seg = cursor.seg
+        self.start, self.end, self.inline = start, end, inline
+        self.written = 0
         self._since_journal = 0
 
     def restart(self) -> None:
-        """Back to byte 0 of the segment (the server sent all of it again)."""
-        self.job._add_progress(-self.written)
-        self.written = self._since_journal = 0
-        self.digest = hashlib.md5(usedforsecurity=False)
+        """The server sent the whole segment for a range: it changed since it was listed.
+        All of it again, if this piece is the rest of the segment; else this download fails."""
+        seg = self.seg
+        if not (self.inline and self.end == seg.bytes):
+            self.job._forget(seg)
+            raise ChecksumMismatch(f"segment {seg.name} changed while it was being downloaded",
+                                   name=seg.name, expected=seg.md5, actual="(changed)")
+        self.job._add_progress(-(self.start + self.written))
+        self.start = self.written = self._since_journal = 0
+        with self.cursor.lock:
+            self.cursor.hashed = 0
+            self.cursor.digest = hashlib.md5(usedforsecurity=False)
 
     def add(self, data: bytes | memoryview) -> None:
         seg, n = self.seg, len(data)
-        if self.written + n > seg.bytes:
+        if self.written + n > self.end - self.start:
             self.job._forget(seg)
             raise ChecksumMismatch(
-                f"segment {seg.name} is longer than its listed {seg.bytes} bytes",
-                name=seg.name, expected=seg.md5, actual="(too long)")
-        self.digest.update(data)
-        _pwrite_all(self.fd, data, seg.offset + self.written)
+                f"segment {seg.name} is longer than its listed {seg.bytes} bytes"
+                if self.end == seg.bytes else
+                f"segment {seg.name}: more than the {self.end - self.start} bytes asked for "
+                f"at byte {self.start}", name=seg.name, expected=seg.md5, actual="(too long)")
+        if self.inline:
+            self.cursor.digest.update(data)
+        _pwrite_all(self.fd, data, seg.offset + self.start + self.written)
         self.written += n
         self._since_journal += n
         self.job._add_progress(n)
         if self._since_journal >= _JOURNAL_EVERY:
-            if self.job.fsync:
-                _start_writeback(self.fd, seg.offset + self.written - self._since_journal,
-                                 self._since_journal)
+            if self.inline:
+                if self.job.fsync:  # (a piece hashed later is read back: keep it cached)
+                    _start_writeback(self.fd, seg.offset + self.start + self.written
+                                     - self._since_journal, self._since_journal)
+                self.job._checkpoint(seg, self.start + self.written)
             self._since_journal = 0
-            self.job._checkpoint(seg, self.written)
+
+    def checkpoint(self, written: int) -> None:
+        if self.inline:
+            self.job._checkpoint(self.seg, self.start + written)
 
 
 class _Download:
@@ -608,7 +676,8 @@ class _Download:
         self.total = total
         self.lock = threading.Lock()
         self.done_bytes = 0
-        # segment name -> bytes already in .part (== size when finished and verified)
+        # segment name -> bytes from its start already in .part, hashed in order (== size
+        # when finished and verified)
         self.state: dict[str, int] = {}
         self.resume = resume
         # Without the final fsync there is nothing to shorten: writeback is left to the kernel.
@@ -651,13 +720,23 @@ class _Download:
                 self.progress(self.done_bytes, self.total)
             todo = [s for s in self.segments if self.state.get(s.name, 0) < s.bytes
                     or (s.bytes == 0 and s.name not in self.state)]
-            if workers == 1 or len(todo) <= 1:
-                for seg in todo:
-                    self._segment(fd, seg)
+            # Resuming must still check whole segments: what is on disk is hashed again.
+            cursors = {s.name: self._cursor(fd, s) for s in todo}
+            pieces = _pieces(todo, self.state, workers)
+            if workers == 1 or len(pieces) <= 1:
+                for seg, start, end in pieces:
+                    self._piece(fd, cursors[seg.name], start, end)
             else:
                 with ThreadPoolExecutor(max_workers=workers) as pool:
-                    for fut in [pool.submit(self._segment, fd, seg) for seg in todo]:
-                        fut.result()
+                    futures = [pool.submit(self._piece, fd, cursors[seg.name], start, end)
+                               for seg, start, end in pieces]
+                    try:
+                        for fut in futures:
+                            fut.result()
+                    except BaseException:
+                        for fut in futures:  # the download has failed: start nothing more
+                            fut.cancel()
+                        raise
             if self.fsync:
                 os.fsync(fd)
         finally:
@@ -667,26 +746,61 @@ class _Download:
             self.journal_path.unlink()
         return resumed_from
 
-    def _segment(self, fd: int, seg: Segment) -> None:
+    def _cursor(self, fd: int, seg: Segment) -> _Cursor:
         have = self.state.get(seg.name, 0)
         digest = hashlib.md5(usedforsecurity=False)
-        if have:
-            # Re-hash what is already on disk: resuming must still check the whole segment.
-            pos = 0
-            while pos < have:
-                chunk = os.pread(fd, min(DEFAULT_DOWNLOAD_CHUNK, have - pos), seg.offset + pos)
-                if not chunk:
+        _hash_file(fd, digest, seg.offset, have)
+        return _Cursor(seg, have, digest)
+
+    def _piece(self, fd: int, cursor: _Cursor, start: int, end: int) -> None:
+        seg = cursor.seg
+        writer = _SegmentWriter(self, fd, cursor, start, end, cursor.claim(start))
+        short = False
+        try:
+            _fetch_segment(self.http, self.container, seg, writer, on_break=writer.checkpoint)
+        except APIError as exc:
+            if exc.status_code != 416:
+                raise
+            short = True  # the range begins past the segment's end
+        if short or writer.written != writer.end - writer.start:
+            self._forget(seg)
+            raise ChecksumMismatch(f"segment {seg.name} is shorter than its listed "
+                                   f"{seg.bytes} bytes", name=seg.name, expected=seg.md5,
+                                   actual="(too short)")
+        self._settle(fd, cursor, writer.start, end, writer.inline)
+
+    def _settle(self, fd: int, cursor: _Cursor, start: int, end: int, inline: bool) -> None:
+        """Record a written piece, then feed the cursor every piece waiting where it stands;
+        the worker that brings it to the end checks the segment's MD5."""
+        with cursor.lock:
+            if inline:
+                cursor.hashed = end
+                self._checkpoint(cursor.seg, end)
+            else:
+                cursor.waiting[start] = end
+                if cursor.busy:
+                    return  # its worker will reach this piece
+                cursor.busy = True
+        seg = cursor.seg
+        while True:
+            with cursor.lock:
+                start = cursor.hashed
+                end_ = cursor.waiting.pop(start, None)
+                if end_ is None:
+                    cursor.busy = False
+                    finished = start == seg.bytes
                     break
-                digest.update(chunk)
-                pos += len(chunk)
-        writer = _SegmentWriter(self, fd, seg, have, digest)
-        _fetch_segment(self.http, self.container, seg, writer,
-                       on_break=lambda written: self._checkpoint(seg, written))
-        written, actual = writer.written, writer.digest.hexdigest()
-        if written != seg.bytes or actual != seg.md5:
+            _hash_file(fd, cursor.digest, seg.offset + start, end_ - start)
+            with cursor.lock:
+                cursor.hashed = end_
+            self._checkpoint(seg, end_)
+        if not finished:
+            return
+        actual = cursor.digest.hexdigest()
+        if actual != seg.md5:
             self._forget(seg)
             raise ChecksumMismatch(
-                f"segment {seg.name}: got {written} bytes hashing to {actual}, "
+                f"segment {seg.name}: got {seg.bytes} bytes hashing to {actual}, "
                 f"listed {seg.bytes} bytes with MD5 {seg.md5}",
                 name=seg.name, expected=seg.md5, actual=actual)
         with self.lock:
@@ -709,6 +823,18 @@ class _Download:
             done = self.done_bytes
         if self.progress:
             self.progress(done, self.total)
+
+
+def _hash_file(fd: int, digest: Any, offset: int, length: int) -> None:
+    """Feed ``digest`` the file's bytes ``[offset, offset + length)``."""
+    pos = 0
+    while pos < length:
+        chunk = os.pread(fd, min(DEFAULT_DOWNLOAD_CHUNK, length - pos), offset + pos)
+        if not chunk:
+            raise DownloadError(f"{length - pos} bytes missing from the partial file at byte "
+                                f"{offset + pos}")
+        digest.update(chunk)
+        pos += len(chunk)
 
 
 def resolve_export(task: Task | Any) -> tuple[Task, str]:
