@@ -624,7 +624,8 @@ class _SegmentWriter:
         seg = self.seg
         if not (self.inline and self.end == seg.bytes):
             self.job._forget(seg)
-            raise ChecksumMismatch(f"segment {seg.name} changed while it was being downloaded",
+            raise ChecksumMismatch(f"segment {seg.name} changed while it was being downloaded "
+                                   "(a range was answered with the whole object)",
                                    name=seg.name, expected=seg.md5, actual="(changed)")
         self.job._add_progress(-(self.start + self.written))
         self.start = self.written = self._since_journal = 0
