@@ -56,8 +56,9 @@ __all__ = [
 DEFAULT_DOWNLOAD_CHUNK = 4 * 1024 * 1024
 #: Segments (or pieces of one) downloaded at once by ``download_export``.
 DEFAULT_DOWNLOAD_WORKERS = 2
-#: Fewer segments than workers: each is cut into ranged GETs of at least this many bytes.
-DOWNLOAD_PIECE_MIN = 32 * 1024 * 1024
+#: A segment too large for the workers to share out whole is fetched as ranged GETs of about
+#: this many bytes (one MD5 runs through it in order, so its pieces must land in order).
+DOWNLOAD_PIECE = 32 * 1024 * 1024
 #: A segment whose connection breaks is asked for again from where it stopped; it fails after
 #: this many tries in a row that brought no byte.
 SEGMENT_STALLS = 3
@@ -565,16 +566,17 @@ class _SegmentHasher:
 def _pieces(segments: list[Segment], have: dict[str, int],
             workers: int) -> list[tuple[Segment, int, int]]:
     """The ranges ``(segment, start, end)`` to fetch: whole segments while there are enough
-    of them to keep ``workers`` busy, else segments cut into ranges of at least
-    ``DOWNLOAD_PIECE_MIN`` bytes (a lone 1000 MiB segment goes as several ranged GETs)."""
+    of them to keep ``workers`` busy; a segment larger than its share is cut into ranges of
+    about ``DOWNLOAD_PIECE`` bytes (a lone 1000 MiB segment goes as some 30 ranged GETs)."""
     remaining = sum(s.bytes - have.get(s.name, 0) for s in segments)
-    # Two pieces a worker: the one that hashes as it downloads is the slower of each pair.
-    size = max(DOWNLOAD_PIECE_MIN, -(-remaining // (2 * workers))) if workers > 1 else 0
+    share = max(DOWNLOAD_PIECE, -(-remaining // (2 * workers)))
     out = []
     for seg in segments:
         start = have.get(seg.name, 0)
         left = seg.bytes - start
-        k = max(1, -(-left // size)) if size else 1
+        # Small pieces: the worker that holds the segment's MD5 hashes the pieces the others
+        # bring as they land, so one core hashes while the rest download.
+        k = -(-left // DOWNLOAD_PIECE) if workers > 1 and left > share else 1
         bounds = [start + left * i // k for i in range(k + 1)]
         out += [(seg, a, b) for a, b in itertools.pairwise(bounds)]
     return out

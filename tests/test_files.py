@@ -255,7 +255,7 @@ class _Stop(Exception):
 
 def _pieces_only(monkeypatch: pytest.MonkeyPatch) -> None:
     # Small pieces, so the emulator's 16 KiB segments are cut as a 1000 MiB one would be.
-    monkeypatch.setattr(files_module, "DOWNLOAD_PIECE_MIN", 1024)
+    monkeypatch.setattr(files_module, "DOWNLOAD_PIECE", 4096)
 
 
 def test_segments_fewer_than_workers_are_fetched_as_ranges(emu: EmulatorHandle, tmp_path: Path,
