@@ -1,7 +1,8 @@
 """Fixtures and helpers for the emulator tests (imported by tests/test_emulator*.py).
 
-One fast emulator (small images, quick worker) per test module that imports ``emu``; tests
-that change faults, the clock or restart the server start their own.
+Modules that load this plugin get conftest.py's ``emu`` built from ``FAST`` here (small
+images, quick worker), one per module; tests that change faults, the clock or restart the
+server start their own.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from imgtools.emulator import DEFAULT_USERS, EmulatorConfig, EmulatorHandle, User, start_emulator
+from imgtools.emulator import DEFAULT_USERS, EmulatorConfig, EmulatorHandle, User
 
 KiB = 1024
 VIEWER = User("viewer", "viewer-key", "100003", roles=("observer",))
@@ -88,12 +89,6 @@ def anon(emu: EmulatorHandle) -> Iterator[httpx.Client]:
     """A client without a token."""
     with httpx.Client(base_url=emu.url, timeout=30.0) as client:
         yield client
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[EmulatorHandle]:
-    with start_emulator(config=FAST) as handle:
-        yield handle
 
 
 # Module-scoped: an httpx client costs tens of milliseconds to build (its SSL context).

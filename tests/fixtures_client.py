@@ -1,8 +1,9 @@
-"""Emulator fixtures for the client tests: a fast emulator over real sockets, in a subprocess.
+"""Fixtures for the client tests: ``client`` and clearing faults after each test.
 
-Loaded by test_auth.py, test_client.py and test_polling.py with
-``pytest_plugins = ["fixtures_client"]``; each module gets its own emulator. Faults are switched
-on per test and cleared after it.
+Loaded by test_auth.py, test_cli.py, test_client.py, test_files.py and test_polling.py with
+``pytest_plugins = ["fixtures_client"]``; that name also gets them conftest.py's ``emu``: a
+fast emulator over real sockets, in a subprocess, one per module. Faults are switched on per
+test and cleared after it.
 """
 
 from __future__ import annotations
@@ -10,16 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from client_support import FAST, clear_faults, make_client
+from client_support import clear_faults, make_client
 
 import imgtools
-from imgtools.emulator import EmulatorHandle, start_emulator
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[EmulatorHandle]:
-    with start_emulator(config=FAST, subprocess=True) as handle:
-        yield handle
+from imgtools.emulator import EmulatorHandle
 
 
 @pytest.fixture(autouse=True)
