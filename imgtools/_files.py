@@ -325,9 +325,9 @@ class Files:
 
         The manifest must exist and name its segments; the segments must be numbered
         ``-00001`` upwards without gaps; their sizes must add up to ``expected_bytes`` (the
-        image size, when known); each segment, downloaded, must hash to its listed MD5. A
-        connection that breaks mid-segment is asked again from where it stopped, as in
-        ``download_export``.
+        image size, when known); each segment, downloaded, must hash to its listed MD5
+        (``DEFAULT_DOWNLOAD_WORKERS`` segments at a time). A connection that breaks
+        mid-segment is asked again from where it stopped, as in ``download_export``.
         """
         problems: list[str] = []
         try:
@@ -347,21 +347,24 @@ class Files:
         if expected_bytes is not None and total != expected_bytes:
             problems.append(f"segments hold {total} bytes, the image has {expected_bytes}")
         seg_container = manifest.partition("/")[0] if manifest else container
-        done = 0
-        for seg in segments:
-            hasher = _SegmentHasher(seg, done, total, progress)
+        tally = _Tally(total, progress)
+
+        def check(seg: Segment) -> str | None:
+            hasher = _SegmentHasher(seg, tally)
             try:
                 _fetch_segment(self._http, seg_container, seg, hasher)
             except NotFound:
-                problems.append(f"segment {seg.name} is listed but missing")
-                continue
-            finally:
-                done += seg.bytes
+                return f"segment {seg.name} is listed but missing"
             got, actual = hasher.written, hasher.digest.hexdigest()
             if got != seg.bytes:
-                problems.append(f"segment {seg.name} has {got} bytes, listed as {seg.bytes}")
-            elif actual != seg.md5:
-                problems.append(f"segment {seg.name} hashes to {actual}, listed as {seg.md5}")
+                return f"segment {seg.name} has {got} bytes, listed as {seg.bytes}"
+            if actual != seg.md5:
+                return f"segment {seg.name} hashes to {actual}, listed as {seg.md5}"
+            return None
+
+        # Each segment has its own MD5: as many at once as a download takes, one core each.
+        with ThreadPoolExecutor(max_workers=DEFAULT_DOWNLOAD_WORKERS) as pool:
+            problems.extend(p for p in pool.map(check, segments) if p)
         return ExportReport(location, manifest, segments, total, expected_bytes, tuple(problems))
 
     def download_export(self, location: str, dest: str | os.PathLike[str], *,
@@ -543,22 +546,38 @@ def _get_into(http: httpx.Client, container: str, seg: Segment, sink: _Sink) -> 
                 sink.add(chunk)
 
 
+class _Tally:
+    """Bytes checked by segments hashed at once, reported in order (under the lock, so a
+    progress bar never sees the count go back)."""
+
+    def __init__(self, total: int, progress: Progress | None) -> None:
+        self.total, self.progress = total, progress
+        self.done = 0
+        self.lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.done += n
+            if self.progress:
+                self.progress(self.done, self.total)
+
+
 class _SegmentHasher:
     """``verify_export``'s sink: hashes and counts, reports progress, keeps nothing."""
 
-    def __init__(self, seg: Segment, done: int, total: int, progress: Progress | None) -> None:
+    def __init__(self, seg: Segment, tally: _Tally) -> None:
         self.start, self.end = 0, seg.bytes
-        self.done, self.total, self.progress = done, total, progress
+        self.tally = tally
         self.written = 0
         self.digest = hashlib.md5(usedforsecurity=False)
 
     def add(self, data: bytes | memoryview) -> None:
         self.digest.update(data)
         self.written += len(data)
-        if self.progress:
-            self.progress(self.done + self.written, self.total)
+        self.tally.add(len(data))
 
     def restart(self) -> None:
+        self.tally.add(-self.written)
         self.written = 0
         self.digest = hashlib.md5(usedforsecurity=False)
 

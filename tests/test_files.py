@@ -91,12 +91,20 @@ def test_objects_and_manifest_of_an_export(client: imgtools.Client) -> None:
 def test_verify_export_ok(client: imgtools.Client) -> None:
     task = _export(client)
     seen: list[int] = []
-    report = client.verify_export(task, progress=lambda done, total: seen.append(done))
+    threads: set[int] = set()
+
+    def progress(done: int, total: int) -> None:
+        seen.append(done)
+        threads.add(threading.get_ident())
+
+    report = client.verify_export(task, progress=progress)
     image = client.get_image(WEB)
     assert report.ok, report.problems
     assert report.total_bytes == report.expected_bytes == image.size
     assert len(report.segments) > 1
     assert seen and seen[-1] == image.size
+    assert seen == sorted(seen)  # segments read at once still count up in order
+    assert len(threads) > 1
     assert "OK" in str(report)
     # By task id too, and by an ExportTask handle.
     assert client.verify_export(task.id).ok
