@@ -57,7 +57,7 @@ DEFAULT_DOWNLOAD_CHUNK = 4 * 1024 * 1024
 #: Segments (or pieces of one) downloaded at once by ``download_export``.
 DEFAULT_DOWNLOAD_WORKERS = 2
 #: A segment too large for the workers to share out whole is fetched as ranged GETs of about
-#: this many bytes (one MD5 runs through it in order, so its pieces must land in order).
+#: this many bytes (its one MD5 still runs through them in order: see ``_Cursor``).
 DOWNLOAD_PIECE = 32 * 1024 * 1024
 #: A segment whose connection breaks is asked for again from where it stopped; it fails after
 #: this many tries in a row that brought no byte.

@@ -104,7 +104,8 @@ class FaultSettings:
     #: Probability that an export or import task fails with the "unknown error" message.
     task_failure: float = 0.0
     #: Seed of the fault draws: the same seed gives the same faults to the same sequence of
-    #: requests (a reproducible run). 0 = unpredictable. Setting it (again) restarts the draws.
+    #: requests (a reproducible run). 0 = unpredictable. While it is set, every change of the
+    #: settings (setting it again, too) restarts the draws.
     seed: int = 0
 
     def replace(self, **changes: Any) -> FaultSettings:
