@@ -323,8 +323,9 @@ def test_wait_timeout_carries_the_last_task(slow_emu: EmulatorHandle) -> None:
 def test_wait_rides_out_503s_and_a_token_expiry(slow_emu: EmulatorHandle) -> None:
     with make_client(slow_emu, retries=16) as c:
         task = c.begin_export(DB, fresh_container(), create_container=True)
-        slow_emu.set_faults(error_503=0.5, methods="GET")
-        for _ in range(10):  # half the GETs fail: these alone meet a 503 all but surely
+        # Half the GETs fail; seeded, so every run meets the same 503s (the first GET one).
+        slow_emu.set_faults(error_503=0.5, methods="GET", seed=1)
+        for _ in range(10):
             assert task.refresh().status is TaskStatus.PENDING
         seen: list[TaskStatus] = []
 
