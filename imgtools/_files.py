@@ -825,11 +825,15 @@ class _Download:
                 f"segment {seg.name}: got {seg.bytes} bytes hashing to {actual}, "
                 f"listed {seg.bytes} bytes with MD5 {seg.md5}",
                 name=seg.name, expected=seg.md5, actual=actual)
-        with self.lock:
-            self.state[seg.name] = seg.bytes
-            self._save_journal()
+        self._record(seg, seg.bytes)
 
     def _checkpoint(self, seg: Segment, written: int) -> None:
+        """Journal ``written`` bytes of ``seg`` as kept. Never all of them: a segment counts
+        as done only once its MD5 matched (a resume skips done segments unread)."""
+        if written < seg.bytes:
+            self._record(seg, written)
+
+    def _record(self, seg: Segment, written: int) -> None:
         with self.lock:
             self.state[seg.name] = written
             self._save_journal()

@@ -299,19 +299,39 @@ def _range_of(request: Any, size: int) -> tuple[int, int]:
     return int(first), int(last) + 1 if last else size
 
 
-def test_a_corrupt_segment_in_pieces_is_refused(faulty_emu: EmulatorHandle, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("workers", [1, 8], ids=["whole segments", "pieces"])
+def test_a_corrupt_segment_is_never_journaled_as_done(faulty_emu: EmulatorHandle,
+                                                      tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      workers: int) -> None:
     _pieces_only(monkeypatch)
+    # A journal step that divides the segment: its last checkpoint falls on its last byte.
+    monkeypatch.setattr(files_module, "DEFAULT_DOWNLOAD_CHUNK", 1024)
+    monkeypatch.setattr(files_module, "_JOURNAL_EVERY", 4096)
+    journaled: list[dict[str, int]] = []
+    save = files_module._Download._save_journal
+
+    def spy(job: Any) -> None:
+        journaled.append(dict(job.state))
+        save(job)
+
+    monkeypatch.setattr(files_module._Download, "_save_journal", spy)
     faulty_emu.set_faults(corrupt_segment=True)
     with make_client(faulty_emu) as client:
         task = _export(client)
+        _, segments = client.files.export_segments(task.export_location or "")
         dest = tmp_path / "bad.vhd"
         with pytest.raises(ChecksumMismatch) as caught:
-            client.download_export(task, dest, progress=False, workers=8)
-        assert caught.value.name.endswith("-00001")
-        journal = json.loads(Path(str(dest) + ".part.json").read_text())
-        assert caught.value.name not in journal["done"]  # nothing of it kept as done
-        assert not dest.exists()
+            client.download_export(task, dest, progress=False, workers=workers)
+    bad = caught.value.name
+    assert bad.endswith("-00001")
+    size = next(s.bytes for s in segments if s.name == bad)
+    # Not even for a moment: a crash then would leave a resume that trusts the bad bytes.
+    assert all(state.get(bad, 0) < size for state in journaled)
+    assert any(state.get(bad, 0) > 0 for state in journaled)  # (its progress was journaled)
+    journal = json.loads(Path(str(dest) + ".part.json").read_text())
+    assert bad not in journal["done"]  # nothing of it kept as done
+    assert not dest.exists()
 
 
 def test_pieces_cut_mid_range_resume_where_they_stopped(faulty_emu: EmulatorHandle,
