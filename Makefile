@@ -11,9 +11,9 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo     export a demo image through the local emulator, poll, verify"
 	@echo "make test     the whole test suite (installs what it needs)"
-	@echo "make lab      start the emulator and JupyterLab on notebooks/"
+	@echo "make lab      start the emulator and JupyterLab on notebooks/ (imgtools lab .)"
 	@echo "make runbook IMAGES=... CONTAINER=...   run notebooks/02_export_runbook.ipynb with papermill"
-	@echo "make lint     ruff + mypy"
+	@echo "make lint     ruff + mypy + lint-imports (the layers)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,11 +30,14 @@ demo: $(STAMP)
 test: $(STAMP) browser-deps
 	$(PY) -m ruff check imgtools tests benchmarks
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# lint-imports: the layers written down in pyproject.toml ([tool.importlinter]).
 lint: $(STAMP)
 	$(PY) -m ruff check imgtools tests benchmarks
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 # Debian's Chromium for the browser test; installed when missing and we may (root + apt).
 browser-deps:
@@ -43,8 +46,9 @@ browser-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
 
+# The checkout is the lab's working folder: notebooks/ as they are, outputs in runs/.
 lab: $(STAMP)
-	$(PY) -m imgtools.lab
+	$(PY) -m imgtools.lab .
 
 runbook: $(STAMP)
 	$(PY) -m imgtools.runbook --images "$(IMAGES)" --container "$(CONTAINER)" $(RUNBOOK_ARGS)

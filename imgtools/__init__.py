@@ -1,7 +1,10 @@
 """imgtools: export Cloud Images to Cloud Files through the tasks API, follow the tasks,
 keep an audit log, and read it all as tables."""
 
-from imgtools._client import AsyncClient, Client, Exportability, connect, connect_async
+from typing import TYPE_CHECKING
+
+from imgtools._client import AsyncClient, Client, Exportability, TaskRecorder
+from imgtools._embedded import connect, connect_async
 from imgtools._exceptions import (
     APIError,
     AuthError,
@@ -24,17 +27,38 @@ from imgtools._exceptions import (
     TransportError,
     ValidationError,
 )
-from imgtools._files import ContainerInfo, DownloadResult, ExportReport, Files, ObjectInfo
+from imgtools._files import (
+    AsyncFiles,
+    ContainerInfo,
+    DownloadResult,
+    ExportReport,
+    Files,
+    ObjectInfo,
+    Progress,
+    Segment,
+)
 from imgtools._models import Image, Task, TaskStatus
 from imgtools._polling import (
     AsyncExportTask,
     ExportTask,
     PollPolicy,
+    TaskRef,
+    Timeout,
     WaitAllResult,
     WaitProgress,
 )
 from imgtools._tasklog import TaskLog
-from imgtools._transport import AsyncRetryTransport, RetryTransport, Stats
+
+if TYPE_CHECKING:
+    # What __getattr__ returns, as type checkers should see it.
+    from imgtools.history import (
+        Summary,
+        merged,
+        style_tasks,
+        summary,
+        tasks_frame,
+        tasks_frame_async,
+    )
 
 __version__ = "0.1.0"
 
@@ -54,7 +78,7 @@ __all__ = [
     "APIError",
     "AsyncClient",
     "AsyncExportTask",
-    "AsyncRetryTransport",
+    "AsyncFiles",
     "AuthError",
     "ChecksumMismatch",
     "Client",
@@ -76,18 +100,21 @@ __all__ = [
     "ObjectInfo",
     "PollPolicy",
     "PreflightError",
+    "Progress",
     "RateLimited",
     "ResponseError",
-    "RetryTransport",
+    "Segment",
     "ServiceError",
-    "Stats",
     "Summary",
     "Task",
     "TaskError",
     "TaskFailed",
     "TaskLog",
+    "TaskRecorder",
+    "TaskRef",
     "TaskStatus",
     "TaskTimeout",
+    "Timeout",
     "TransportError",
     "ValidationError",
     "WaitAllResult",

@@ -14,7 +14,6 @@ refusal that says the request was not carried out (413/429 "over limit", 503) is
 from __future__ import annotations
 
 import asyncio
-import atexit
 import functools
 import logging
 import os
@@ -49,8 +48,6 @@ from imgtools._config import (
     DEFAULT_TASKS_PAGE_SIZE,
     DEFAULT_TIMEOUT,
     DEFAULT_WAIT_TIMEOUT,
-    DEMO_API_KEY,
-    DEMO_USERNAME,
     RECONCILE_CLOCK_SKEW,
     RECONCILE_SETTLE,
     USER_AGENT,
@@ -111,8 +108,6 @@ __all__ = [
     "Client",
     "Exportability",
     "TaskRecorder",
-    "connect",
-    "connect_async",
 ]
 
 logger = logging.getLogger("imgtools")
@@ -630,37 +625,6 @@ class _BaseClient(Generic[_TransportT]):
             return Exportability(False, "licensing or billing restrictions "
                                  f"(com.rackspace__1__options = {options!r})", "restricted")
         return Exportability(True)
-
-
-# -- the emulator behind connect(emulator=True) -----------------------------------------------
-
-_EMULATOR_LOCK = threading.Lock()
-_EMULATOR: Any = None
-
-
-def _emulator_wanted(emulator: bool | None, environ: Mapping[str, str]) -> bool:
-    if emulator is not None:
-        return emulator
-    return environ.get("IMGTOOLS_EMULATOR", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _background_emulator() -> Any:
-    """The emulator this process started (once), closed at interpreter exit."""
-    global _EMULATOR
-    with _EMULATOR_LOCK:
-        if _EMULATOR is None:
-            from imgtools.emulator import start_emulator
-
-            handle = start_emulator(subprocess=True)
-            # close() stops it and removes its temporary data dir.
-            atexit.register(handle.close)
-            logger.info("started the local emulator at %s", handle.url)
-            _EMULATOR = handle
-        return _EMULATOR
-
-
-def _emulator_login(identity_url: str | None) -> dict[str, Any]:
-    return {"username": DEMO_USERNAME, "api_key": DEMO_API_KEY, "identity_url": identity_url}
 
 
 # -- the sync client --------------------------------------------------------------------------
@@ -1212,76 +1176,3 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
                 raise self._transport_error(request, exc) from None
 
         return generate()
-
-
-# -- entry points -----------------------------------------------------------------------------
-
-
-def connect(*, endpoint: str | None = None, token: str | None = None,
-            files_endpoint: str | None = None, username: str | None = None,
-            api_key: str | None = None, password: str | None = None, region: str | None = None,
-            identity_url: str | None = None, tenant_id: str | None = None,
-            emulator: bool | None = None, timeout: float = DEFAULT_TIMEOUT,
-            retries: int = DEFAULT_RETRIES, poll: PollPolicy | None = None,
-            wait_timeout: float | None = DEFAULT_WAIT_TIMEOUT,
-            log: TaskRecorder | bool | None = True, verify: bool = True,
-            transport: httpx.BaseTransport | None = None) -> Client:
-    """A ``Client`` from the first credentials found: arguments (``endpoint`` + ``token``, or
-    ``username`` + ``api_key``/``password`` with ``region`` and ``identity_url``), then
-    ``API_ENDPOINT`` + ``AUTH_TOKEN`` (+ ``FILES_ENDPOINT``), then ``RAX_USERNAME`` +
-    ``RAX_API_KEY`` (+ ``RAX_REGION``).
-
-    With none, ``emulator=True`` (or ``IMGTOOLS_EMULATOR=1``) starts the local emulator in the
-    background (stopped at exit), logs in as its demo user and polls fast; with credentials set,
-    they are used, so the same notebook runs against the real service. Otherwise
-    ``ConfigurationError`` says how to set credentials.
-    """
-    options: dict[str, Any] = {
-        "endpoint": endpoint, "token": token, "files_endpoint": files_endpoint,
-        "username": username, "api_key": api_key, "password": password, "region": region,
-        "identity_url": identity_url, "tenant_id": tenant_id, "timeout": timeout,
-        "retries": retries, "poll": poll, "wait_timeout": wait_timeout, "log": log,
-        "verify": verify, "transport": transport}
-    if _emulator_wanted(emulator, os.environ) and _no_credentials(options):
-        handle = _background_emulator()
-        options.update(_emulator_login(handle.identity_url))
-        if poll is None:
-            options["poll"] = PollPolicy.fast()
-    return Client(**options)
-
-
-async def connect_async(*, endpoint: str | None = None, token: str | None = None,
-                        files_endpoint: str | None = None, username: str | None = None,
-                        api_key: str | None = None, password: str | None = None,
-                        region: str | None = None, identity_url: str | None = None,
-                        tenant_id: str | None = None, emulator: bool | None = None,
-                        timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
-                        poll: PollPolicy | None = None,
-                        wait_timeout: float | None = DEFAULT_WAIT_TIMEOUT,
-                        log: TaskRecorder | bool | None = True, verify: bool = True,
-                        transport: httpx.AsyncBaseTransport | None = None) -> AsyncClient:
-    """As ``connect``, for an ``AsyncClient`` (logged in and ready when it returns)."""
-    options: dict[str, Any] = {
-        "endpoint": endpoint, "token": token, "files_endpoint": files_endpoint,
-        "username": username, "api_key": api_key, "password": password, "region": region,
-        "identity_url": identity_url, "tenant_id": tenant_id, "timeout": timeout,
-        "retries": retries, "poll": poll, "wait_timeout": wait_timeout, "log": log,
-        "verify": verify, "transport": transport}
-    if _emulator_wanted(emulator, os.environ) and _no_credentials(options):
-        # Starting it blocks for a moment: keep the event loop free meanwhile.
-        handle = await asyncio.to_thread(_background_emulator)
-        options.update(_emulator_login(handle.identity_url))
-        if poll is None:
-            options["poll"] = PollPolicy.fast()
-    return await AsyncClient(**options).open()
-
-
-def _no_credentials(options: Mapping[str, Any]) -> bool:
-    keys = ("endpoint", "token", "files_endpoint", "username", "api_key", "password",
-            "region", "identity_url", "tenant_id")
-    try:
-        found = resolve_credentials(**{k: options[k] for k in keys}, environ=os.environ)
-    except ConfigurationError:
-        return False  # half-set credentials: let the client say what is missing
-    return found is None
-

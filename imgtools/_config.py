@@ -21,8 +21,6 @@ __all__ = [
     "DEFAULT_TASKS_PAGE_SIZE",
     "DEFAULT_TIMEOUT",
     "DEFAULT_WAIT_TIMEOUT",
-    "DEMO_API_KEY",
-    "DEMO_USERNAME",
     "FAST_POLL_INITIAL",
     "FAST_POLL_MAXIMUM",
     "MAX_CONTAINER_NAME_BYTES",
@@ -85,9 +83,5 @@ TOKEN_REFRESH_MARGIN = 60.0
 
 #: Rackspace identity v2.0 (``POST {identity}/tokens``).
 DEFAULT_IDENTITY_URL = "https://identity.api.rackspacecloud.com/v2.0"
-
-#: The emulator's demo user (tenant 100001); see ``imgtools.emulator``.
-DEMO_USERNAME = "demo"
-DEMO_API_KEY = "demo-key"  # not a secret: the emulator's published demo key
 
 USER_AGENT = "imgtools/0.1.0"

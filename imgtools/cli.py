@@ -260,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("emulator", help="run the local emulator (see: imgtools emulator --help)",
                    add_help=False)
+    sub.add_parser("lab", help="the emulator and JupyterLab on the notebooks, in a working "
+                               "folder (see: imgtools lab --help)", add_help=False)
     return parser
 
 
@@ -267,10 +269,15 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     """Run the command line; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     out = out or sys.stdout
+    # Commands with a command line of their own, handed the rest of it.
     if argv and argv[0] == "emulator":
-        from imgtools.emulator.__main__ import main as emulator_main
+        from imgtools._embedded import run_emulator
 
-        return int(emulator_main(argv[1:]) or 0)
+        return run_emulator(argv[1:])
+    if argv and argv[0] == "lab":
+        from imgtools.lab import main as lab_main
+
+        return lab_main(argv[1:], prog="imgtools lab")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -1,6 +1,7 @@
 """``make demo``: one export, end to end, against a fresh local emulator.
 
-Starts the emulator on a free loopback port with a new data dir, logs in as the demo user,
+Starts the emulator on a free loopback port with a new data dir, logs in as its demo user
+(recording into the audit log beside the emulator's data, never your own),
 creates a container, exports a demo image through the tasks API, polls the task to success,
 prints the final task JSON and a one-line table row, verifies the export and compares the
 downloaded bytes with the image's own, then stops the emulator.
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 
 import imgtools
-from imgtools.emulator import EmulatorConfig, start_emulator
+from imgtools._embedded import connect_to, start_local
 from imgtools.history import tasks_frame
 
 DEMO_CONTAINER = "demo-exports"
@@ -35,13 +36,10 @@ def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="imgtools-demo-") as tmp:
         work = Path(tmp)
-        config = EmulatorConfig()
-        with start_emulator(config=config, data_dir=work / "emulator") as emu:
-            print(f"emulator  {emu.url}  (identity {emu.identity_url}, user demo)")
-            client = imgtools.connect(username="demo", api_key="demo-key",
-                                      identity_url=emu.identity_url,
-                                      poll=imgtools.PollPolicy.fast(),
-                                      log=imgtools.TaskLog(work / "audit.sqlite"))
+        with start_local(data_dir=work / "emulator") as emu:
+            client = connect_to(emu)
+            print(f"emulator  {emu.url}  (identity {emu.identity_url}, user "
+                  f"{emu.config.users[0].username}, audit log {client.log})")
             with client:
                 image = next(i for i in client.images() if (i.name or "").startswith(
                     DEMO_IMAGE_NAME))

@@ -1,11 +1,15 @@
-"""``python -m imgtools.lab``: the local emulator and JupyterLab on ``notebooks/``, wired together.
+"""``imgtools lab`` / ``python -m imgtools.lab``: the local emulator and JupyterLab on the
+notebooks, wired together.
+
+``imgtools lab FOLDER`` works in FOLDER (default ``./imgtools-lab``): the notebooks that ship
+with imgtools are copied into ``FOLDER/notebooks/`` (those already there are kept as they
+are, edits and all), and what they write goes to ``FOLDER/runs/``. Nothing is ever written
+into the installed package. In a checkout, ``make lab`` runs it on the checkout itself.
 
 The emulator is started first; JupyterLab (and so every kernel it starts) gets an environment
-that logs in to it as the demo user, so the notebooks run unchanged against it. The emulator
-stops when JupyterLab exits. ``--real`` skips the emulator and keeps your own credentials.
-
-The helpers here are also what the notebooks and the browser test use: ``poll_policy`` (fast
-polling against a local service only), ``lab_argv`` and ``write_lab_settings``.
+that logs in to it as the demo user and records into the audit log beside the emulator's data,
+so the notebooks run unchanged against it and never touch your own log. The emulator stops
+when JupyterLab exits. ``--real`` skips the emulator and keeps your own credentials.
 """
 
 from __future__ import annotations
@@ -13,73 +17,84 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
-from typing import Any
 
-import httpx
-
-from imgtools._auth import is_loopback
-from imgtools._config import DEMO_API_KEY, DEMO_USERNAME
-from imgtools._polling import PollPolicy
+from imgtools._embedded import (
+    CREDENTIAL_VARIABLES,
+    emulator_environ,
+    is_local,
+    poll_policy,
+    start_local,
+)
 
 __all__ = [
     "CREDENTIAL_VARIABLES",
+    "DEFAULT_FOLDER",
     "emulator_environ",
     "is_local",
     "lab_argv",
     "main",
     "notebooks_dir",
     "poll_policy",
+    "prepare_folder",
     "write_lab_settings",
 ]
 
-#: Every variable the client reads credentials from; cleared when the emulator stands in, so a
-#: half-remembered real token can never mix with the emulator's login.
-CREDENTIAL_VARIABLES = ("API_ENDPOINT", "AUTH_TOKEN", "FILES_ENDPOINT", "RAX_USERNAME",
-                        "RAX_API_KEY", "RAX_REGION", "IMGTOOLS_USERNAME", "IMGTOOLS_API_KEY",
-                        "OS_USERNAME", "OS_PASSWORD", "OS_AUTH_URL", "OS_REGION_NAME",
-                        "IMGTOOLS_IDENTITY_URL", "IMGTOOLS_TENANT_ID", "OS_TENANT_ID",
-                        "OS_PROJECT_ID")
-
-#: Seeded task history for ``make lab``, so the audit notebook has something to show.
+#: Seeded task history for the lab, so the audit notebook has something to show.
 LAB_SEED_TASKS = 300
 #: Keep finished tasks 30 days in the lab emulator (the service keeps them 48 h), so the
 #: seeded history spreads over weeks and the per-day chart means something.
 LAB_TASK_TTL = 30 * 86400.0
+#: The working folder when none is named, relative to the current directory.
+DEFAULT_FOLDER = "imgtools-lab"
+#: Inside the working folder: the notebooks (their outputs go to ``../runs``, beside them).
+NOTEBOOKS = "notebooks"
 
 
 def notebooks_dir() -> Path:
-    """``notebooks/`` of this checkout."""
-    return Path(__file__).resolve().parent.parent / "notebooks"
+    """The notebooks that ship with imgtools: ``imgtools/notebooks`` of an installed wheel,
+    else ``notebooks/`` of this checkout (an editable install). Read them, never write there."""
+    shipped = Path(str(resources.files("imgtools"))) / NOTEBOOKS
+    if shipped.is_dir():
+        return shipped
+    return Path(__file__).resolve().parent.parent / NOTEBOOKS
 
 
-def is_local(client: Any) -> bool:
-    """True when the client talks to a service on this machine (the emulator)."""
-    endpoint = getattr(client, "endpoint", None)
-    if not endpoint:
-        return False
-    return is_loopback(httpx.URL(endpoint).host)
+def _protected() -> list[Path]:
+    # The installed package and the interpreter's library folders: never a working folder.
+    paths = [Path(__file__).resolve().parent]
+    for key in ("purelib", "platlib", "stdlib"):
+        if key in sysconfig.get_paths():
+            paths.append(Path(sysconfig.get_paths()[key]).resolve())
+    return paths
 
 
-def poll_policy(client: Any) -> PollPolicy | None:
-    """``PollPolicy.fast()`` for a local emulator, else ``None`` (the client's default, which
-    respects the provider's 30 s ceiling)."""
-    return PollPolicy.fast() if is_local(client) else None
+def prepare_folder(folder: str | os.PathLike[str]) -> Path:
+    """Make ``folder`` a lab working folder and return its ``notebooks/``: every shipped
+    notebook not already there is copied in; those there are left untouched.
 
-
-def emulator_environ(identity_url: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``base`` (default ``os.environ``) with credentials that log in to the emulator at
-    ``identity_url`` as its demo user, and no other credentials."""
-    env = {k: v for k, v in (os.environ if base is None else base).items()
-           if k not in CREDENTIAL_VARIABLES and k != "IMGTOOLS_EMULATOR"}
-    env.update({"RAX_USERNAME": DEMO_USERNAME, "RAX_API_KEY": DEMO_API_KEY,
-                "IMGTOOLS_IDENTITY_URL": identity_url})
-    return env
+    Raises ``ValueError`` for a folder inside the installed package or site-packages."""
+    root = Path(folder).expanduser().resolve()
+    for protected in _protected():
+        if root == protected or protected in root.parents:
+            raise ValueError(f"{root} is inside {protected}; name a working folder of yours")
+    target = root / NOTEBOOKS
+    source = notebooks_dir()
+    if target.resolve() == source.resolve():
+        return target  # a checkout's own notebooks/: nothing to copy
+    target.mkdir(parents=True, exist_ok=True)
+    for book in sorted(source.glob("*.ipynb")):
+        if not (target / book.name).exists():
+            shutil.copyfile(book, target / book.name)
+    return target
 
 
 def write_lab_settings(settings_dir: str | os.PathLike[str], *,
@@ -102,7 +117,7 @@ def write_lab_settings(settings_dir: str | os.PathLike[str], *,
 def lab_argv(root_dir: str | os.PathLike[str], *, port: int, token: str | None = None,
              app_settings_dir: str | os.PathLike[str] | None = None, ip: str = "127.0.0.1",
              open_browser: bool = False, expose_app: bool = False,
-             python: str = sys.executable) -> list[str]:
+             default_url: str | None = None, python: str = sys.executable) -> list[str]:
     """The command line of a JupyterLab server on ``ip:port`` serving ``root_dir``.
 
     ``--allow-root`` because CI runs as root; ``port_retries=0`` so the server fails instead
@@ -118,20 +133,26 @@ def lab_argv(root_dir: str | os.PathLike[str], *, port: int, token: str | None =
         argv.append(f"--LabApp.app_settings_dir={app_settings_dir}")
     if expose_app:
         argv.append("--LabApp.expose_app_in_browser=True")
+    if default_url is not None:
+        argv.append(f"--ServerApp.default_url={default_url}")
     return argv
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m imgtools.lab",
-        description="Start the local emulator and JupyterLab on notebooks/; the notebooks log in "
-                    "to the emulator. The emulator stops when JupyterLab exits.")
+        prog=prog,
+        description="Start the local emulator and JupyterLab on the imgtools notebooks, copied "
+                    "into a working folder of yours; the notebooks log in to the emulator. The "
+                    "emulator stops when JupyterLab exits.")
+    parser.add_argument("folder", nargs="?", type=Path, default=Path(DEFAULT_FOLDER),
+                        help=f"the working folder: notebooks/ in it gets the notebooks that "
+                             f"are not there yet, runs/ what they write (default: "
+                             f"./{DEFAULT_FOLDER})")
     parser.add_argument("--port", type=int, default=8888, help="JupyterLab's port (8888)")
     parser.add_argument("--ip", default="127.0.0.1", help="JupyterLab's address (127.0.0.1)")
-    parser.add_argument("--notebooks", type=Path, default=None,
-                        help="the folder to serve (default: notebooks/ of this checkout)")
     parser.add_argument("--data-dir", type=Path, default=None,
-                        help="keep the emulator's state here (default: a temporary folder)")
+                        help="keep the emulator's state (and the audit log of its tasks) here "
+                             "(default: a temporary folder)")
     parser.add_argument("--seed-tasks", type=int, default=LAB_SEED_TASKS,
                         help=f"past tasks to seed for the audit notebook ({LAB_SEED_TASKS})")
     parser.add_argument("--real", action="store_true",
@@ -141,26 +162,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    root = (args.notebooks or notebooks_dir()).resolve()
-    if not root.is_dir():
-        print(f"imgtools.lab: no notebooks folder at {root}", file=sys.stderr)
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m imgtools.lab") -> int:
+    args = _parser(prog).parse_args(argv)
+    try:
+        notebooks = prepare_folder(args.folder)
+    except (ValueError, OSError) as exc:
+        print(f"imgtools lab: {exc}", file=sys.stderr)
         return 2
+    root = notebooks.parent
     settings = Path(tempfile.mkdtemp(prefix="imgtools-lab-settings-"))
     write_lab_settings(settings)
     command = lab_argv(root, port=args.port, ip=args.ip, app_settings_dir=settings,
-                       open_browser=args.browser)
+                       open_browser=args.browser, default_url=f"/lab/tree/{NOTEBOOKS}")
     if args.real:
         return _run(command, dict(os.environ))
 
-    from imgtools.emulator import EmulatorConfig, start_emulator
-
-    config = EmulatorConfig(seed_tasks=args.seed_tasks, task_ttl=LAB_TASK_TTL)
-    with start_emulator(config=config, data_dir=args.data_dir) as emu:
-        print(f"imgtools.lab: emulator at {emu.url} (user {DEMO_USERNAME}); "
-              f"starting JupyterLab on {root}", flush=True)
-        return _run(command, emulator_environ(emu.identity_url))
+    with start_local(seed_tasks=args.seed_tasks, task_ttl=LAB_TASK_TTL,
+                     data_dir=args.data_dir) as emu:
+        env = emulator_environ(emu)
+        print(f"imgtools lab: emulator at {emu.url} (user {env['RAX_USERNAME']}, audit log "
+              f"{env['IMGTOOLS_LOG']}); starting JupyterLab on {notebooks}", flush=True)
+        return _run(command, env)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -224,7 +224,7 @@ def test_emulator_true_with_credentials_uses_the_credentials(emu: EmulatorHandle
                                                              ) -> None:
     monkeypatch.setenv("API_ENDPOINT", emu.url)
     monkeypatch.setenv("AUTH_TOKEN", emu.token("demo"))
-    import imgtools._client as client_module
+    import imgtools._embedded as client_module
 
     with imgtools.connect(emulator=True, log=False) as c:
         assert c.endpoint == emu.image_endpoint
