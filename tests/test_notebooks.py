@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from imgtools._embedded import emulator_environ, emulator_log_path
 from imgtools.emulator import EmulatorConfig, EmulatorHandle, User, start_emulator
 from imgtools.lab import CREDENTIAL_VARIABLES, notebooks_dir
 from imgtools.runbook import EXIT_FAILED, EXIT_OK, RUNBOOK, main
@@ -112,14 +113,49 @@ def test_runbook_and_audit_take_parameters() -> None:
 # -- nbval ----------------------------------------------------------------------------------
 
 
+def _prefilled_default_log(home: Path) -> Path:
+    """The user's default log (``XDG_DATA_HOME=home``), already holding tasks of a real
+    service: the notebooks' checked counts must not see them."""
+    from datetime import UTC, datetime, timedelta
+
+    import imgtools
+
+    path = home / "imgtools" / "tasks.sqlite"
+    path.parent.mkdir(parents=True)
+    # Yesterday: inside the audit notebook's "since 30 days" whenever the test runs.
+    when = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = {"type": "export", "status": "success", "created_at": when, "updated_at": when,
+            "message": "",
+            "input": {"image_uuid": "11111111-2222-3333-4444-555555555555",
+                      "receiving_swift_container": "real"},
+            "result": {"export_location": "real/11111111-2222-3333-4444-555555555555.vhd"}}
+    with imgtools.TaskLog(path) as log:
+        log.record([imgtools.Task.from_json({**body, "id": f"real-{i}"}) for i in range(7)])
+    return path
+
+
+def _log_ids(path: Path) -> set[str]:
+    import imgtools
+
+    with imgtools.TaskLog(path) as log:
+        return {task.id for task in log.tasks()}
+
+
 def test_notebooks_under_nbval(tmp_path: Path) -> None:
     """``pytest --nbval-lax`` on a copy of notebooks/, in a subprocess, against a fresh
-    emulator with a seeded history, so the checked summary cells are deterministic."""
+    emulator with a seeded history, so the checked summary cells are deterministic.
+
+    The kernels get the environment ``make lab`` gives them (no IMGTOOLS_LOG of ours), while
+    the user's default log already holds other tasks: the notebooks record into, and audit,
+    the log beside the emulator's data, and the default log stays as it was."""
     copy = _copy_notebooks(tmp_path)
+    default_log = _prefilled_default_log(tmp_path / "home")
+    before = _log_ids(default_log)
     # An empty config file: the project's pytest settings and conftest do not apply there.
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     with start_emulator(config=_emulator_config(), subprocess=False) as emu:
-        env = _kernel_env(tmp_path, **_login(emu))
+        base = {k: v for k, v in os.environ.items() if k != "IMGTOOLS_LOG"}
+        env = emulator_environ(emu, {**base, "XDG_DATA_HOME": str(tmp_path / "home")})
         # Only the plugins this run needs: the project's others cost seconds to import.
         env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
         run = subprocess.run(
@@ -128,8 +164,11 @@ def test_notebooks_under_nbval(tmp_path: Path) -> None:
              "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout=120", "-q",
              *[str(copy / p.name) for p in NOTEBOOKS]],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        emulator_tasks = _log_ids(emulator_log_path(emu.data_dir))
     report = run.stdout[-4000:] + run.stderr[-2000:]
     assert run.returncode == 0, report
+    assert _log_ids(default_log) == before
+    assert emulator_tasks and not emulator_tasks & before
     cells = sum(1 for p in NOTEBOOKS for c in _load(p)["cells"] if c["cell_type"] == "code")
     assert re.search(rf"\b{cells} passed\b", run.stdout), report
     assert (tmp_path / "runs" / "notebooks" / "tasks-audit.csv").exists()
