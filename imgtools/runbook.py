@@ -1,4 +1,10 @@
-"""``python -m imgtools.runbook``: run ``notebooks/02_export_runbook.ipynb`` with papermill.
+"""The export runbook: ``run_exports`` does the work, notebook 02 calls it, and
+``python -m imgtools.runbook`` runs that notebook with papermill.
+
+``run_exports(client, image_ids=..., container=...)`` exports a set of images into one Cloud
+Files container, follows every task together, verifies each export, optionally downloads it,
+and returns a ``RunReport`` (one ``RunRow`` per image); ``report.raise_for_failures()`` raises
+``RunbookFailed`` when an export failed or timed out.
 
 The executed copy is kept under ``runs/02_export_runbook/<UTC time>.ipynb`` (ignored by git)
 as the record of the run: its parameters, every cell's output and timing, and the result
@@ -12,16 +18,25 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from imgtools._client import Client
+from imgtools._config import DEFAULT_WAIT_TIMEOUT
 from imgtools._exceptions import ImgToolsError
+from imgtools._models import Image
+from imgtools._polling import PollPolicy, WaitAllResult, WaitProgress
+from imgtools.formatting import format_bytes, one_line
 from imgtools.lab import notebooks_dir
 
-__all__ = ["RUNBOOK", "RunResult", "RunbookFailed", "main", "run_runbook"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["OUTCOMES", "RUNBOOK", "RunReport", "RunResult", "RunRow", "RunbookFailed", "main",
+           "run_exports", "run_runbook"]
 
 RUNBOOK = "02_export_runbook.ipynb"
 #: Exit codes (as ``imgtools`` CLI's).
@@ -35,6 +50,228 @@ KERNEL_START_TIMEOUT = 120
 class RunbookFailed(ImgToolsError):
     """Raised by the runbook's last cell when an export failed or timed out, so the run
     ends non-zero under papermill."""
+
+
+#: Where each image of a run ended, in the order the result line counts them (plus the two
+#: states an image passes through: ``planned`` and ``started``).
+OUTCOMES = ("exported", "failed", "timed out", "skipped")
+
+
+@dataclass
+class RunRow:
+    """One image of a run: its line in the result table."""
+
+    image_id: str
+    name: str | None = None
+    size: int | None = None
+    outcome: str = "planned"
+    task_id: str | None = None
+    message: str | None = None
+    export_location: str | None = None
+    verified: bool | None = None
+    downloaded: str | None = None
+
+
+@dataclass
+class RunReport:
+    """What ``run_exports`` did: a ``RunRow`` per image (in the order they were selected),
+    the batch wait's result (``None`` when nothing was started), and when it ran."""
+
+    container: str
+    rows: dict[str, RunRow] = field(default_factory=dict)
+    wait: WaitAllResult | None = None
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    finished: datetime | None = None
+
+    def row(self, image_id: str, **values: Any) -> RunRow:
+        """The row of ``image_id`` (made on first use), updated with ``values``."""
+        line = self.rows.setdefault(image_id, RunRow(image_id))
+        for name, value in values.items():
+            setattr(line, name, value)
+        return line
+
+    def counts(self) -> dict[str, int]:
+        """How many images ended in each of ``OUTCOMES``."""
+        return {name: sum(r.outcome == name for r in self.rows.values()) for name in OUTCOMES}
+
+    @property
+    def ok(self) -> bool:
+        """True when no export failed or timed out (skipped images do not count)."""
+        counts = self.counts()
+        return counts["failed"] == 0 and counts["timed out"] == 0
+
+    def summary(self) -> str:
+        """``"2 exported, 0 failed, 0 timed out, 0 skipped"``."""
+        return ", ".join(f"{count} {name}" for name, count in self.counts().items())
+
+    def problems(self) -> list[RunRow]:
+        return [r for r in self.rows.values() if r.outcome in ("failed", "timed out")]
+
+    def raise_for_failures(self) -> RunReport:
+        """Raise ``RunbookFailed`` naming every export that failed or timed out."""
+        problems = self.problems()
+        if problems:
+            raise RunbookFailed(
+                f"{len(problems)} of {len(self.rows)} export(s) did not succeed: "
+                + "; ".join(f"{r.name or r.image_id}: {r.message}" for r in problems))
+        return self
+
+    def frame(self) -> pd.DataFrame:
+        """The result table, sizes readable (pandas loads here, not before)."""
+        import pandas as pd
+
+        table = pd.DataFrame([vars(r) for r in self.rows.values()],
+                             columns=[f.name for f in fields(RunRow)])
+        table["size"] = [format_bytes(r.size) if r.size is not None else ""
+                         for r in self.rows.values()]
+        return table
+
+    def text(self) -> str:
+        """The summary line and one line per image (name, outcome, message), as plain text."""
+        table = self.frame()[["name", "outcome", "message"]].fillna("")
+        return f"{self.summary()}\n{table.to_string(index=False)}"
+
+
+def _select(client: Client, report: RunReport, wanted: Sequence[str],
+            name_contains: str) -> dict[str, Image]:
+    images: dict[str, Image] = {}
+    for image_id in wanted:
+        try:
+            images[image_id] = client.get_image(image_id)
+        except ImgToolsError as exc:
+            report.row(image_id, outcome="failed", message=one_line(exc))
+    if name_contains:
+        needle = name_contains.lower()
+        for image in client.images():
+            if needle in (image.name or "").lower():
+                images.setdefault(image.id, image)
+    for image in images.values():
+        report.row(image.id, name=image.name, size=image.size)
+    return images
+
+
+def _preflight(client: Client, report: RunReport, images: dict[str, Image],
+               wanted: Sequence[str]) -> list[Image]:
+    # Asked for by id and not exportable: the run fails; only matched by name: skipped.
+    ready = []
+    for image in images.values():
+        verdict = client.exportability(image)
+        if verdict.ok:
+            ready.append(image)
+        else:
+            report.row(image.id, outcome="failed" if image.id in wanted else "skipped",
+                       message=f"cannot be exported: {verdict.reason}")
+    return ready
+
+
+def _record_wait(report: RunReport, outcome: WaitAllResult, timeout: float | None,
+                 started: dict[str, str]) -> None:
+    for task in outcome.succeeded:
+        report.row(task.image_id or "", outcome="exported", task_id=task.id,
+                   export_location=task.export_location)
+    for task in outcome.failed:
+        report.row(task.image_id or "", outcome="failed", task_id=task.id,
+                   message=task.message or "the service gave no reason")
+    for task in outcome.timed_out:
+        report.row(task.image_id or "", outcome="timed out", task_id=task.id,
+                   message=f"still {task.status} after {timeout:g} s" if timeout else
+                   f"still {task.status}")
+    for task_id, error in outcome.errors.items():
+        report.row(started.get(task_id, task_id), outcome="failed", task_id=task_id,
+                   message=one_line(error))
+
+
+def _check_and_fetch(client: Client, report: RunReport, outcome: WaitAllResult, *,
+                     verify: bool, download_dir: str | Path | None) -> None:
+    for task in outcome.succeeded:
+        line = report.rows[task.image_id or ""]
+        if verify:
+            check = client.verify_export(task)
+            line.verified = check.ok
+            if not check.ok:
+                line.outcome = "failed"
+                line.message = "verification: " + "; ".join(check.problems)
+                continue
+        if download_dir:
+            dest = Path(download_dir) / f"{task.image_id}.vhd"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                # fsync: a runbook's copy may be the only one left.
+                client.download_export(task, dest, progress=False, fsync=True)
+            except ImgToolsError as exc:
+                line.outcome = "failed"
+                line.message = f"download: {one_line(exc)}"
+                continue
+            line.downloaded = str(dest)
+
+
+def run_exports(client: Client, *, image_ids: Sequence[str] = (), name_contains: str = "",
+                container: str, create_container: bool = False, verify: bool = True,
+                download_dir: str | Path | None = None,
+                timeout: float | None = DEFAULT_WAIT_TIMEOUT, poll: PollPolicy | None = None,
+                say: Callable[[str], object] | None = None) -> RunReport:
+    """Export images into ``container``, follow them together, verify, optionally download.
+
+    1. *Plan*: the images of ``image_ids``, and every image whose name contains
+       ``name_contains`` (case-insensitive).
+    2. *Preflight*: each must be active, yours, and free of licensing restrictions; one asked
+       for by id that is not fails the run, one matched by name is skipped.
+    3. *Export*: ``begin_export`` each (the client's own preflight checks the container and
+       that the export is not already there), then ``wait_all`` follows every task with the
+       list endpoint, up to ``timeout`` seconds for all of them, polling with ``poll``.
+    4. *Verify* each export (manifest, segments, sizes, every segment's MD5) and, with a
+       ``download_dir``, download it there as ``<image id>.vhd``.
+
+    ``say`` gets a line of text at each step (``print`` in a notebook). Never raises for a
+    failed export: the ``RunReport`` says how each image ended (``report.raise_for_failures()``
+    raises ``RunbookFailed``). Raises ``RunbookFailed`` at once when nothing is selected.
+    """
+    tell = say or (lambda _line: None)
+    wanted = [i.strip() for i in image_ids if i.strip()]
+    if not wanted and not name_contains:
+        raise RunbookFailed("nothing selected: give image_ids or name_contains")
+    report = RunReport(container)
+    images = _select(client, report, wanted, name_contains)
+    waits = f"waits up to {timeout:g} s for all of them" if timeout else "waits for all of them"
+    tell(f"This run exports {len(images)} image(s) into container {container!r}"
+         f"{' (created if missing)' if create_container else ' (which must exist)'}, {waits}, "
+         f"{'verifies every export' if verify else 'does not verify'}"
+         f"{f', and downloads them to {download_dir}' if download_dir else ''}.")
+    ready = _preflight(client, report, images, wanted)
+    counts = report.counts()
+    tell(f"{len(ready)} to export; {counts['failed']} failed preflight; "
+         f"{counts['skipped']} skipped")
+
+    handles = []
+    started: dict[str, str] = {}
+    for image in ready:
+        try:
+            handle = client.begin_export(image.id, container, create_container=create_container)
+        except ImgToolsError as exc:
+            report.row(image.id, outcome="failed", message=one_line(exc))
+            continue
+        report.row(image.id, outcome="started", task_id=handle.id)
+        started[handle.id] = image.id
+        handles.append(handle)
+    tell(f"{len(handles)} task(s) started")
+    if handles:
+        last = ""
+
+        def progress(state: WaitProgress) -> None:
+            nonlocal last
+            if str(state) != last:  # one line per change, not per round
+                last = str(state)
+                tell(f"{state.elapsed:7.1f} s  {state}")
+
+        report.wait = client.wait_all(handles, timeout=timeout, poll=poll,
+                                      on_progress=progress)
+        _record_wait(report, report.wait, timeout, started)
+        _check_and_fetch(client, report, report.wait, verify=verify, download_dir=download_dir)
+        rows = report.rows.values()
+        tell(f"verified: {sum(r.verified is True for r in rows)} "
+             f"downloaded: {sum(bool(r.downloaded) for r in rows)}")
+    report.finished = datetime.now(UTC)
+    return report
 
 
 @dataclass(frozen=True)

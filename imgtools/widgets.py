@@ -44,6 +44,7 @@ from imgtools._models import Image, Task, TaskStatus
 from imgtools._polling import PollPolicy
 from imgtools._tasklog import TaskLog
 from imgtools._validation import validate_container
+from imgtools.formatting import format_bytes, one_line
 from imgtools.history import STATUS_STYLES, format_duration, merged, style_tasks
 
 if TYPE_CHECKING:
@@ -53,31 +54,6 @@ __all__ = ["ExportForm", "TaskBrowser", "format_bytes", "one_line"]
 
 #: How often the elapsed time in the status line moves on while an export runs, seconds.
 TICK = 0.5
-#: Longest error line shown in a form, characters.
-MAX_ERROR = 300
-
-
-def one_line(exc: BaseException) -> str:
-    """An error as one readable line: its message (first line, shortened), never a traceback.
-
-    Errors that are not imgtools' own are prefixed with their type, since their message alone
-    is often unreadable ("[Errno 2] ...")."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if not isinstance(exc, ImgToolsError):
-        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "…"
-
-
-def format_bytes(size: int | None) -> str:
-    """``6291456`` as ``"6.0 MiB"``; ``None`` as ``"size unknown"``."""
-    if size is None:
-        return "size unknown"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def _transient(exc: ImgToolsError) -> bool:
