@@ -286,8 +286,9 @@ class RunResult:
 
 
 def default_runs_dir() -> Path:
-    """``runs/`` of this checkout."""
-    return notebooks_dir().parent / "runs"
+    """``runs/`` in the current directory (in a checkout, ``make runbook`` runs from its top);
+    never inside the installed package."""
+    return Path.cwd() / "runs"
 
 
 def _split_ids(values: Sequence[str]) -> list[str]:
@@ -365,7 +366,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=3600.0,
                         help="seconds to wait for all exports (3600)")
     parser.add_argument("--runs-dir", type=Path, default=None,
-                        help="where to keep the executed notebook (default: runs/)")
+                        help="where to keep the executed notebook (default: ./runs)")
     parser.add_argument("--log-output", action="store_true",
                         help="echo the notebook's output while it runs")
     return parser

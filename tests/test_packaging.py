@@ -42,3 +42,17 @@ def test_environment_yml_installs_the_dev_extra() -> None:
 def test_requires_python_311() -> None:
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert data["project"]["requires-python"] == ">=3.11"
+
+
+# -- what ships ---------------------------------------------------------------------------
+
+
+def test_the_package_list_names_every_package_on_disk() -> None:
+    """pyproject lists the packages by hand (to map notebooks/ into imgtools/notebooks): a new
+    subpackage must be added there, or the wheel would lack it."""
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    listed = set(data["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts)
+               for p in (ROOT / "imgtools").rglob("__init__.py")}
+    assert listed == on_disk | {"imgtools.notebooks"}
+    assert data["tool"]["setuptools"]["package-dir"] == {"imgtools.notebooks": "notebooks"}

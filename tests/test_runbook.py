@@ -110,3 +110,23 @@ def test_nothing_selected_is_refused_before_any_request(client: imgtools.Client)
     with pytest.raises(RunbookFailed, match="nothing selected"):
         run_exports(client, image_ids=["  "], container="x")
     assert client.stats.requests == before
+
+
+def test_the_runbook_notebook_loads_no_widgets() -> None:
+    """Notebook 02 runs headless: what it imports (and imgtools.runbook itself) leaves
+    ipywidgets unloaded."""
+    import json
+    import subprocess
+    import sys
+
+    from imgtools.lab import notebooks_dir
+
+    book = json.loads((notebooks_dir() / "02_export_runbook.ipynb").read_text())
+    imports = [line for cell in book["cells"] if cell["cell_type"] == "code"
+               for line in "".join(cell["source"]).splitlines()
+               if line.startswith(("import ", "from "))]
+    assert any("run_exports" in line for line in imports), imports
+    code = "\n".join([*imports, "import sys", "print('ipywidgets' in sys.modules)"])
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert run.stdout.split() == ["False"]
