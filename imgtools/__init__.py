@@ -1,9 +1,16 @@
 """imgtools: export Cloud Images to Cloud Files through the tasks API, follow the tasks,
 keep an audit log, and read it all as tables."""
 
-from typing import TYPE_CHECKING
+import typing as _typing
 
-from imgtools._client import AsyncClient, Client, Exportability, TaskRecorder
+from imgtools._client import (
+    AsyncClient,
+    Client,
+    Exportability,
+    OnProgress,
+    OnUpdate,
+    TaskRecorder,
+)
 from imgtools._embedded import connect, connect_async
 from imgtools._exceptions import (
     APIError,
@@ -47,9 +54,10 @@ from imgtools._polling import (
     WaitAllResult,
     WaitProgress,
 )
+from imgtools._sources import AsyncTaskSource, TaskSource
 from imgtools._tasklog import TaskLog
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     # What __getattr__ returns, as type checkers should see it.
     from imgtools.history import (
         Summary,
@@ -79,6 +87,7 @@ __all__ = [
     "AsyncClient",
     "AsyncExportTask",
     "AsyncFiles",
+    "AsyncTaskSource",
     "AuthError",
     "ChecksumMismatch",
     "Client",
@@ -98,6 +107,8 @@ __all__ = [
     "NotExportable",
     "NotFound",
     "ObjectInfo",
+    "OnProgress",
+    "OnUpdate",
     "PollPolicy",
     "PreflightError",
     "Progress",
@@ -112,6 +123,7 @@ __all__ = [
     "TaskLog",
     "TaskRecorder",
     "TaskRef",
+    "TaskSource",
     "TaskStatus",
     "TaskTimeout",
     "Timeout",

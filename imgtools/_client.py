@@ -21,7 +21,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -86,6 +86,7 @@ from imgtools._polling import (
     TaskRef,
     Timeout,
     WaitAllResult,
+    WaitProgress,
     _check_timeout,
     async_wait_all,
     wait_all,
@@ -107,6 +108,8 @@ __all__ = [
     "AsyncClient",
     "Client",
     "Exportability",
+    "OnProgress",
+    "OnUpdate",
     "TaskRecorder",
 ]
 
@@ -130,6 +133,12 @@ class _Sleep:
 
 _Step = _Send | _Sleep
 _Op = Generator[_Step, Any, T]
+
+
+#: ``on_update(task)``: called with the task after every poll of ``wait``/``export``.
+OnUpdate = Callable[[Task], object]
+#: ``on_progress(progress)``: called after every round of ``wait_all``.
+OnProgress = Callable[[WaitProgress], object]
 
 
 class TaskRecorder(Protocol):
@@ -817,7 +826,7 @@ class Client(_BaseClient[httpx.BaseTransport]):
     def export(self, image_id: str, container: str, *, create_container: bool = False,
                preflight: bool = True, timeout: Timeout = DEFAULT,
                poll: PollPolicy | None = None,
-               on_update: Any = None) -> Task:
+               on_update: OnUpdate | None = None) -> Task:
         """``begin_export(...)`` then ``wait(...)``: the finished task, or ``TaskFailed`` /
         ``TaskTimeout``."""
         limit = self._wait_timeout(timeout)
@@ -831,7 +840,7 @@ class Client(_BaseClient[httpx.BaseTransport]):
 
     def wait_all(self, tasks: Iterable[TaskRef], *, timeout: Timeout = DEFAULT,
                  poll: PollPolicy | None = None,
-                 on_progress: Any = None) -> WaitAllResult:
+                 on_progress: OnProgress | None = None) -> WaitAllResult:
         """Follow many tasks (``ExportTask``s, ``Task``s or ids) until all finish or the deadline.
 
         Each round lists the ``pending`` and ``processing`` tasks (pages of 1000) instead of one
@@ -1114,7 +1123,7 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
 
     async def export(self, image_id: str, container: str, *, create_container: bool = False,
                      preflight: bool = True, timeout: Timeout = DEFAULT,
-                     poll: PollPolicy | None = None, on_update: Any = None) -> Task:
+                     poll: PollPolicy | None = None, on_update: OnUpdate | None = None) -> Task:
         """As ``Client.export``."""
         limit = self._wait_timeout(timeout)
         handle = await self.begin_export(image_id, container, create_container=create_container,
@@ -1127,7 +1136,7 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
 
     async def wait_all(self, tasks: Iterable[TaskRef], *, timeout: Timeout = DEFAULT,
                        poll: PollPolicy | None = None,
-                       on_progress: Any = None) -> WaitAllResult:
+                       on_progress: OnProgress | None = None) -> WaitAllResult:
         """As ``Client.wait_all``."""
         return await async_wait_all(self, tasks, timeout=timeout, poll=poll,
                                     on_progress=on_progress)

@@ -40,6 +40,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from imgtools._models import Task
+from imgtools._sources import AsyncTaskSource, TaskSource
 from imgtools._tasklog import _EPOCH as _EPOCH_US
 from imgtools._tasklog import _US as _ONE_US
 from imgtools._tasklog import TaskLog, parse_since
@@ -482,7 +483,8 @@ def _prefer(listed: Task, full: Task | None) -> Task:
                                expires_at=listed.expires_at or full.expires_at)
 
 
-def tasks_frame(source: Any, *, details: bool = False, record: bool = True,
+def tasks_frame(source: TaskSource | AsyncTaskSource | TaskLog | Iterable[Task], *,
+                details: bool = False, record: bool = True,
                 concurrency: int = DETAILS_CONCURRENCY) -> pd.DataFrame:
     """Tasks as a typed DataFrame (columns in the module docstring, also when empty).
 
@@ -512,7 +514,8 @@ def tasks_frame(source: Any, *, details: bool = False, record: bool = True,
                     "tasks_frame: an AsyncClient inside a running event loop (a notebook): "
                     "use `await imgtools.history.tasks_frame_async(client)`", field="source")
             return asyncio.run(tasks_frame_async(
-                source, details=details, record=record, concurrency=concurrency))
+                cast(AsyncTaskSource, source), details=details, record=record,
+                concurrency=concurrency))
         items = _service_items(source, record)
         if details:
             return _with_details(source, items, concurrency)
@@ -533,7 +536,7 @@ def tasks_frame(source: Any, *, details: bool = False, record: bool = True,
     return _frame_from_tasks(tasks)
 
 
-async def tasks_frame_async(client: Any, *, details: bool = False, record: bool = True,
+async def tasks_frame_async(client: AsyncTaskSource, *, details: bool = False, record: bool = True,
                             concurrency: int = DETAILS_CONCURRENCY) -> pd.DataFrame:
     """``tasks_frame`` for an ``AsyncClient`` inside a running event loop (notebooks)."""
     items = await _collect_async(client, record)
@@ -555,7 +558,7 @@ async def tasks_frame_async(client: Any, *, details: bool = False, record: bool 
     return _frame_from_tasks([_prefer(t, known.get(t.id)) for t in tasks])
 
 
-def merged(client: Any, log: TaskLog | None = None) -> pd.DataFrame:
+def merged(client: TaskSource | AsyncTaskSource, log: TaskLog | None = None) -> pd.DataFrame:
     """Service tasks and logged tasks in one frame, one row per task id, oldest first.
 
     A task the service still lists keeps its current state (``source="service"``) with

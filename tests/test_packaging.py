@@ -56,3 +56,15 @@ def test_the_package_list_names_every_package_on_disk() -> None:
                for p in (ROOT / "imgtools").rglob("__init__.py")}
     assert listed == on_disk | {"imgtools.notebooks"}
     assert data["tool"]["setuptools"]["package-dir"] == {"imgtools.notebooks": "notebooks"}
+
+
+def test_the_layer_contracts_name_every_module() -> None:
+    """A new module must take its place in the layers: the emulator may import none of the
+    package's other modules (so each is listed there), and lint-imports checks the rest."""
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    contracts = {c["name"]: c for c in data["tool"]["importlinter"]["contracts"]}
+    emulator = next(c for c in contracts.values()
+                    if c.get("source_modules") == ["imgtools.emulator"])
+    modules = {f"imgtools.{p.stem}" for p in (ROOT / "imgtools").glob("*.py")
+               if p.stem not in ("__init__", "__main__")}
+    assert modules <= set(emulator["forbidden_modules"])
