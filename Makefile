@@ -57,4 +57,4 @@ bench: $(STAMP)
 	@echo "benchmarks run by hand: $(PY) benchmarks/<name>.py"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runs tests/artifacts
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache runs tests/artifacts

@@ -262,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
     sub.add_parser("lab", help="the emulator and JupyterLab on the notebooks, in a working "
                                "folder (see: imgtools lab --help)", add_help=False)
+    sub.add_parser("runbook", help="run the export runbook notebook with papermill (see: "
+                                   "imgtools runbook --help)", add_help=False)
     return parser
 
 
@@ -278,6 +280,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         from imgtools.lab import main as lab_main
 
         return lab_main(argv[1:], prog="imgtools lab")
+    if argv and argv[0] == "runbook":
+        from imgtools.runbook import main as runbook_main
+
+        return runbook_main(argv[1:], prog="imgtools runbook")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -567,7 +567,9 @@ def merged(client: TaskSource | AsyncTaskSource, log: TaskLog | None = None) -> 
     the client's log, else ``TaskLog.default()``.
     """
     if log is None:
-        log = _client_log(client) or TaskLog.default()
+        # Not `or`: an empty TaskLog is falsy (len 0), and the default log is another log.
+        log = _client_log(client)
+        log = log if log is not None else TaskLog.default()
     service = tasks_frame(client).set_index("id")
     logged = log.frame().set_index("id")
     filled = logged.reindex(service.index)

@@ -342,9 +342,9 @@ def _result_table(record: Path) -> str:
     return ""
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m imgtools.runbook",
+        prog=prog,
         description=f"Run notebooks/{RUNBOOK} with papermill: export images into a container, "
                     "follow, verify, optionally download; the executed notebook is kept under "
                     "runs/ as the record. Exit 0 when every export succeeded, 1 when one "
@@ -372,8 +372,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m imgtools.runbook") -> int:
+    args = _parser(prog).parse_args(argv)
     image_ids = _split_ids(args.images)
     if not image_ids and not args.name_contains:
         print("imgtools.runbook: give --images and/or --name-contains", file=sys.stderr)

@@ -154,3 +154,26 @@ def test_connect_emulator_records_beside_the_emulator_not_in_the_default_log(
     # The default log is exactly as it was; the export went nowhere near it.
     assert _task_ids(default) == before
     assert out["in_log"] and out["task"] not in before
+
+
+def test_cli_emulator_audits_only_what_the_emulator_saw(tmp_path: Path) -> None:
+    """``imgtools tasks --emulator --from all`` merges the service with the client's log: the
+    emulator's, so the default log's real tasks stay out of it."""
+    default = prefilled_default_log(tmp_path / "home")
+    run = subprocess.run([sys.executable, "-m", "imgtools", "tasks", "--emulator", "--from",
+                          "all", "--format", "json"], env=_clean_env(tmp_path / "home"),
+                         capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    listed = {row["id"] for row in json.loads(run.stdout)}
+    assert not listed & _task_ids(default)
+
+
+def test_cli_runs_the_commands_with_their_own_command_line(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from imgtools.cli import main
+
+    for command in ("lab", "runbook", "emulator"):
+        with pytest.raises(SystemExit) as stop:
+            main([command, "--help"])
+        assert stop.value.code == 0
+        assert f"usage: {'imgtools' if command != 'emulator' else ''}" in capsys.readouterr().out

@@ -11,6 +11,7 @@ stays out of sight).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -51,8 +52,16 @@ def _tree(path: Path) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     tmp = tmp_path_factory.mktemp("wheel")
+    # Built from a copy of what the sdist needs, so the build leaves nothing in the checkout.
+    source = tmp / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("imgtools", "notebooks"):
+        shutil.copytree(ROOT / name, source / name,
+                        ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w",
-                    str(tmp / "dist"), str(ROOT)], check=True, capture_output=True,
+                    str(tmp / "dist"), str(source)], check=True, capture_output=True,
                    timeout=300)
     wheel = next((tmp / "dist").glob("imgtools-*.whl"))
     venv = tmp / "venv"
