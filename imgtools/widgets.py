@@ -7,11 +7,12 @@ person can do is testable without a browser: set the input widgets' values, ``cl
 button, ``await form.settled()``, read the traits.
 
 Work never blocks the kernel: each action runs as an asyncio task on the kernel's running
-loop, and every blocking call (one HTTP request, a verification, a download) runs in a worker
-thread through ``asyncio.to_thread``. Waiting for an export is a loop of single ``refresh()``
-requests separated by ``asyncio.sleep``, so it can be cancelled at any moment (kernel restart,
-a second form) without leaving a thread blocked for the length of a wait. Errors appear in the
-form as one readable line; no traceback reaches the notebook.
+loop. Every status change (creating an export, following it, fetching a task's details) goes
+through an ``AsyncClient`` on that loop: following is ``AsyncExportTask.wait``, the library's
+one polling loop, so the form polls, paces and obeys ``Retry-After`` exactly as ``wait`` does
+and can be cancelled at any moment (kernel restart, a second form). Listing, verifying and
+downloading use the sync client in worker threads (``asyncio.to_thread``). Errors appear in
+the form as one readable line; no traceback reaches the notebook.
 """
 
 from __future__ import annotations
@@ -32,12 +33,9 @@ from traitlets import Bool, Float, Int, Unicode
 
 import imgtools
 from imgtools._exceptions import (
-    APIError,
     ImgToolsError,
     NotFound,
-    RateLimited,
-    TaskTimeout,
-    TransportError,
+    TaskFailed,
     ValidationError,
 )
 from imgtools._models import Image, Task, TaskStatus
@@ -47,7 +45,7 @@ from imgtools._validation import validate_container
 from imgtools.history import STATUS_STYLES, format_duration, merged, style_tasks
 
 if TYPE_CHECKING:
-    from imgtools._client import Client
+    from imgtools._client import AsyncClient, Client
 
 __all__ = ["ExportForm", "TaskBrowser", "format_bytes", "one_line"]
 
@@ -80,10 +78,27 @@ def format_bytes(size: int | None) -> str:
     raise AssertionError("unreachable")
 
 
-def _transient(exc: ImgToolsError) -> bool:
-    # Worth another poll: the network or the service hiccuped; the task goes on regardless.
-    return isinstance(exc, TransportError | RateLimited) or (
-        isinstance(exc, APIError) and exc.status_code >= 500)
+def _async_twin(client: Client) -> AsyncClient:
+    """An ``AsyncClient`` with ``client``'s credentials, settings and audit log: the forms
+    follow tasks with the library's async operations, on the kernel's loop."""
+    from imgtools._client import AsyncClient
+
+    creds = client._creds
+    options: dict[str, Any]
+    if creds.kind == "token":
+        assert creds.token is not None
+        options = {"endpoint": creds.endpoint, "token": creds.token.reveal(),
+                   "files_endpoint": creds.files_endpoint, "tenant_id": creds.tenant_id}
+    else:
+        options = {"username": creds.username, "region": creds.region,
+                   "identity_url": creds.identity_url, "tenant_id": creds.tenant_id,
+                   "api_key": None if creds.api_key is None else creds.api_key.reveal(),
+                   "password": None if creds.password is None else creds.password.reveal()}
+    log = client.log
+    return AsyncClient(**options, poll=client.poll, wait_timeout=client.wait_timeout,
+                       retries=client._retries, timeout=client._timeout.read or 30.0,
+                       verify=client._verify, log=log if log is not None else False,
+                       environ={})
 
 
 def _describe(client: Client) -> str:
@@ -107,9 +122,12 @@ class _Form(w.VBox):  # type: ignore[misc]
     busy = Bool(False, help="true while an action runs")
     connection = Unicode("", help="who and where the form is connected to")
 
-    def __init__(self, client: Client | None, **kwargs: Any) -> None:
+    def __init__(self, client: Client | None, async_client: AsyncClient | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.client: Client | None = client
+        self.aclient: AsyncClient | None = async_client
+        self._own_aclient = async_client is None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._active = 0
 
@@ -119,6 +137,13 @@ class _Form(w.VBox):  # type: ignore[misc]
             self.client = await _connect()
         self.connection = _describe(self.client)
         return self.client
+
+    async def _async_client(self) -> AsyncClient:
+        """The async twin of ``client`` (same account, settings and audit log): every status
+        change is asked through it, so the forms poll exactly as ``AsyncExportTask.wait``."""
+        if self.aclient is None:
+            self.aclient = await (_async_twin(await self._client())).open()
+        return self.aclient
 
     def _run(self, action: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``action()`` as a task on the running loop (in a kernel), or to completion when
@@ -149,6 +174,14 @@ class _Form(w.VBox):  # type: ignore[misc]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def aclose(self) -> None:
+        """Stop what runs and close the connections the form opened itself."""
+        self.cancel()
+        await self.settled()
+        if self.aclient is not None and self._own_aclient:
+            await self.aclient.aclose()
+            self.aclient = None
+
     async def settled(self) -> None:
         """Wait until every action started so far (and any they started) has finished."""
         while self._tasks:
@@ -170,6 +203,9 @@ class ExportForm(_Form):
     ``client``: a ``Client``; ``None`` uses the environment's credentials, else starts the
     local emulator in the background. ``poll``: the polling policy (default: fast against a
     local emulator, the client's own otherwise). ``timeout``: seconds to follow the task.
+    ``async_client``: the ``AsyncClient`` that creates and follows the export (default: a
+    twin of ``client``, same account, settings and audit log); polling is
+    ``AsyncExportTask.wait``, so the form polls exactly as ``wait`` does.
     ``download_dir``: where Download writes ``<image id>.vhd``.
 
     Traits to read: ``status`` (``idle``, ``starting``, ``pending``, ``processing``,
@@ -186,7 +222,8 @@ class ExportForm(_Form):
     downloaded = Unicode("")
 
     def __init__(self, client: Client | None = None, *, poll: PollPolicy | None = None,
-                 timeout: float | None = None, download_dir: str | Path = ".") -> None:
+                 timeout: float | None = None, download_dir: str | Path = ".",
+                 async_client: AsyncClient | None = None) -> None:
         self._images: dict[str, Image] = {}
         self._reasons: dict[str, str | None] = {}
         self._containers: list[str] = []
@@ -228,7 +265,7 @@ class ExportForm(_Form):
             w.HBox([self.verify_button, self.download_button]), self.download_dir,
             self.progress, self.result_line,
         ]
-        super().__init__(client, children=children)
+        super().__init__(client, async_client, children=children)
         self.add_class("imgtools-export-form")
 
         self.search.observe(lambda _: self._fill_picker(), names="value")
@@ -366,14 +403,23 @@ class ExportForm(_Form):
         started = time.monotonic()
         ticker = asyncio.get_running_loop().create_task(self._tick(started))
         try:
-            handle = await asyncio.to_thread(
-                client.begin_export, image.id, container,
-                create_container=self.create_container.value)
+            aclient = await self._async_client()
+            handle = await aclient.begin_export(image.id, container,
+                                                create_container=self.create_container.value)
             if container not in self._containers:
                 self._containers = sorted([*self._containers, container])
                 self.container.options = tuple(self._containers)
             self.task_id = handle.id
-            final = await self._follow(handle, started)
+            if handle.task is not None:
+                self._last_task = handle.task
+                self.status = handle.task.status.value
+            policy = self._poll or _policy_for(client)
+            try:
+                final = await handle.wait(self._timeout, poll=policy, on_update=self._observe)
+            except TaskFailed as failed:
+                final = failed.task
+                self._last_task = final
+                self.status = final.status.value
         except BaseException:
             if self.status not in ("failure",):
                 self.status = "error"
@@ -389,42 +435,10 @@ class ExportForm(_Form):
                                     "</code>")
         self._show_result_buttons(True)
 
-    async def _follow(self, handle: Any, started: float) -> Task:
-        """Poll ``handle`` until its task finishes: one request per round, off the loop."""
-        policy = self._poll or _policy_for(handle.client)
-        deadline = None if self._timeout is None else started + self._timeout
-        task: Task | None = handle.task
-        if task is not None:
-            self._observe(task)
-        attempt = 0
-        while task is None or not task.done:
-            retry_after: float | None = None
-            delay = policy.delay(attempt, retry_after=retry_after)
-            attempt += 1
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    assert task is not None
-                    raise TaskTimeout(f"task {handle.id} is still {task.status.value} after "
-                                      f"{self._timeout:g} s (it goes on in the service)",
-                                      task=task)
-                delay = min(delay, left)
-            await asyncio.sleep(delay)
-            try:
-                fresh: Task = await asyncio.to_thread(handle.refresh)
-            except ImgToolsError as exc:
-                if not _transient(exc):
-                    raise
-                if isinstance(exc, RateLimited) and exc.retry_after:
-                    await asyncio.sleep(min(exc.retry_after, policy.retry_after_cap))
-                continue
-            task = fresh
-            self.polls += 1
-            self._observe(task)
-        return task
-
     def _observe(self, task: Task) -> None:
+        # wait's on_update: called after every answered poll.
         self._last_task = task
+        self.polls += 1
         self.status = task.status.value
 
     async def _tick(self, started: float) -> None:
@@ -664,8 +678,9 @@ class TaskBrowser(_Form):
         task = self.task_log.get(task_id) if self.task_log is not None else None
         if (task is None or task.is_stub) and self.client is not None:
             # NotFound: purged by the service; what the log holds is all there is.
+            aclient = await self._async_client()
             with contextlib.suppress(NotFound):
-                task = await asyncio.to_thread(self.client.get_task, task_id)
+                task = await aclient.get_task(task_id)
         if self.selected != task_id:
             return  # another task was picked meanwhile
         lines: list[str] = []

@@ -6,15 +6,18 @@ from __future__ import annotations
 import asyncio
 import csv
 import hashlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 import imgtools
 from imgtools.emulator import EmulatorConfig, EmulatorHandle, start_emulator
 from imgtools.lab import CREDENTIAL_VARIABLES
-from imgtools.widgets import ExportForm, TaskBrowser, format_bytes, one_line
+from imgtools.widgets import TICK, ExportForm, TaskBrowser, format_bytes, one_line
 
 SEEDED = 30
 
@@ -89,6 +92,95 @@ def test_export_form_exports_verifies_and_downloads(emu: EmulatorHandle, client:
     assert isinstance(log, imgtools.TaskLog)
     events = log.events_frame(form.task_id)
     assert list(events["status"].astype(str))[-1] == "success"
+
+
+class _OneRateLimit(httpx.AsyncBaseTransport):
+    """Passes every request to the emulator over a real socket, except the first poll of a
+    task (``GET .../tasks/<id>``): that one is answered 429 with ``Retry-After`` (a single,
+    placed rate limit is a fault the emulator's token bucket cannot produce on cue)."""
+
+    def __init__(self, events: list[tuple[str, float]]) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.events = events
+        self.limited = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        polling = request.method == "GET" and "/tasks/" in request.url.path
+        if polling and not self.limited:
+            self.limited = True
+            self.events.append(("429", RETRY_AFTER))
+            return httpx.Response(429, headers={"Retry-After": f"{RETRY_AFTER:g}"},
+                                  json={"message": "slow down"}, request=request)
+        if polling:
+            self.events.append(("poll", 0.0))
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+RETRY_AFTER = 1.0
+#: No jitter and a short delay, so a Retry-After slept twice would stand out.
+STEADY = imgtools.PollPolicy(initial=0.05, maximum=0.05, jitter=0.0)
+
+
+async def _poll_pattern(emu: EmulatorHandle, follow: Any,
+                        monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float]]:
+    """The polls and sleeps of one export followed by ``follow(async_client, image_id)``,
+    in order. Sleeps are recorded on this loop's thread only (the emulator's server thread
+    sleeps too), except the form's elapsed-time ticker, which is not polling."""
+    events: list[tuple[str, float]] = []
+    real_sleep = asyncio.sleep
+    here = threading.get_ident()
+
+    async def recording_sleep(delay: float, result: Any = None) -> Any:
+        if threading.get_ident() == here and delay != TICK:
+            events.append(("sleep", round(delay, 3)))
+        return await real_sleep(delay, result)
+
+    monkeypatch.setattr(asyncio, "sleep", recording_sleep)
+    async with imgtools.AsyncClient(username="demo", api_key="demo-key",
+                                    identity_url=emu.identity_url, retries=0,
+                                    transport=_OneRateLimit(events), poll=STEADY,
+                                    environ={}) as aclient:
+        await follow(aclient, emu.image_id("small"))
+    monkeypatch.setattr(asyncio, "sleep", real_sleep)
+    return events
+
+
+def _after_the_rate_limit(events: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    start = events.index(("429", RETRY_AFTER))
+    end = next(i for i in range(start + 1, len(events)) if events[i][0] == "poll")
+    return events[start:end + 1]
+
+
+def test_the_form_polls_as_wait_does(emu: EmulatorHandle, client: imgtools.Client,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The form follows an export with ``AsyncExportTask.wait``: after a 429 it sleeps the
+    Retry-After once (not Retry-After and then the policy's delay as well), exactly as
+    ``wait`` does."""
+    async def by_wait(aclient: imgtools.AsyncClient, image_id: str) -> None:
+        handle = await aclient.begin_export(image_id, "pattern-wait", create_container=True)
+        await handle.wait(poll=STEADY)
+
+    async def by_form(aclient: imgtools.AsyncClient, image_id: str) -> None:
+        form = ExportForm(client, poll=STEADY, async_client=aclient)
+        await form.settled()
+        _pick(form, image_id, "pattern-form")
+        form.export_button.click()
+        await form.settled()
+        assert form.status == "success", form.error
+        polls.append(form.polls)
+        await form.aclose()
+
+    polls: list[int] = []
+    waited = asyncio.run(_poll_pattern(emu, by_wait, monkeypatch))
+    formed = asyncio.run(_poll_pattern(emu, by_form, monkeypatch))
+    # Every answered poll counts, the 429 does not.
+    assert polls == [sum(1 for kind, _ in formed if kind == "poll")]
+    assert _after_the_rate_limit(waited) == [("429", RETRY_AFTER), ("sleep", RETRY_AFTER),
+                                             ("poll", 0.0)]
+    assert _after_the_rate_limit(formed) == _after_the_rate_limit(waited)
 
 
 def test_images_that_cannot_be_exported_are_marked_and_not_submitted(
