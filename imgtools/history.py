@@ -43,6 +43,8 @@ from imgtools._models import Task
 from imgtools._tasklog import _EPOCH as _EPOCH_US
 from imgtools._tasklog import _US as _ONE_US
 from imgtools._tasklog import TaskLog, parse_since
+from imgtools.details import check_details, fetch_details, has_details
+from imgtools.failures import failure_table
 
 __all__ = [
     "COLUMNS",
@@ -482,7 +484,7 @@ def _prefer(listed: Task, full: Task | None) -> Task:
                                expires_at=listed.expires_at or full.expires_at)
 
 
-def tasks_frame(source: Any, *, details: bool = False, record: bool = True,
+def tasks_frame(source: Any, *, details: bool | str = False, record: bool = True,
                 concurrency: int = DETAILS_CONCURRENCY) -> pd.DataFrame:
     """Tasks as a typed DataFrame (columns in the module docstring, also when empty).
 
@@ -490,10 +492,18 @@ def tasks_frame(source: Any, *, details: bool = False, record: bool = True,
     ``source="service"``), a ``TaskLog`` (``source="log"``) or an iterable of ``Task``.
     ``details=True`` (clients only) fills each stub's input/result/message: from the client's
     log when it holds the task in full, else by ``GET /v2/tasks/{id}``, ``concurrency`` at a
-    time (default ``DETAILS_CONCURRENCY``). ``record`` (default true): what the listing shows
-    goes into the client's audit log too (a worker thread writes while pages arrive).
+    time (default ``DETAILS_CONCURRENCY``); also ``details="failures"`` (failures only) or
+    ``"all"`` (every task again), see ``imgtools.details``. ``record`` (default true): what the
+    listing shows goes into the client's audit log too (a worker thread writes while pages
+    arrive).
     """
     from imgtools._exceptions import ValidationError
+
+    mode = check_details(details)
+    if mode in ("failures", "all") and _is_client(source):
+        listed = tasks_frame(source, record=record)
+        return fetch_details(listed, source, details=mode, concurrency=concurrency).frame
+    details = mode == "missing"
 
     if isinstance(source, TaskLog):
         if details:
@@ -555,14 +565,18 @@ async def tasks_frame_async(client: Any, *, details: bool = False, record: bool 
     return _frame_from_tasks([_prefer(t, known.get(t.id)) for t in tasks])
 
 
-def merged(client: Any, log: TaskLog | None = None) -> pd.DataFrame:
+def merged(client: Any, log: TaskLog | None = None, *, details: str = "none",
+           concurrency: int = DETAILS_CONCURRENCY, progress: Any = None) -> pd.DataFrame:
     """Service tasks and logged tasks in one frame, one row per task id, oldest first.
 
     A task the service still lists keeps its current state (``source="service"``) with
     image/container/location/message filled from the log where the service gave only a stub;
     a task the service has purged comes from the log (``source="log"``). ``log`` defaults to
-    the client's log, else ``TaskLog.default()``.
+    the client's log, else ``TaskLog.default()``. ``details`` (``"missing"``, ``"failures"``,
+    ``"all"``, default ``"none"``), ``concurrency`` and ``progress``: see
+    ``imgtools.details.fetch_details``, run on the merged frame.
     """
+    mode = check_details(details)
     if log is None:
         log = _client_log(client) or TaskLog.default()
     service = tasks_frame(client).set_index("id")
@@ -573,7 +587,11 @@ def merged(client: Any, log: TaskLog | None = None) -> pd.DataFrame:
     only_logged = logged.loc[logged.index.difference(service.index)]
     both = pd.concat([service, only_logged]) if len(only_logged) else service
     both = both.reset_index().rename(columns={"index": "id"})
-    return _conform(both.sort_values(["created_at", "id"], kind="stable"))
+    frame = _conform(both.sort_values(["created_at", "id"], kind="stable"))
+    if mode == "none":
+        return frame
+    return fetch_details(frame, client, log, details=mode, concurrency=concurrency,
+                         progress=progress).frame
 
 
 def filter_tasks(frame: pd.DataFrame, *, since: str | datetime | None = None,
@@ -654,8 +672,11 @@ class Summary:
     ``success_rate``: per type, finished / succeeded / failed and ``success_rate`` (0..1,
     succeeded / finished; NaN when nothing finished).
     ``durations``: per type, ``p50`` / ``p90`` / ``max`` of finished tasks' durations.
-    ``failures``: failed tasks grouped by type and message: ``count``, ``first``, ``last``.
+    ``failures``: failed tasks grouped by type, category and raw message (``failures.py``):
+    ``count``, ``first``, ``last``.
     ``per_day``: tasks created per UTC day, by status, with a total.
+    ``without_details``: tasks with no details anywhere (purged, never seen in full here);
+    ``not_fetched``: tasks the service lists whose details were not fetched.
     """
 
     counts: pd.DataFrame
@@ -663,6 +684,8 @@ class Summary:
     durations: pd.DataFrame
     failures: pd.DataFrame
     per_day: pd.DataFrame
+    without_details: int = 0
+    not_fetched: int = 0
     tables: dict[str, pd.DataFrame] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -701,13 +724,9 @@ def summary(frame: pd.DataFrame) -> Summary:
     }, index=pd.Index([name for name, _ in groups]))
     durations.index.name = "type"
 
-    failed = frame.loc[frame["status"] == "failure", ["type", "message", "created_at"]].copy()
-    failed["message"] = failed["message"].fillna("(no message)")
-    failures = (failed.groupby(["type", "message"], observed=True)["created_at"]
-                .agg(count="count", first="min", last="max").reset_index()
-                .sort_values(["count", "last"], ascending=[False, False], kind="stable")
-                .reset_index(drop=True))
-    failures["count"] = failures["count"].astype("int64")
+    failures = failure_table(frame)
+    known = has_details(frame)
+    listed = (frame["source"] == "service").to_numpy()
 
     day = frame["created_at"].dt.floor("D").dt.tz_localize(None).dt.date
     per_day = pd.crosstab(day, frame["status"], dropna=False) if len(frame) else \
@@ -716,4 +735,6 @@ def summary(frame: pd.DataFrame) -> Summary:
     per_day["total"] = per_day.sum(axis=1)
     per_day.index.name, per_day.columns.name = "day", "status"
     return Summary(counts=counts, success_rate=rate, durations=durations, failures=failures,
-                   per_day=per_day.astype("int64"))
+                   per_day=per_day.astype("int64"),
+                   without_details=int((~known & ~listed).sum()),
+                   not_fetched=int((~known & listed).sum()))
