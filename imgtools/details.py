@@ -41,6 +41,7 @@ __all__ = [
     "check_details",
     "fetch_details",
     "fetch_details_async",
+    "fill_rows",
     "has_details",
 ]
 
@@ -175,6 +176,12 @@ def _apply(frame: pd.DataFrame, full: pd.DataFrame, *, only_detail: bool) -> int
             position = cast(int, frame.columns.get_loc(column))
             frame.iloc[rows[take], position] = full[column].array[np.flatnonzero(take)]
     return int((newer | same).sum())
+
+
+def fill_rows(frame: pd.DataFrame, tasks: Sequence[Task]) -> int:
+    """Put ``tasks`` into their rows of ``frame`` (matched by id, in place): their details,
+    and their state where it is newer; how many rows they filled."""
+    return _apply(frame, _tasks_frame(tasks), only_detail=False)
 
 
 async def _fetch(get: Callable[[str], Awaitable[Task]], ids: Sequence[str], concurrency: int,

@@ -105,7 +105,7 @@ _EMPTY: Final = ("", "none", "null")
 
 def categorize(message: str | None) -> Category:
     """The category of one failure message (``no details`` when there is none)."""
-    if message is None or message.strip().lower() in _EMPTY:
+    if not isinstance(message, str) or message.strip().lower() in _EMPTY:  # None, NaN
         return Category(NO_DETAILS)
     for name, pattern in PATTERNS:
         if pattern.search(message):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import hashlib
+import html
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 import imgtools
+from imgtools.details import has_details
 from imgtools.emulator import EmulatorConfig, EmulatorHandle, start_emulator
 from imgtools.lab import CREDENTIAL_VARIABLES
 from imgtools.widgets import TICK, ExportForm, TaskBrowser, format_bytes, one_line
@@ -283,7 +285,8 @@ def test_without_a_client_the_form_starts_the_emulator(monkeypatch: pytest.Monke
 
 
 def test_task_browser_filters_details_and_csv(emu: EmulatorHandle, client: imgtools.Client,
-                                              tmp_path: Path) -> None:
+                                              tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     async def scenario() -> TaskBrowser:
         browser = TaskBrowser(client)
         await browser.settled()
@@ -291,23 +294,33 @@ def test_task_browser_filters_details_and_csv(emu: EmulatorHandle, client: imgto
         total = len(browser.frame)
         assert total >= SEEDED
         assert browser.rows == total
+        # Refresh fetched every task's details (the list gives stubs): no blank columns.
+        assert has_details(browser.frame).all()
+        grid = browser.grid.df
+        assert grid is not None and len(grid) == total
+        assert all((grid[column] != "").any() for column in grid.columns)
+        assert {"id", "created", "duration", "image", "container", "failure"} <= set(grid)
+        assert grid["id"].str.contains(r'^<span title="[0-9a-f-]{36}">[0-9a-f]{8}</span>$').all()
 
         failures = int((browser.frame["status"] == "failure").sum())
         assert failures > 0  # the seeded history has some
         browser.status_filter.value = "failure"
-        await browser.settled()
         assert browser.rows == failures
         assert set(browser.view["status"].astype(str)) == {"failure"}
+        assert set(browser.grid.df["status"]) == {"failure"}
+        assert browser.grid.df["failure"].str.contains(" · ").all()  # category · message
 
-        # Picking a failed task shows it in full, fetched because the list gave only a stub.
-        browser.task_picker.value = browser.view["id"].iloc[-1]
+        # A click on a row shows that task, highlighted, with where each time comes from.
+        browser.select_row(1)
         await browser.settled()
-        assert browser.selected == browser.view["id"].iloc[-1]
-        assert "message: " in browser.detail
-        assert "message: (none)" not in browser.detail
-        assert "input: image_uuid=" in browser.detail or "input: import_from=" in \
-            browser.detail
-        assert "observed:" in browser.detail
+        assert browser.selected == browser.view["id"].iloc[1]
+        assert browser.grid.selected_rows == [1]
+        assert "message: " in browser.detail and "message: (none)" not in browser.detail
+        assert "category: " in browser.detail
+        assert "input: image_uuid=" in browser.detail or " import_from=" in browser.detail
+        assert "status first seen:" in browser.detail
+        assert "pending" in browser.detail and "service time (created_at)" in browser.detail
+        assert "failure" in browser.detail.split("status first seen:")[1]
 
         browser.type_filter.value = "import"
         browser.status_filter.value = "all"
@@ -319,7 +332,11 @@ def test_task_browser_filters_details_and_csv(emu: EmulatorHandle, client: imgto
         assert (browser.view["created_at"].dt.date <= first_day).all()
         browser.until.value = None
 
-        target = browser.export_csv(tmp_path / "out" / "tasks.csv")
+        monkeypatch.chdir(tmp_path)
+        target = browser.export_csv("out/tasks.csv")
+        assert target == (tmp_path / "out" / "tasks.csv").resolve()
+        assert browser.csv_path == str(target) and target.is_absolute()
+        assert str(target) in browser.csv_line.value
         with target.open() as fh:
             rows = list(csv.DictReader(fh))
         assert len(rows) == browser.rows == total
@@ -333,9 +350,68 @@ def test_task_browser_filters_details_and_csv(emu: EmulatorHandle, client: imgto
         await browser.settled()
         assert browser.rows == total + 1
         assert task.id in set(browser.view["id"])
+        await browser.aclose()
         return browser
 
     asyncio.run(scenario())
+
+
+def test_task_browser_click_fetches_and_fills_the_row(emu: EmulatorHandle,
+                                                      client: imgtools.Client) -> None:
+    """With details="none" the grid starts from stubs; a click fetches that one task, and
+    its row's cells fill in."""
+    async def scenario() -> None:
+        browser = TaskBrowser(client, details="none")
+        await browser.settled()
+        browser.status_filter.value = "failure"
+        stubs = ~has_details(browser.view)
+        assert stubs.any()
+        position = int(stubs.argmax())
+        task_id = browser.view["id"].iloc[position]
+        assert "no details" in browser.grid.df["failure"].iloc[position]
+        assert "not fetched" in browser.summary_line.value
+        browser.select_row(position)
+        assert "details: fetching" in browser.detail
+        await browser.settled()
+        assert browser.selected == task_id
+        row = browser.view.loc[browser.view["id"] == task_id].iloc[0]
+        assert isinstance(row["message"], str) and isinstance(row["container"], str)
+        cell = browser.grid.df["failure"].iloc[browser._shown.index(task_id)]
+        assert "no details" not in cell and html.escape(row["message"]) in cell
+        assert browser.grid.selected_rows == [browser._shown.index(task_id)]
+        assert f"message: {row['message']}" in browser.detail
+        await browser.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_task_browser_on_a_given_frame_with_purged_tasks(tmp_path: Path) -> None:
+    """Tasks only the log knows, as stubs: the browser says they have no details anywhere,
+    times come from this machine where the service gave none."""
+    from datetime import UTC, datetime, timedelta
+
+    from imgtools._models import Task
+    from imgtools.history import tasks_frame
+
+    created = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+    stub = Task.from_json({"id": "0b1a2c3d-0000-4000-8000-000000000001", "type": "export",
+                           "status": "failure", "owner": "100001",
+                           "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                           "updated_at": (created + timedelta(minutes=5))
+                           .strftime("%Y-%m-%dT%H:%M:%SZ")})
+    with imgtools.TaskLog(tmp_path / "log.sqlite") as log:
+        log.record([stub])
+        frame = tasks_frame(log)
+        browser = TaskBrowser(log=log, frame=frame)
+        assert browser.rows == 1 and browser.client is None
+        assert "1 with no details anywhere" in browser.summary_line.value
+        assert list(browser.grid.df.columns) == ["id", "type", "status", "created", "duration",
+                                                 "failure"]  # empty columns are hidden
+        browser.select_row(0)
+        assert browser.selected == stub.id
+        assert "none anywhere: purged" in browser.detail
+        assert "failure    2026-11-01 12:05:00  (service time (updated_at); first seen here" \
+            in browser.detail
 
 
 def test_one_line_and_format_bytes() -> None:
