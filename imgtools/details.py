@@ -267,6 +267,29 @@ def fetch_details(frame: pd.DataFrame, client: Any, log: TaskLog | None = None, 
     (tqdm: a widget in notebooks), or a callback ``(done, total)``. Works inside a running
     loop (a notebook) too: the requests then run on a private loop in a worker thread.
     """
+    bar: Any = None
+    if progress is True:
+        # Made here, in the caller's thread: in a notebook the bar belongs to this cell, and
+        # the requests may run on a worker thread.
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=0, desc="task details", unit="task")
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+    try:
+        return _run_fetch(frame, client, log, details=details, concurrency=concurrency,
+                          progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _run_fetch(frame: pd.DataFrame, client: Any, log: TaskLog | None, *, details: str,
+               concurrency: int, progress: Progress) -> Details:
     coroutine = fetch_details_async(frame, client, log, details=details,
                                     concurrency=concurrency, progress=progress)
     try:

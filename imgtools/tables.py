@@ -25,6 +25,7 @@ __all__ = [
     "TABLE_STYLES",
     "compact_table",
     "display_frame",
+    "failures_table",
     "short_id",
 ]
 
@@ -130,5 +131,27 @@ def compact_table(frame: pd.DataFrame, *, hide_empty: bool = True) -> Any:
     if "failure" in cells:
         styler = styler.set_td_classes(pd.DataFrame(
             {c: ["imgtools-failure" if c == "failure" else ""] * len(cells)
+             for c in cells.columns}, index=cells.index))
+    return styler
+
+
+def failures_table(failures: pd.DataFrame) -> Any:
+    """A pandas ``Styler`` of ``Summary.failures``: type, category, the raw message (cut to
+    the output's width, in full on hover), count, first and last, never wrapped."""
+    cells = pd.DataFrame({
+        "type": failures["type"].astype(str),
+        "category": failures["category"].astype(str),
+        "count": failures["count"].astype("int64"),
+        "first": failures["first"].dt.strftime(_TIME_FORMAT),
+        "last": failures["last"].dt.strftime(_TIME_FORMAT),
+        "message": [f'<span title="{html.escape(m)}">{html.escape(m)}</span>'
+                    for m in failures["message"].astype(str)],
+    })
+    styler = (cells.style.set_uuid("imgtools-failures").hide(axis="index")
+              .set_table_attributes('class="imgtools-compact imgtools-failures"')
+              .set_table_styles(cast(Any, TABLE_STYLES)))
+    if len(cells):
+        styler = styler.set_td_classes(pd.DataFrame(
+            {c: ["imgtools-failure" if c == "message" else ""] * len(cells)
              for c in cells.columns}, index=cells.index))
     return styler

@@ -711,7 +711,7 @@ class TaskBrowser(_Form):
         cells = display_frame(shown) if len(shown) else pd.DataFrame({"id": []})
         keep = [self._shown.index(self.selected)] if self.selected in self._shown else []
         with self.grid.hold_sync():
-            self.grid.update(cells, selected_rows=keep)
+            self.grid.update(cells, selected_rows=keep, allow_html=True)
         if not keep and self.selected and self.selected not in self._shown:
             self.selected = self.detail = ""
             self.detail_view.value = ""
