@@ -134,8 +134,9 @@ NOT_FETCHED: Final = "(no details: not fetched)"
 
 
 def failure_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Failed tasks of a tasks frame grouped by type, category and raw message: ``type``,
-    ``category``, ``message``, ``count``, ``first``, ``last`` (most frequent first).
+    """Failed tasks of a tasks frame grouped by type and category, most frequent first:
+    ``type``, ``category``, ``count``, ``first``, ``last``, ``messages`` (how many different
+    raw messages) and ``message`` (the most frequent raw message, as the service wrote it).
 
     A failure whose details are unknown is counted as ``no details``, with why (purged and
     never seen in full, or listed but not fetched), never as an empty message."""
@@ -153,10 +154,22 @@ def failure_table(frame: pd.DataFrame) -> pd.DataFrame:
     failed["category"] = [UNKNOWN if m == NO_REASON else c
                           for c, m in zip(categories, message, strict=True)]
     failed["message"] = message
-    table = (failed.groupby(["type", "category", "message"], observed=True)["created_at"]
-             .agg(count="count", first="min", last="max").reset_index()
+    if not len(failed):
+        return pd.DataFrame({"type": pd.Series(dtype=object), "category": pd.Series(dtype=object),
+                             "count": pd.Series(dtype="int64"),
+                             "first": pd.Series(dtype=frame["created_at"].dtype),
+                             "last": pd.Series(dtype=frame["created_at"].dtype),
+                             "messages": pd.Series(dtype="int64"),
+                             "message": pd.Series(dtype=object)})
+    # One row per category: wordings differ only by the container or image they name.
+    grouped = failed.groupby(["type", "category"], observed=True)
+    table = pd.DataFrame(grouped["created_at"].agg(count="count", first="min", last="max"))
+    table["messages"] = grouped["message"].nunique()
+    table["message"] = grouped["message"].agg(lambda m: m.value_counts().index[0])
+    table = (pd.DataFrame(table).reset_index()
              .sort_values(["count", "last"], ascending=[False, False], kind="stable")
              .reset_index(drop=True))
     table["count"] = table["count"].astype("int64")
-    table["message"] = table["message"].astype(object)
+    table["messages"] = table["messages"].astype("int64")
+    table["type"] = table["type"].astype(str)
     return table

@@ -672,8 +672,8 @@ class Summary:
     ``success_rate``: per type, finished / succeeded / failed and ``success_rate`` (0..1,
     succeeded / finished; NaN when nothing finished).
     ``durations``: per type, ``p50`` / ``p90`` / ``max`` of finished tasks' durations.
-    ``failures``: failed tasks grouped by type, category and raw message (``failures.py``):
-    ``count``, ``first``, ``last``.
+    ``failures``: failed tasks grouped by type and category (``failures.py``): ``count``,
+    ``first``, ``last``, ``messages`` (raw wordings) and the most frequent raw ``message``.
     ``per_day``: tasks created per UTC day, by status, with a total.
     ``without_details``: tasks with no details anywhere (purged, never seen in full here);
     ``not_fetched``: tasks the service lists whose details were not fetched.

@@ -43,7 +43,8 @@ _TIME_FORMAT: Final = "%Y-%m-%d %H:%M"
 TABLE_STYLES: Final = [
     {"selector": "", "props": "table-layout: auto; width: 100%; max-width: 100%; "
                               "margin-left: 0"},
-    {"selector": "th, td", "props": "white-space: nowrap; font-variant-numeric: tabular-nums"},
+    {"selector": "th, td", "props": "white-space: nowrap; font-variant-numeric: tabular-nums; "
+                                    "text-align: left"},
     {"selector": "td.imgtools-failure",
      "props": "max-width: 0; width: 100%; overflow: hidden; text-overflow: ellipsis; "
               "text-align: left"},
@@ -144,7 +145,8 @@ def failures_table(failures: pd.DataFrame) -> Any:
         "count": failures["count"].astype("int64"),
         "first": failures["first"].dt.strftime(_TIME_FORMAT),
         "last": failures["last"].dt.strftime(_TIME_FORMAT),
-        "message": [f'<span title="{html.escape(m)}">{html.escape(m)}</span>'
+        "wordings": failures["messages"].astype("int64"),
+        "message (most frequent)": [f'<span title="{html.escape(m)}">{html.escape(m)}</span>'
                     for m in failures["message"].astype(str)],
     })
     styler = (cells.style.set_uuid("imgtools-failures").hide(axis="index")
@@ -152,6 +154,6 @@ def failures_table(failures: pd.DataFrame) -> Any:
               .set_table_styles(cast(Any, TABLE_STYLES)))
     if len(cells):
         styler = styler.set_td_classes(pd.DataFrame(
-            {c: ["imgtools-failure" if c == "message" else ""] * len(cells)
+            {c: ["imgtools-failure" if c.startswith("message") else ""] * len(cells)
              for c in cells.columns}, index=cells.index))
     return styler
