@@ -877,8 +877,9 @@ GRID_CSS = """
 .imgtools-task-browser table.imgtools-grid td:last-child { max-width: 22em; overflow: hidden;
   text-overflow: ellipsis; }
 .imgtools-task-browser table.imgtools-grid tbody tr { cursor: pointer; }
-.imgtools-task-browser .imgtools-task-detail td { padding: 1px 8px 1px 0; vertical-align: top;
-  text-align: left; }
+.imgtools-task-browser .imgtools-task-detail { line-height: 1.5; }
+.imgtools-task-browser .imgtools-task-detail td, .imgtools-task-browser .imgtools-task-detail th {
+  padding: 1px 12px 1px 0; vertical-align: top; text-align: left; }
 """.strip()
 
 

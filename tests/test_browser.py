@@ -247,7 +247,9 @@ def test_audit_notebook_in_jupyterlab(audit_lab: Lab) -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            # Tall enough that the task browser, its grid and the clicked task's details are
+            # on screen together (for the README's picture).
+            page = browser.new_page(viewport={"width": 1280, "height": 1500})
             try:
                 _open_and_run_all(page, audit_lab, "03_audit_tasks.ipynb")
                 _check_the_audit(page)
@@ -282,6 +284,8 @@ def _check_the_audit(page: Page) -> None:
     failures.screenshot(path=str(ARTIFACTS / "audit-failures.png"))
 
     recent = page.locator("table.imgtools-compact").first
+    recent.scroll_into_view_if_needed()
+    recent.screenshot(path=str(ARTIFACTS / "audit-recent.png"))
     for table in (recent, failures):
         empty = [head for head, filled in table.evaluate(_FILLED_COLUMNS) if not filled]
         assert not empty, f"columns empty in every row: {empty}"
