@@ -43,7 +43,7 @@ from imgtools._models import Task
 from imgtools._tasklog import _EPOCH as _EPOCH_US
 from imgtools._tasklog import _US as _ONE_US
 from imgtools._tasklog import TaskLog, parse_since
-from imgtools.details import check_details, fetch_details, has_details
+from imgtools.details import DETAILS_CONCURRENCY, check_details, fetch_details, has_details
 from imgtools.failures import failure_table
 
 __all__ = [
@@ -72,8 +72,6 @@ COLUMNS: Final = ("id", "type", "status", "owner", "created_at", "updated_at", "
 TYPE_CATEGORIES: Final = ("export", "import")
 STATUS_CATEGORIES: Final = ("pending", "processing", "success", "failure")
 SOURCE_CATEGORIES: Final = ("service", "log")
-#: Concurrent ``GET /v2/tasks/{id}`` requests when ``details=True``.
-DETAILS_CONCURRENCY: Final = 8
 
 # pandas' default string dtype (NaN for missing), so our frames match what users build.
 _STR: Final = pd.StringDtype(na_value=np.nan)

@@ -33,6 +33,7 @@ from traitlets import Bool, Float, Int, Unicode
 
 import imgtools
 from imgtools._exceptions import (
+    ConfigurationError,
     ImgToolsError,
     NotFound,
     TaskFailed,
@@ -92,6 +93,10 @@ def _async_twin(client: Client) -> AsyncClient:
     follow tasks with the library's async operations, on the kernel's loop."""
     from imgtools._client import AsyncClient
 
+    if client._inner is not None:
+        # Its transport is sync and cannot be shared; a twin would bypass it (and its fakes).
+        raise ConfigurationError("this client runs on a transport of its own: pass the form "
+                                 "an async_client= made on a matching async transport")
     creds = client._creds
     options: dict[str, Any]
     if creds.kind == "token":
