@@ -714,6 +714,10 @@ class TaskBrowser(_Form):
         shown = self.view.iloc[:GRID_ROWS] if len(self.view) else self.view
         self._shown = shown["id"].astype(str).tolist() if len(shown) else []
         cells = display_frame(shown) if len(shown) else pd.DataFrame({"id": []})
+        if "status" in cells:
+            cells["status"] = [f"<span class='imgtools-status' style='{STATUS_STYLES.get(v, '')};"
+                               f" padding: 0 4px; border-radius: 3px'>{v}</span>"
+                               for v in cells["status"]]
         keep = [self._shown.index(self.selected)] if self.selected in self._shown else []
         with self.grid.hold_sync():
             self.grid.update(cells, selected_rows=keep, allow_html=True)

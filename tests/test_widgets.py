@@ -307,7 +307,8 @@ def test_task_browser_filters_details_and_csv(emu: EmulatorHandle, client: imgto
         browser.status_filter.value = "failure"
         assert browser.rows == failures
         assert set(browser.view["status"].astype(str)) == {"failure"}
-        assert set(browser.grid.df["status"]) == {"failure"}
+        assert browser.grid.df["status"].str.endswith(">failure</span>").all()
+        assert "#fee2e2" in browser.grid.df["status"].iloc[0]  # in the failure colours
         assert browser.grid.df["failure"].str.contains(" · ").all()  # category · message
 
         # A click on a row shows that task, highlighted, with where each time comes from.
