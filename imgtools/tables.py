@@ -143,8 +143,9 @@ def failures_table(failures: pd.DataFrame) -> Any:
         "type": failures["type"].astype(str),
         "category": failures["category"].astype(str),
         "count": failures["count"].astype("int64"),
-        "first": failures["first"].dt.strftime(_TIME_FORMAT),
-        "last": failures["last"].dt.strftime(_TIME_FORMAT),
+        # Days only: the message needs the room more than the minutes.
+        "first": failures["first"].dt.strftime("%Y-%m-%d"),
+        "last": failures["last"].dt.strftime("%Y-%m-%d"),
         "wordings": failures["messages"].astype("int64"),
         "message (most frequent)": [f'<span title="{html.escape(m)}">{html.escape(m)}</span>'
                     for m in failures["message"].astype(str)],
