@@ -877,14 +877,16 @@ class TaskBrowser(_Form):
 SERVICE_TIME = "service time"
 LOCAL_TIME = "first seen by this machine (no service time)"
 
-#: The grid's rules: rows never wrap, the failure column is cut with "…" (its full text on
-#: hover), the clicked row stands out, and the table fits the output.
+#: The grid's rules: rows never wrap, the last column (failure) takes the width the others
+#: leave and is cut with "…" (its full text on hover; ``max-width: 0`` + ``width: 100%`` is
+#: what lets a cell shrink below its text), so the table fits the output.
 GRID_CSS = """
 .imgtools-task-browser table.imgtools-grid { width: 100% !important; }
 .imgtools-task-browser table.imgtools-grid td { white-space: nowrap;
   font-variant-numeric: tabular-nums; }
-.imgtools-task-browser table.imgtools-grid td:last-child { max-width: 22em; overflow: hidden;
-  text-overflow: ellipsis; }
+.imgtools-task-browser table.imgtools-grid td:last-child,
+.imgtools-task-browser table.imgtools-grid th:last-child { max-width: 0; width: 100%;
+  overflow: hidden; text-overflow: ellipsis; }
 .imgtools-task-browser table.imgtools-grid tbody tr { cursor: pointer; }
 .imgtools-task-browser .imgtools-task-detail { line-height: 1.5; }
 .imgtools-task-browser .imgtools-task-detail td, .imgtools-task-browser .imgtools-task-detail th {

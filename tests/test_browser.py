@@ -302,6 +302,10 @@ def _check_the_audit(page: Page) -> None:
         ".length > 1", timeout=STEP_MS)
     empty = [head for head, filled in grid.evaluate(_FILLED_COLUMNS) if not filled]
     assert not empty, f"grid columns empty in every row: {empty}"
+    widths = grid.evaluate("t => [t.scrollWidth, t.closest('.jp-OutputArea-output')"
+                           ".clientWidth, [...t.querySelectorAll('thead th')].map(h => "
+                           "h.offsetWidth)]")
+    assert widths[0] <= widths[1] + 1, f"the grid is wider than the output: {widths}"
     # Rows are one line each: no wrapped ids, dates or durations.
     heights = grid.locator("tbody tr").evaluate_all("rows => rows.map(r => r.offsetHeight)")
     assert max(heights) < 2 * min(heights), heights
