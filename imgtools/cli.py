@@ -118,7 +118,16 @@ def _frame_for(args: argparse.Namespace) -> Any:
     client = _connect(args)
     with client:
         frame = tasks_frame(client) if args.source == "service" else merged(client)
-    return filter_tasks(frame, since=args.since, status=args.status, type=args.type)
+        frame = filter_tasks(frame, since=args.since, status=args.status, type=args.type)
+        if getattr(args, "details", "none") != "none":
+            from imgtools.details import fetch_details
+
+            # Details of the tasks in view only, before the tables are made.
+            found = fetch_details(frame, client, details=args.details,
+                                  progress=sys.stderr.isatty())
+            print(f"imgtools: {found}", file=sys.stderr)
+            frame = found.frame
+    return frame
 
 
 def cmd_tasks(args: argparse.Namespace, out: TextIO) -> int:
@@ -130,6 +139,10 @@ def cmd_audit(args: argparse.Namespace, out: TextIO) -> int:
     from imgtools.history import summary
 
     report = summary(_frame_for(args))
+    if report.without_details or report.not_fetched:
+        print(f"imgtools: {report.without_details} task(s) in view have no details anywhere "
+              f"(purged from the service, never seen in full here); {report.not_fetched} "
+              "listed but not fetched", file=sys.stderr)
     for name, table in report.tables.items():
         if args.format == "json":
             out.write(json.dumps({name: json.loads(table.to_json(orient="split",
@@ -239,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--since", help="only tasks created since, e.g. 7d, 12h, 2026-11-01")
         p.add_argument("--status", choices=("pending", "processing", "success", "failure"))
         p.add_argument("--type", choices=("export", "import"))
+        if name == "audit":
+            from imgtools.details import DEFAULT_DETAILS, DETAILS_MODES
+
+            p.add_argument("--details", choices=DETAILS_MODES, default=DEFAULT_DETAILS,
+                           help="fetch the details (message, input, result) the log lacks for "
+                                "the tasks in view: missing (default), failures only, all "
+                                "again, or none")
 
     p = add("wait", cmd_wait, "wait for tasks to finish (batch polling)")
     p.add_argument("task_ids", nargs="+", metavar="TASK_ID")

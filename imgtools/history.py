@@ -44,6 +44,8 @@ from imgtools._sources import AsyncTaskSource, TaskSource
 from imgtools._tasklog import _EPOCH as _EPOCH_US
 from imgtools._tasklog import _US as _ONE_US
 from imgtools._tasklog import TaskLog, parse_since
+from imgtools.details import DETAILS_CONCURRENCY, check_details, fetch_details, has_details
+from imgtools.failures import failure_table
 
 __all__ = [
     "COLUMNS",
@@ -71,8 +73,6 @@ COLUMNS: Final = ("id", "type", "status", "owner", "created_at", "updated_at", "
 TYPE_CATEGORIES: Final = ("export", "import")
 STATUS_CATEGORIES: Final = ("pending", "processing", "success", "failure")
 SOURCE_CATEGORIES: Final = ("service", "log")
-#: Concurrent ``GET /v2/tasks/{id}`` requests when ``details=True``.
-DETAILS_CONCURRENCY: Final = 8
 
 # pandas' default string dtype (NaN for missing), so our frames match what users build.
 _STR: Final = pd.StringDtype(na_value=np.nan)
@@ -484,7 +484,7 @@ def _prefer(listed: Task, full: Task | None) -> Task:
 
 
 def tasks_frame(source: TaskSource | AsyncTaskSource | TaskLog | Iterable[Task], *,
-                details: bool = False, record: bool = True,
+                details: bool | str = False, record: bool = True,
                 concurrency: int = DETAILS_CONCURRENCY) -> pd.DataFrame:
     """Tasks as a typed DataFrame (columns in the module docstring, also when empty).
 
@@ -492,10 +492,18 @@ def tasks_frame(source: TaskSource | AsyncTaskSource | TaskLog | Iterable[Task],
     ``source="service"``), a ``TaskLog`` (``source="log"``) or an iterable of ``Task``.
     ``details=True`` (clients only) fills each stub's input/result/message: from the client's
     log when it holds the task in full, else by ``GET /v2/tasks/{id}``, ``concurrency`` at a
-    time (default ``DETAILS_CONCURRENCY``). ``record`` (default true): what the listing shows
-    goes into the client's audit log too (a worker thread writes while pages arrive).
+    time (default ``DETAILS_CONCURRENCY``); also ``details="failures"`` (failures only) or
+    ``"all"`` (every task again), see ``imgtools.details``. ``record`` (default true): what the
+    listing shows goes into the client's audit log too (a worker thread writes while pages
+    arrive).
     """
     from imgtools._exceptions import ValidationError
+
+    mode = check_details(details)
+    if mode in ("failures", "all") and _is_client(source):
+        listed = tasks_frame(source, record=record)
+        return fetch_details(listed, source, details=mode, concurrency=concurrency).frame
+    details = mode == "missing"
 
     if isinstance(source, TaskLog):
         if details:
@@ -558,14 +566,19 @@ async def tasks_frame_async(client: AsyncTaskSource, *, details: bool = False, r
     return _frame_from_tasks([_prefer(t, known.get(t.id)) for t in tasks])
 
 
-def merged(client: TaskSource | AsyncTaskSource, log: TaskLog | None = None) -> pd.DataFrame:
+def merged(client: TaskSource | AsyncTaskSource, log: TaskLog | None = None, *,
+           details: str = "none", concurrency: int = DETAILS_CONCURRENCY,
+           progress: Any = None) -> pd.DataFrame:
     """Service tasks and logged tasks in one frame, one row per task id, oldest first.
 
     A task the service still lists keeps its current state (``source="service"``) with
     image/container/location/message filled from the log where the service gave only a stub;
     a task the service has purged comes from the log (``source="log"``). ``log`` defaults to
-    the client's log, else ``TaskLog.default()``.
+    the client's log, else ``TaskLog.default()``. ``details`` (``"missing"``, ``"failures"``,
+    ``"all"``, default ``"none"``), ``concurrency`` and ``progress``: see
+    ``imgtools.details.fetch_details``, run on the merged frame.
     """
+    mode = check_details(details)
     if log is None:
         # Not `or`: an empty TaskLog is falsy (len 0), and the default log is another log.
         log = _client_log(client)
@@ -578,7 +591,11 @@ def merged(client: TaskSource | AsyncTaskSource, log: TaskLog | None = None) -> 
     only_logged = logged.loc[logged.index.difference(service.index)]
     both = pd.concat([service, only_logged]) if len(only_logged) else service
     both = both.reset_index().rename(columns={"index": "id"})
-    return _conform(both.sort_values(["created_at", "id"], kind="stable"))
+    frame = _conform(both.sort_values(["created_at", "id"], kind="stable"))
+    if mode == "none":
+        return frame
+    return fetch_details(frame, client, log, details=mode, concurrency=concurrency,
+                         progress=progress).frame
 
 
 def filter_tasks(frame: pd.DataFrame, *, since: str | datetime | None = None,
@@ -659,8 +676,11 @@ class Summary:
     ``success_rate``: per type, finished / succeeded / failed and ``success_rate`` (0..1,
     succeeded / finished; NaN when nothing finished).
     ``durations``: per type, ``p50`` / ``p90`` / ``max`` of finished tasks' durations.
-    ``failures``: failed tasks grouped by type and message: ``count``, ``first``, ``last``.
+    ``failures``: failed tasks grouped by type and category (``failures.py``): ``count``,
+    ``first``, ``last``, ``messages`` (raw wordings) and the most frequent raw ``message``.
     ``per_day``: tasks created per UTC day, by status, with a total.
+    ``without_details``: tasks with no details anywhere (purged, never seen in full here);
+    ``not_fetched``: tasks the service lists whose details were not fetched.
     """
 
     counts: pd.DataFrame
@@ -668,6 +688,8 @@ class Summary:
     durations: pd.DataFrame
     failures: pd.DataFrame
     per_day: pd.DataFrame
+    without_details: int = 0
+    not_fetched: int = 0
     tables: dict[str, pd.DataFrame] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -706,13 +728,9 @@ def summary(frame: pd.DataFrame) -> Summary:
     }, index=pd.Index([name for name, _ in groups]))
     durations.index.name = "type"
 
-    failed = frame.loc[frame["status"] == "failure", ["type", "message", "created_at"]].copy()
-    failed["message"] = failed["message"].fillna("(no message)")
-    failures = (failed.groupby(["type", "message"], observed=True)["created_at"]
-                .agg(count="count", first="min", last="max").reset_index()
-                .sort_values(["count", "last"], ascending=[False, False], kind="stable")
-                .reset_index(drop=True))
-    failures["count"] = failures["count"].astype("int64")
+    failures = failure_table(frame)
+    known = has_details(frame)
+    listed = (frame["source"] == "service").to_numpy()
 
     day = frame["created_at"].dt.floor("D").dt.tz_localize(None).dt.date
     per_day = pd.crosstab(day, frame["status"], dropna=False) if len(frame) else \
@@ -721,4 +739,6 @@ def summary(frame: pd.DataFrame) -> Summary:
     per_day["total"] = per_day.sum(axis=1)
     per_day.index.name, per_day.columns.name = "day", "status"
     return Summary(counts=counts, success_rate=rate, durations=durations, failures=failures,
-                   per_day=per_day.astype("int64"))
+                   per_day=per_day.astype("int64"),
+                   without_details=int((~known & ~listed).sum()),
+                   not_fetched=int((~known & listed).sum()))

@@ -7,17 +7,17 @@ person can do is testable without a browser: set the input widgets' values, ``cl
 button, ``await form.settled()``, read the traits.
 
 Work never blocks the kernel: each action runs as an asyncio task on the kernel's running
-loop, and every blocking call (one HTTP request, a verification, a download) runs in a worker
-thread through ``asyncio.to_thread``. Waiting for an export is a loop of single ``refresh()``
-requests separated by ``asyncio.sleep``, so it can be cancelled at any moment (kernel restart,
-a second form) without leaving a thread blocked for the length of a wait. Errors appear in the
-form as one readable line; no traceback reaches the notebook.
+loop. Every status change (creating an export, following it, fetching a task's details) goes
+through an ``AsyncClient`` on that loop: following is ``AsyncExportTask.wait``, the library's
+one polling loop, so the form polls, paces and obeys ``Retry-After`` exactly as ``wait`` does
+and can be cancelled at any moment (kernel restart, a second form). Listing, verifying and
+downloading use the sync client in worker threads (``asyncio.to_thread``). Errors appear in
+the form as one readable line; no traceback reaches the notebook.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -27,28 +27,36 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
+import numpy as np
 import pandas as pd
 from traitlets import Bool, Float, Int, Unicode
 
 import imgtools
 from imgtools._exceptions import (
-    APIError,
+    ConfigurationError,
     ImgToolsError,
     NotFound,
-    RateLimited,
-    TaskTimeout,
-    TransportError,
+    TaskFailed,
     ValidationError,
 )
 from imgtools._models import Image, Task, TaskStatus
 from imgtools._polling import PollPolicy
 from imgtools._tasklog import TaskLog
 from imgtools._validation import validate_container
+from imgtools.details import (
+    DEFAULT_DETAILS,
+    check_details,
+    fetch_details_async,
+    fill_rows,
+    has_details,
+)
+from imgtools.failures import categorize
 from imgtools.formatting import format_bytes, one_line
-from imgtools.history import STATUS_STYLES, format_duration, merged, style_tasks
+from imgtools.history import STATUS_STYLES, format_duration, merged
+from imgtools.tables import display_frame
 
 if TYPE_CHECKING:
-    from imgtools._client import Client
+    from imgtools._client import AsyncClient, Client
 
 __all__ = ["ExportForm", "TaskBrowser", "format_bytes", "one_line"]
 
@@ -56,10 +64,31 @@ __all__ = ["ExportForm", "TaskBrowser", "format_bytes", "one_line"]
 TICK = 0.5
 
 
-def _transient(exc: ImgToolsError) -> bool:
-    # Worth another poll: the network or the service hiccuped; the task goes on regardless.
-    return isinstance(exc, TransportError | RateLimited) or (
-        isinstance(exc, APIError) and exc.status_code >= 500)
+def _async_twin(client: Client) -> AsyncClient:
+    """An ``AsyncClient`` with ``client``'s credentials, settings and audit log: the forms
+    follow tasks with the library's async operations, on the kernel's loop."""
+    from imgtools._client import AsyncClient
+
+    if client._inner is not None:
+        # Its transport is sync and cannot be shared; a twin would bypass it (and its fakes).
+        raise ConfigurationError("this client runs on a transport of its own: pass the form "
+                                 "an async_client= made on a matching async transport")
+    creds = client._creds
+    options: dict[str, Any]
+    if creds.kind == "token":
+        assert creds.token is not None
+        options = {"endpoint": creds.endpoint, "token": creds.token.reveal(),
+                   "files_endpoint": creds.files_endpoint, "tenant_id": creds.tenant_id}
+    else:
+        options = {"username": creds.username, "region": creds.region,
+                   "identity_url": creds.identity_url, "tenant_id": creds.tenant_id,
+                   "api_key": None if creds.api_key is None else creds.api_key.reveal(),
+                   "password": None if creds.password is None else creds.password.reveal()}
+    log = client.log
+    return AsyncClient(**options, poll=client.poll, wait_timeout=client.wait_timeout,
+                       retries=client._retries, timeout=client._timeout.read or 30.0,
+                       verify=client._verify, log=log if log is not None else False,
+                       environ={})
 
 
 def _describe(client: Client) -> str:
@@ -83,9 +112,12 @@ class _Form(w.VBox):  # type: ignore[misc]
     busy = Bool(False, help="true while an action runs")
     connection = Unicode("", help="who and where the form is connected to")
 
-    def __init__(self, client: Client | None, **kwargs: Any) -> None:
+    def __init__(self, client: Client | None, async_client: AsyncClient | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.client: Client | None = client
+        self.aclient: AsyncClient | None = async_client
+        self._own_aclient = async_client is None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._active = 0
 
@@ -95,6 +127,13 @@ class _Form(w.VBox):  # type: ignore[misc]
             self.client = await _connect()
         self.connection = _describe(self.client)
         return self.client
+
+    async def _async_client(self) -> AsyncClient:
+        """The async twin of ``client`` (same account, settings and audit log): every status
+        change is asked through it, so the forms poll exactly as ``AsyncExportTask.wait``."""
+        if self.aclient is None:
+            self.aclient = await (_async_twin(await self._client())).open()
+        return self.aclient
 
     def _run(self, action: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``action()`` as a task on the running loop (in a kernel), or to completion when
@@ -125,6 +164,14 @@ class _Form(w.VBox):  # type: ignore[misc]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def aclose(self) -> None:
+        """Stop what runs and close the connections the form opened itself."""
+        self.cancel()
+        await self.settled()
+        if self.aclient is not None and self._own_aclient:
+            await self.aclient.aclose()
+            self.aclient = None
+
     async def settled(self) -> None:
         """Wait until every action started so far (and any they started) has finished."""
         while self._tasks:
@@ -146,6 +193,9 @@ class ExportForm(_Form):
     ``client``: a ``Client``; ``None`` uses the environment's credentials, else starts the
     local emulator in the background. ``poll``: the polling policy (default: fast against a
     local emulator, the client's own otherwise). ``timeout``: seconds to follow the task.
+    ``async_client``: the ``AsyncClient`` that creates and follows the export (default: a
+    twin of ``client``, same account, settings and audit log); polling is
+    ``AsyncExportTask.wait``, so the form polls exactly as ``wait`` does.
     ``download_dir``: where Download writes ``<image id>.vhd``.
 
     Traits to read: ``status`` (``idle``, ``starting``, ``pending``, ``processing``,
@@ -162,7 +212,8 @@ class ExportForm(_Form):
     downloaded = Unicode("")
 
     def __init__(self, client: Client | None = None, *, poll: PollPolicy | None = None,
-                 timeout: float | None = None, download_dir: str | Path = ".") -> None:
+                 timeout: float | None = None, download_dir: str | Path = ".",
+                 async_client: AsyncClient | None = None) -> None:
         self._images: dict[str, Image] = {}
         self._reasons: dict[str, str | None] = {}
         self._containers: list[str] = []
@@ -204,7 +255,7 @@ class ExportForm(_Form):
             w.HBox([self.verify_button, self.download_button]), self.download_dir,
             self.progress, self.result_line,
         ]
-        super().__init__(client, children=children)
+        super().__init__(client, async_client, children=children)
         self.add_class("imgtools-export-form")
 
         self.search.observe(lambda _: self._fill_picker(), names="value")
@@ -342,14 +393,23 @@ class ExportForm(_Form):
         started = time.monotonic()
         ticker = asyncio.get_running_loop().create_task(self._tick(started))
         try:
-            handle = await asyncio.to_thread(
-                client.begin_export, image.id, container,
-                create_container=self.create_container.value)
+            aclient = await self._async_client()
+            handle = await aclient.begin_export(image.id, container,
+                                                create_container=self.create_container.value)
             if container not in self._containers:
                 self._containers = sorted([*self._containers, container])
                 self.container.options = tuple(self._containers)
             self.task_id = handle.id
-            final = await self._follow(handle, started)
+            if handle.task is not None:
+                self._last_task = handle.task
+                self.status = handle.task.status.value
+            policy = self._poll or _policy_for(client)
+            try:
+                final = await handle.wait(self._timeout, poll=policy, on_update=self._observe)
+            except TaskFailed as failed:
+                final = failed.task
+                self._last_task = final
+                self.status = final.status.value
         except BaseException:
             if self.status not in ("failure",):
                 self.status = "error"
@@ -365,42 +425,10 @@ class ExportForm(_Form):
                                     "</code>")
         self._show_result_buttons(True)
 
-    async def _follow(self, handle: Any, started: float) -> Task:
-        """Poll ``handle`` until its task finishes: one request per round, off the loop."""
-        policy = self._poll or _policy_for(handle.client)
-        deadline = None if self._timeout is None else started + self._timeout
-        task: Task | None = handle.task
-        if task is not None:
-            self._observe(task)
-        attempt = 0
-        while task is None or not task.done:
-            retry_after: float | None = None
-            delay = policy.delay(attempt, retry_after=retry_after)
-            attempt += 1
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    assert task is not None
-                    raise TaskTimeout(f"task {handle.id} is still {task.status.value} after "
-                                      f"{self._timeout:g} s (it goes on in the service)",
-                                      task=task)
-                delay = min(delay, left)
-            await asyncio.sleep(delay)
-            try:
-                fresh: Task = await asyncio.to_thread(handle.refresh)
-            except ImgToolsError as exc:
-                if not _transient(exc):
-                    raise
-                if isinstance(exc, RateLimited) and exc.retry_after:
-                    await asyncio.sleep(min(exc.retry_after, policy.retry_after_cap))
-                continue
-            task = fresh
-            self.polls += 1
-            self._observe(task)
-        return task
-
     def _observe(self, task: Task) -> None:
+        # wait's on_update: called after every answered poll.
         self._last_task = task
+        self.polls += 1
         self.status = task.status.value
 
     async def _tick(self, started: float) -> None:
@@ -506,15 +534,27 @@ def _policy_for(client: Any) -> PollPolicy:
 # -- the task browser ---------------------------------------------------------------------------
 
 _ALL = "all"
+#: Rows handed to the grid at most: the newest of the view. Filtering and counting use every
+#: row; shipping 100,000 rows to the browser on each change would take seconds.
+GRID_ROWS = 1000
+#: Rows per page of the grid.
+GRID_PAGE = 15
 
 
 class TaskBrowser(_Form):
-    """Past and running tasks from the service and the audit log, filtered, in detail, to CSV.
+    """Past and running tasks from the service and the audit log: filter, click a row to see
+    it in full, export to CSV.
 
     ``client``: a ``Client`` (``None``: the environment's credentials, else the emulator);
-    ``log``: a ``TaskLog`` (``None``: the client's). Traits to read: ``rows`` (tasks shown),
-    ``selected`` (task id), ``detail`` (its full description, text), ``csv_path``, ``error``.
-    The full frame is ``browser.frame``, the filtered one ``browser.view``.
+    ``log``: a ``TaskLog`` (``None``: the client's); ``details``: which task details to fetch
+    on Refresh (``imgtools.details``: ``"missing"`` by default, every task shown that the log
+    lacks); ``frame``: show this tasks frame instead of reading the service and log.
+
+    The grid is itables' ``ITable`` widget: a real HTML table (copyable text, the full id on
+    hover), sorted and paged in the browser, the clicked row highlighted. Traits to read:
+    ``rows`` (tasks in the view), ``selected`` (task id), ``detail`` (its description, text),
+    ``csv_path`` (absolute), ``error``. The full frame is ``browser.frame``, the filtered one
+    ``browser.view`` (newest first); the grid shows ``browser.view.iloc[:GRID_ROWS]``.
     """
 
     rows = Int(0)
@@ -523,44 +563,59 @@ class TaskBrowser(_Form):
     csv_path = Unicode("")
 
     def __init__(self, client: Client | None = None, log: TaskLog | None = None, *,
-                 csv_file: str | Path = "tasks.csv") -> None:
+                 csv_file: str | Path = "tasks.csv", details: str = DEFAULT_DETAILS,
+                 frame: pd.DataFrame | None = None,
+                 async_client: AsyncClient | None = None) -> None:
+        from itables.widget import ITable
+
         self.task_log = log
-        self.frame: pd.DataFrame = pd.DataFrame()
+        self._details = check_details(details)
+        self.frame: pd.DataFrame = pd.DataFrame() if frame is None else frame
         self.view: pd.DataFrame = pd.DataFrame()
+        self._shown: list[str] = []  # ids of the grid's rows, in the grid's order
         self.type_filter = w.Dropdown(options=[_ALL, "export", "import"], value=_ALL,
-                                      description="Type")
+                                      description="Type", layout=w.Layout(width="190px"))
         self.status_filter = w.Dropdown(
-            options=[_ALL, *(s.value for s in TaskStatus)], value=_ALL, description="Status")
+            options=[_ALL, *(s.value for s in TaskStatus)], value=_ALL, description="Status",
+            layout=w.Layout(width="210px"))
         self.source_filter = w.Dropdown(options=[_ALL, "service", "log"], value=_ALL,
-                                        description="Source")
-        self.since = w.DatePicker(description="From", value=None)
-        self.until = w.DatePicker(description="To", value=None)
-        self.refresh_button = w.Button(description="Refresh", icon="refresh")
+                                        description="Source", layout=w.Layout(width="190px"))
+        self.since = w.DatePicker(description="From", value=None,
+                                  layout=w.Layout(width="230px"))
+        self.until = w.DatePicker(description="To", value=None, layout=w.Layout(width="230px"))
+        self.refresh_button = w.Button(description="Refresh", icon="refresh",
+                                       layout=w.Layout(width="110px"))
         self.summary_line = w.HTML("")
-        self.table = w.HTML("")
-        self.task_picker = w.Dropdown(options=[], description="Task",
-                                      layout=w.Layout(width="95%"))
+        self.details_progress = w.IntProgress(value=0, min=0, max=1, description="details",
+                                              layout=w.Layout(display="none", width="60%"))
+        self.grid = ITable(pd.DataFrame({"id": []}), select={"style": "single"},
+                           classes="display compact nowrap imgtools-grid", paging=True,
+                           pageLength=GRID_PAGE, lengthMenu=[GRID_PAGE, 50, 200],
+                           allow_html=True, order=[], autoWidth=False,
+                           style="width:100%;margin:0")
         self.detail_view = w.HTML("")
         self.csv_file = w.Text(str(csv_file), description="CSV file")
         self.csv_button = w.Button(description="Export CSV", icon="file")
         self.csv_line = w.HTML("")
-        self.connection_label = w.HTML("Connecting…")
+        self.connection_label = w.HTML("Connecting…" if frame is None else "")
         self.error_line = w.HTML("")
         children = [
-            w.HTML("<b>Tasks</b>"), self.connection_label,
-            w.HBox([self.type_filter, self.status_filter, self.source_filter]),
-            w.HBox([self.since, self.until, self.refresh_button]),
-            self.summary_line, self.error_line,
-            w.Box([self.table], layout=w.Layout(max_height="420px", overflow="auto")),
-            self.task_picker, self.detail_view,
+            w.HTML(f"<b>Tasks</b><style>{GRID_CSS}</style>"), self.connection_label,
+            w.HBox([self.type_filter, self.status_filter, self.source_filter],
+                   layout=w.Layout(flex_flow="row wrap")),
+            w.HBox([self.since, self.until, self.refresh_button],
+                   layout=w.Layout(flex_flow="row wrap")),
+            self.summary_line, self.details_progress, self.error_line,
+            self.grid, self.detail_view,
             w.HBox([self.csv_file, self.csv_button]), self.csv_line,
         ]
-        super().__init__(client, children=children)
+        super().__init__(client, async_client, children=children)
         self.add_class("imgtools-task-browser")
         for widget in (self.type_filter, self.status_filter, self.source_filter, self.since,
                        self.until):
             widget.observe(lambda _: self._apply_filters(), names="value")
-        self.task_picker.observe(lambda change: self.show_task(change["new"]), names="value")
+        self.grid.observe(lambda change: self._row_clicked(change["new"]),
+                          names="selected_rows")
         self.refresh_button.on_click(lambda _: self.refresh())
         self.csv_button.on_click(lambda _: self.export_csv())
         self.observe(lambda change: setattr(self.connection_label, "value",
@@ -569,10 +624,16 @@ class TaskBrowser(_Form):
             self.error_line, "value",
             f"<span class='imgtools-error' style='color:#b91c1c'>{html.escape(change['new'])}"
             "</span>" if change["new"] else ""), names="error")
-        self.refresh()
+        if frame is None:
+            self.refresh()
+        else:
+            self._apply_filters()
+
+    # -- reading ----------------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """What Refresh does: read the service's tasks and the log again."""
+        """What Refresh does: read the service's tasks and the log again, then fetch the
+        details the log lacks (``details``), a few at a time, with a progress bar."""
         self._run(self._refresh)
 
     async def _refresh(self) -> None:
@@ -585,37 +646,58 @@ class TaskBrowser(_Form):
             self.task_log = log
         self.frame = await asyncio.to_thread(merged, client, log)
         self._apply_filters()
+        if self._details != "none":
+            found = await fetch_details_async(
+                self.frame, await self._async_client(), log, details=self._details,
+                progress=self._show_details_progress)
+            self.details_progress.layout.display = "none"
+            self.frame = found.frame
+            self._apply_filters()
+
+    def _show_details_progress(self, done: int, total: int) -> None:
+        self.details_progress.layout.display = None if total and done < total else "none"
+        self.details_progress.max = max(total, 1)
+        self.details_progress.value = done
+        self.details_progress.description = f"details {done}/{total}"
+
+    # -- filtering --------------------------------------------------------------------------
 
     def _apply_filters(self) -> None:
         frame = self.frame
         if not len(frame):
             self.view = frame
         else:
-            mask = pd.Series(True, index=frame.index)
+            mask = np.ones(len(frame), dtype=bool)
             for column, widget in (("type", self.type_filter), ("status", self.status_filter),
                                    ("source", self.source_filter)):
                 if widget.value != _ALL:
-                    mask &= frame[column].astype("string") == widget.value
+                    mask &= (frame[column] == widget.value).to_numpy()
             if self.since.value is not None:
-                mask &= frame["created_at"] >= _day_start(self.since.value)
+                mask &= (frame["created_at"] >= _day_start(self.since.value)).to_numpy()
             if self.until.value is not None:
-                mask &= frame["created_at"] < _day_start(self.until.value) + pd.Timedelta(days=1)
+                mask &= (frame["created_at"]
+                         < _day_start(self.until.value) + pd.Timedelta(days=1)).to_numpy()
             # Newest first: what someone opening the browser wants to see.
-            self.view = frame.loc[mask].sort_values("created_at", ascending=False,
-                                                    kind="stable").reset_index(drop=True)
+            chosen = frame.loc[mask]
+            stamps = pd.DatetimeIndex(chosen["created_at"]).asi8
+            order = np.argsort(-stamps, kind="stable")
+            self.view = chosen.iloc[order].reset_index(drop=True)
         self.rows = len(self.view)
         self.summary_line.value = self._summary_html()
-        shown = self.view[[c for c in ("id", "type", "status", "created_at", "duration",
-                                       "image_id", "container", "message", "source")
-                           if c in self.view]]
-        self.table.value = style_tasks(shown).to_html() if len(shown) else "<i>no tasks</i>"
-        options = [(_task_label(row), row["id"]) for row in self.view.to_dict("records")]
-        self.task_picker.options = options
-        if self.selected in set(self.view["id"]) if len(self.view) else False:
-            self.task_picker.value = self.selected
-        elif options:
-            self.task_picker.value = options[0][1]
-        else:
+        self._fill_grid()
+
+    def _fill_grid(self) -> None:
+        shown = self.view.iloc[:GRID_ROWS] if len(self.view) else self.view
+        self._shown = shown["id"].astype(str).tolist() if len(shown) else []
+        cells = display_frame(shown) if len(shown) else pd.DataFrame({"id": []})
+        if "status" in cells:
+            cells["status"] = [f"<span class='imgtools-status' style='{STATUS_STYLES.get(v, '')};"
+                               f" padding: 0 4px; border-radius: 3px'>{v}</span>"
+                               for v in cells["status"]]
+        keep = [self._shown.index(self.selected)] if self.selected in self._shown else []
+        with self.grid.hold_sync():
+            self.grid.update(cells, selected_rows=keep, allow_html=True)
+        if not keep and self.selected and self.selected not in self._shown:
             self.selected = self.detail = ""
             self.detail_view.value = ""
 
@@ -625,62 +707,136 @@ class TaskBrowser(_Form):
         counts = self.view["status"].value_counts()
         parts = ", ".join(f"{int(counts.get(s, 0))} {s}" for s in
                           ("success", "failure", "processing", "pending") if counts.get(s, 0))
-        return f"{len(self.view)} of {len(self.frame)} tasks: {parts}"
+        text = f"{len(self.view):,} of {len(self.frame):,} tasks: {parts}"
+        missing = ~has_details(self.view)
+        if missing.any():
+            listed = (self.view["source"] == "service").to_numpy()
+            text += (f" · {int((missing & ~listed).sum())} with no details anywhere (purged, "
+                     f"never seen in full here), {int((missing & listed).sum())} not fetched")
+        if len(self.view) > GRID_ROWS:
+            text += (f" · the grid shows the newest {GRID_ROWS:,}: narrow the filters, or "
+                     "Export CSV for all")
+        return html.escape(text)
+
+    # -- one task ---------------------------------------------------------------------------
+
+    def _row_clicked(self, rows: list[int]) -> None:
+        if rows and 0 <= rows[0] < len(self._shown):
+            task_id = self._shown[rows[0]]
+            if task_id != self.selected or not self.detail:
+                self.show_task(task_id)
+
+    def select_row(self, position: int) -> None:
+        """What a click on the grid's ``position``-th row (0: the newest shown) does."""
+        self.grid.selected_rows = [position]
 
     def show_task(self, task_id: str | None) -> None:
-        """Show one task in full: input, result, message and the status changes the log saw.
+        """Show one task in full: input, result, message and when each status was first seen.
 
-        The service lists only stubs, so a task the log does not hold in full is fetched
-        (``GET /v2/tasks/{id}``, which also records it in the log)."""
-        if task_id:
-            self.selected = task_id
-            self._run(lambda: self._show_task(task_id))
-
-    async def _show_task(self, task_id: str) -> None:
+        What the log holds in full is shown at once; a task it lacks is fetched
+        (``GET /v2/tasks/{id}`` through the async client, recorded in the log), and the
+        fetched details fill its row in the grid too."""
+        if not task_id:
+            return
+        self.selected = task_id
+        if task_id in self._shown and self.grid.selected_rows != [self._shown.index(task_id)]:
+            self.grid.selected_rows = [self._shown.index(task_id)]
         task = self.task_log.get(task_id) if self.task_log is not None else None
-        if (task is None or task.is_stub) and self.client is not None:
-            # NotFound: purged by the service; what the log holds is all there is.
-            with contextlib.suppress(NotFound):
-                task = await asyncio.to_thread(self.client.get_task, task_id)
-        if self.selected != task_id:
-            return  # another task was picked meanwhile
-        lines: list[str] = []
-        if task is None:
-            row = self.frame.loc[self.frame["id"] == task_id]
-            if len(row):
-                record = row.iloc[0]
-                lines += [f"id: {task_id}", f"type: {record['type']}",
-                          f"status: {record['status']}", f"created: {record['created_at']}"]
-        else:
-            lines += [f"id: {task.id}", f"type: {task.type}", f"status: {task.status.value}",
-                      f"owner: {task.owner}", f"created: {task.created_at:%Y-%m-%d %H:%M:%S}Z",
-                      f"updated: {task.updated_at:%Y-%m-%d %H:%M:%S}Z"]
-            if task.expires_at is not None:
-                lines.append(f"expires: {task.expires_at:%Y-%m-%d %H:%M:%S}Z")
-            if task.duration is not None:
-                lines.append(f"duration: {format_duration(task.duration)}")
-            lines.append(f"input: {_mapping(task.input)}")
-            lines.append(f"result: {_mapping(task.result)}")
-            lines.append(f"message: {task.message or '(none)'}")
-        events = self._events(task_id)
-        if events:
-            lines.append("observed:")
-            lines += [f"  {seen} {status}" for seen, status in events]
-        self.detail = "\n".join(lines)
-        self.detail_view.value = (f"<pre class='imgtools-task-detail'>{html.escape(self.detail)}"
-                                  "</pre>")
+        self._describe(task_id, task)
+        if (task is None or task.is_stub) and self._listed(task_id) and (
+                self.client is not None or self.aclient is not None):
+            self._run(lambda: self._fetch_one(task_id))
 
-    def _events(self, task_id: str) -> list[tuple[str, str]]:
+    def _listed(self, task_id: str) -> bool:
+        rows = self.frame.loc[self.frame["id"] == task_id, "source"]
+        return bool(len(rows)) and str(rows.iloc[0]) == "service"
+
+    async def _fetch_one(self, task_id: str) -> None:
+        aclient = await self._async_client()
+        try:
+            task = await aclient.get_task(task_id)
+        except NotFound:
+            return  # purged by the service since: what the log holds is all there is
+        if self.task_log is not None and self.task_log is not aclient.log:
+            self.task_log.record([task])
+        self.frame = self.frame.copy()
+        fill_rows(self.frame, [task])
+        self._apply_filters()  # the row's cells now show what was fetched
+        if self.selected == task_id:
+            self._describe(task_id, task)
+
+    def _describe(self, task_id: str, task: Task | None) -> None:
+        row = self.frame.loc[self.frame["id"] == task_id]
+        record = row.iloc[0] if len(row) else None
+        fields: list[tuple[str, str]] = [("id", task_id)]
+        if task is not None:
+            fields += [("type", task.type), ("status", task.status.value),
+                       ("owner", task.owner or ""),
+                       ("created", f"{task.created_at:%Y-%m-%d %H:%M:%S} UTC"),
+                       ("updated", f"{task.updated_at:%Y-%m-%d %H:%M:%S} UTC")]
+            if task.expires_at is not None:
+                fields.append(("expires", f"{task.expires_at:%Y-%m-%d %H:%M:%S} UTC"))
+            if task.duration is not None:
+                fields.append(("duration", format_duration(task.duration)))
+        elif record is not None:
+            fields += [("type", str(record["type"])), ("status", str(record["status"])),
+                       ("created", _stamp(record["created_at"]) + " UTC")]
+        if record is not None:
+            fields.append(("source", "the service lists it" if str(record["source"]) ==
+                           "service" else "only the audit log knows it (purged by the "
+                           "service)"))
+        if task is not None and not task.is_stub:
+            fields += [("input", _mapping(task.input)), ("result", _mapping(task.result))]
+            if task.status is TaskStatus.FAILURE:
+                found = categorize(task.message)
+                fields.append(("category", str(found) if task.message else "unknown"))
+            fields.append(("message", task.message or "(none)"))
+        else:
+            fields.append(("details", "fetching…" if self._listed(task_id) and (
+                self.client is not None or self.aclient is not None) else
+                "none anywhere: purged by the service and never seen in full here"))
+        events = self._events(task_id, task, record)
+        lines = [f"{name}: {value}" for name, value in fields]
+        if events:
+            lines.append("status first seen:")
+            lines += [f"  {status:<10} {when}  ({how})" for status, when, how in events]
+        self.detail = "\n".join(lines)
+        self.detail_view.value = _detail_html(fields, events)
+
+    def _events(self, task_id: str, task: Task | None, record: Any
+                ) -> list[tuple[str, str, str]]:
+        """(status, when, where the time comes from) for each status, first sighting first.
+
+        A status's time is the service's own ``updated_at`` from the first answer that
+        showed it when the log has one (when the service says the task was in that state);
+        otherwise it is when this machine first saw it. ``pending`` is the task's
+        ``created_at``, a service time too."""
+        out: list[tuple[str, str, str]] = []
+        created = task.created_at if task is not None else (
+            None if record is None else record["created_at"])
+        if created is not None:
+            out.append(("pending", _stamp(created), SERVICE_TIME + " (created_at)"))
         if self.task_log is None:
-            return []
+            return out
         events = self.task_log.events_frame(task_id)
-        return [(pd.Timestamp(seen).strftime("%Y-%m-%d %H:%M:%S"), str(status))
-                for seen, status in zip(events["seen_at"], events["status"], strict=True)]
+        for status, seen, updated in zip(events["status"].astype(str), events["seen_at"],
+                                         events["updated_at"], strict=True):
+            if status == "pending":
+                continue
+            if updated is not None and not pd.isna(updated):
+                out.append((status, _stamp(updated),
+                            f"{SERVICE_TIME} (updated_at); first seen here {_stamp(seen)}"))
+            else:
+                out.append((status, _stamp(seen), LOCAL_TIME))
+        return out
+
+    # -- CSV --------------------------------------------------------------------------------
 
     def export_csv(self, path: str | Path | None = None) -> Path:
-        """What Export CSV does: write the filtered tasks to ``path`` (default: the CSV file
-        box); returns the path."""
+        """What Export CSV does: write every task of the view (not only those in the grid)
+        to ``path`` (default: the CSV file box); returns the absolute path it wrote."""
         target = Path(path if path is not None else self.csv_file.value).expanduser()
+        target = target.resolve()
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             self.view.to_csv(target, index=False)
@@ -688,21 +844,54 @@ class TaskBrowser(_Form):
             self.error = one_line(exc)
             raise
         self.csv_path = str(target)
-        self.csv_line.value = html.escape(f"Wrote {len(self.view)} task(s) to {target}")
+        self.csv_line.value = (f"Wrote {len(self.view):,} task(s) to "
+                               f"<code>{html.escape(str(target))}</code>")
         return target
+
+
+#: How the events list labels where a status's time comes from.
+SERVICE_TIME = "service time"
+LOCAL_TIME = "first seen by this machine (no service time)"
+
+#: The grid's rules: rows never wrap, the last column (failure) takes the width the others
+#: leave and is cut with "…" (its full text on hover; ``max-width: 0`` + ``width: 100%`` is
+#: what lets a cell shrink below its text), so the table fits the output.
+GRID_CSS = """
+.imgtools-task-browser table.imgtools-grid { width: 100% !important; }
+.imgtools-task-browser table.imgtools-grid td { white-space: nowrap;
+  font-variant-numeric: tabular-nums; }
+.imgtools-task-browser table.imgtools-grid td:last-child,
+.imgtools-task-browser table.imgtools-grid th:last-child { max-width: 0; width: 100%;
+  overflow: hidden; text-overflow: ellipsis; }
+.imgtools-task-browser table.imgtools-grid tbody tr { cursor: pointer; }
+.imgtools-task-browser .imgtools-task-detail { line-height: 1.5; }
+.imgtools-task-browser .imgtools-task-detail td, .imgtools-task-browser .imgtools-task-detail th {
+  padding: 1px 12px 1px 0; vertical-align: top; text-align: left; }
+""".strip()
+
+
+def _stamp(value: Any) -> str:
+    return "" if value is None or pd.isna(value) else pd.Timestamp(value).strftime(
+        "%Y-%m-%d %H:%M:%S")
+
+
+def _detail_html(fields: list[tuple[str, str]], events: list[tuple[str, str, str]]) -> str:
+    rows = "".join(f"<tr><td><b>{html.escape(k)}</b></td><td><code>{html.escape(v)}</code>"
+                   "</td></tr>" if k == "id" else
+                   f"<tr><td><b>{html.escape(k)}</b></td><td>{html.escape(v)}</td></tr>"
+                   for k, v in fields)
+    out = f"<table class='imgtools-task-detail'>{rows}</table>"
+    if events:
+        items = "".join(f"<tr><td>{html.escape(s)}</td><td><code>{html.escape(t)}</code></td>"
+                        f"<td>{html.escape(h)}</td></tr>" for s, t, h in events)
+        out += ("<div><b>Status first seen</b> (UTC)</div><table class='imgtools-task-detail "
+                f"imgtools-events'><tr><th>status</th><th>when</th><th>time from</th></tr>"
+                f"{items}</table>")
+    return f"<div class='imgtools-task-detail'>{out}</div>"
 
 
 def _day_start(day: date) -> pd.Timestamp:
     return pd.Timestamp(datetime.combine(day, dtime.min, tzinfo=UTC))
-
-
-def _task_label(row: Mapping[Any, Any]) -> str:
-    created = row.get("created_at")
-    when = "" if created is None or pd.isna(created) else pd.Timestamp(created).strftime(
-        "%Y-%m-%d %H:%M")
-    where = row.get("container")
-    where = "" if where is None or pd.isna(where) else f" → {where}"
-    return f"{when} · {row['type']} · {row['status']} · {str(row['id'])[:8]}{where}"
 
 
 def _mapping(value: Mapping[str, Any] | None) -> str:

@@ -8,6 +8,7 @@ started in the background by the kernel. The screenshot goes to tests/artifacts/
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -23,7 +24,16 @@ import httpx
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
-from imgtools.lab import CREDENTIAL_VARIABLES, lab_argv, notebooks_dir, write_lab_settings
+from imgtools.emulator import EmulatorConfig, start_emulator
+from imgtools.lab import (
+    CREDENTIAL_VARIABLES,
+    LAB_SEED_TASKS,
+    LAB_TASK_TTL,
+    emulator_environ,
+    lab_argv,
+    notebooks_dir,
+    write_lab_settings,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -55,7 +65,24 @@ def _free_port() -> int:
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
-    """A JupyterLab server on a free loopback port over a temporary copy of notebooks/."""
+    """A JupyterLab server on a free loopback port over a temporary copy of notebooks/; its
+    kernels start their own emulator (no credentials)."""
+    with _lab_server(tmp_path, {}) as server:
+        yield server
+
+
+@pytest.fixture
+def audit_lab(tmp_path: Path) -> Iterator[Lab]:
+    """As ``lab``, with the kernels logged in to an emulator holding ``make lab``'s seeded
+    history (LAB_SEED_TASKS tasks over LAB_TASK_TTL), as a new user sees the audit notebook."""
+    config = EmulatorConfig(seed_tasks=LAB_SEED_TASKS, task_ttl=LAB_TASK_TTL)
+    with start_emulator(config=config) as emu, \
+            _lab_server(tmp_path, emulator_environ(emu.identity_url, base={})) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def _lab_server(tmp_path: Path, credentials: dict[str, str]) -> Iterator[Lab]:
     root = tmp_path / "notebooks"
     shutil.copytree(notebooks_dir(), root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     settings = tmp_path / "lab-settings"
@@ -72,6 +99,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-user-settings"),
         "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "lab-workspaces"),
         "IMGTOOLS_LOG": str(tmp_path / "kernel-log.sqlite"),
+        **credentials,
     })
     log_path = tmp_path / "jupyterlab.log"
     with log_path.open("wb") as log:
@@ -197,3 +225,122 @@ def _use_the_form(page: Page) -> None:
     assert page.get_by_text("Error displaying widget").count() == 0
     assert errors.count() == 0, errors.all_inner_texts()
     assert form.locator(".imgtools-error").count() == 0, form.inner_text()
+
+
+# -- the audit notebook -------------------------------------------------------------------------
+
+#: Per column of a table: does any body row have text in it? (JavaScript, run in the page.)
+_FILLED_COLUMNS = """table => {
+  const heads = [...table.querySelectorAll('thead th')].map(th => th.textContent.trim());
+  const rows = [...table.querySelectorAll('tbody tr')];
+  return heads.map((head, i) => [head, rows.some(
+    tr => (tr.children[i] && tr.children[i].textContent.trim() !== ''))]);
+}"""
+
+
+def test_audit_notebook_in_jupyterlab(audit_lab: Lab) -> None:
+    """Run All on 03_audit_tasks.ipynb with ``make lab``'s seeded history: no error; the
+    failures table shows categories and messages; no column is empty in every row; a click
+    on a row of the TaskBrowser shows that task; the status filter changes the rows."""
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `make browser-deps`"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            # Tall enough that the task browser, its grid and the clicked task's details are
+            # on screen together (for the README's picture).
+            page = browser.new_page(viewport={"width": 1280, "height": 1500})
+            try:
+                _open_and_run_all(page, audit_lab, "03_audit_tasks.ipynb")
+                _check_the_audit(page)
+            finally:
+                page.screenshot(path=str(ARTIFACTS / "03_audit_tasks.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def _check_the_audit(page: Page) -> None:
+    errors = page.locator(
+        '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
+    assert errors.count() == 0, errors.all_inner_texts()
+    assert page.get_by_text("Traceback").count() == 0
+    assert page.get_by_text("Error displaying widget").count() == 0
+
+    # The details of every task in view were fetched: nothing is left without them.
+    details = page.get_by_text("with no details anywhere").first
+    assert details.count() == 1 and "0 with no details anywhere" in details.inner_text()
+
+    failures = page.locator("table.imgtools-failures")
+    failures.wait_for(timeout=STEP_MS)
+    heads = failures.locator("thead th").all_inner_texts()
+    assert heads[:2] == ["type", "category"] and heads[-1].startswith("message"), heads
+    categories = failures.locator("tbody td:nth-child(2)").all_inner_texts()
+    assert categories and "no details" not in categories, categories
+    assert {"not owner", "licensing", "container missing"} <= set(categories), categories
+    messages = failures.locator("tbody td:last-child").all_inner_texts()
+    assert all(len(m) > 10 for m in messages), messages
+    assert "(no message)" not in failures.inner_text()
+    failures.scroll_into_view_if_needed()
+    failures.screenshot(path=str(ARTIFACTS / "audit-failures.png"))
+
+    recent = page.locator("table.imgtools-compact").first
+    recent.scroll_into_view_if_needed()
+    recent.screenshot(path=str(ARTIFACTS / "audit-recent.png"))
+    for table in (recent, failures):
+        empty = [head for head, filled in table.evaluate(_FILLED_COLUMNS) if not filled]
+        assert not empty, f"columns empty in every row: {empty}"
+        # It fits the output: no sideways scrolling.
+        fits = table.evaluate("t => t.scrollWidth <= t.closest('.jp-OutputArea-output')"
+                              ".clientWidth + 1")
+        assert fits, "the table is wider than the output"
+
+    tasks = page.locator(".imgtools-task-browser")
+    tasks.wait_for(timeout=STEP_MS)
+    grid = tasks.locator("table.imgtools-grid")
+    page.wait_for_function(
+        "() => document.querySelectorAll('.imgtools-task-browser table.imgtools-grid tbody tr')"
+        ".length > 1", timeout=STEP_MS)
+    empty = [head for head, filled in grid.evaluate(_FILLED_COLUMNS) if not filled]
+    assert not empty, f"grid columns empty in every row: {empty}"
+    widths = grid.evaluate("t => [t.scrollWidth, t.closest('.jp-OutputArea-output')"
+                           ".clientWidth, [...t.querySelectorAll('thead th')].map(h => "
+                           "h.offsetWidth)]")
+    assert widths[0] <= widths[1] + 1, f"the grid is wider than the output: {widths}"
+    # Rows are one line each: no wrapped ids, dates or durations.
+    heights = grid.locator("tbody tr").evaluate_all("rows => rows.map(r => r.offsetHeight)")
+    assert max(heights) < 2 * min(heights), heights
+
+    rows = grid.locator("tbody tr")
+    second = rows.nth(1)
+    short = second.locator("td").first.inner_text().strip()
+    second.click()
+    detail = tasks.locator("div.imgtools-task-detail")
+    detail.wait_for(timeout=STEP_MS)
+    page.wait_for_function(
+        f"() => {{ const d = document.querySelector('.imgtools-task-browser "
+        f"div.imgtools-task-detail'); return d && d.textContent.includes('{short}'); }}",
+        timeout=STEP_MS)
+    text = detail.inner_text()
+    assert "Status first seen" in text and "service time" in text, text
+    assert "selected" in (second.get_attribute("class") or ""), "the clicked row is not marked"
+
+    before = tasks.locator(".imgtools-summary, .widget-html-content").all_inner_texts()
+    status = tasks.locator("select").nth(1)  # Type, Status, Source
+    status.select_option("failure")
+    page.wait_for_function(
+        "() => { const cells = [...document.querySelectorAll("
+        "'.imgtools-task-browser table.imgtools-grid tbody tr td:nth-child(3)')];"
+        " return cells.length > 0 && cells.every(c => c.textContent.trim() === 'failure'); }",
+        timeout=STEP_MS)
+    after = tasks.locator(".imgtools-summary, .widget-html-content").all_inner_texts()
+    assert before != after
+    rows.first.click()
+    page.wait_for_function(
+        "() => { const d = document.querySelector('.imgtools-task-browser "
+        "div.imgtools-task-detail'); return d && d.textContent.includes('category'); }",
+        timeout=STEP_MS)
+    tasks.scroll_into_view_if_needed()
+    tasks.screenshot(path=str(ARTIFACTS / "audit-browser.png"))
+    charts = page.locator(".jp-OutputArea-output img").first
+    charts.screenshot(path=str(ARTIFACTS / "audit-charts.png"))
+    assert errors.count() == 0, errors.all_inner_texts()

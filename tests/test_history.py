@@ -384,7 +384,9 @@ def test_summary_tables() -> None:
     assert durations.loc["import", "p50"] == pd.Timedelta(minutes=7)
     assert durations.loc["all", "count"] == 8
     failures = result.failures
-    assert failures["message"].tolist() == ["Container not found", "(no message)"]
+    # A failure seen in full with no message is "unknown", and says the service gave none.
+    assert failures["message"].tolist() == ["Container not found", "(the service gave no reason)"]
+    assert failures["category"].tolist() == ["container missing", "unknown"]
     assert failures["count"].tolist() == [2, 1]
     assert result.per_day.loc[T0.date(), "total"] == 9
     assert set(result.tables) == {"counts", "success_rate", "durations", "failures", "per_day"}

@@ -107,7 +107,7 @@ def test_runbook_and_audit_take_parameters() -> None:
     assert set(runbook) == {"image_ids", "name_contains", "container", "create_container",
                             "verify", "download_dir", "timeout"}
     audit = pm.inspect_notebook(str(notebooks_dir() / "03_audit_tasks.ipynb"))
-    assert set(audit) == {"since", "csv_path", "chart_path"}
+    assert set(audit) == {"since", "details", "csv_path", "chart_path"}
 
 
 # -- nbval ----------------------------------------------------------------------------------
