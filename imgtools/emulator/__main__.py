@@ -59,7 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # inherited listening socket
     parser.add_argument("--user", action="append", metavar="NAME:API_KEY:TENANT[:ROLES]",
                         help="a user (repeat; replaces the demo users)")
-    parser.add_argument("--region", action="append", help="catalog region (repeat)")
+    parser.add_argument("--region", action="append",
+                        help="region served (repeat; the first is the default region)")
+    parser.add_argument("--region-port", action="append", metavar="REGION=PORT", default=[],
+                        help="port of a region after the first (default: --port + its "
+                             "position, or any free port with --port 0)")
+    # Inherited listening sockets of the regions after the first.
+    parser.add_argument("--region-fd", action="append", default=[], help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true", help="no start-up banner")
     parser.add_argument("--parent-pid", type=int, default=None,
                         help="stop when this process is gone (for an emulator started in the "
@@ -99,7 +105,9 @@ def config_from(args: argparse.Namespace, environ: dict[str, str]) -> EmulatorCo
     return base.replace(faults=base.faults.replace(**faults), **top)
 
 
-def banner(url: str, config: EmulatorConfig, data_dir: Path) -> str:
+def banner(url: str, config: EmulatorConfig, data_dir: Path,
+           region_urls: dict[str, str] | None = None) -> str:
+    urls = region_urls or {config.regions[0]: url}
     lines = [
         "imgtools emulator (Cloud Images + Cloud Files + identity)",
         f"  url:        {url}",
@@ -112,7 +120,38 @@ def banner(url: str, config: EmulatorConfig, data_dir: Path) -> str:
         lines.append(f"    {user.username} / {user.api_key} / {user.tenant_id} / "
                      f"{url}/v1/MossoCloudFS_{user.tenant_id}")
     lines.append(f"  stats:      {url}/_emulator/stats")
+    lines.append("  regions (the first is the default; each has its own images, tasks, files):")
+    for region, base in urls.items():
+        lines.append(f"    {region}: images {base}/v2, files {base}/v1/MossoCloudFS_<tenant>, "
+                     f"ServiceNet {base}/snet/v1/MossoCloudFS_<tenant>")
     return "\n".join(lines)
+
+
+def _pairs(items: list[str], what: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        name, sep, number = item.partition("=")
+        if not sep or not name or not number.isdigit():
+            raise ValueError(f"{what} wants REGION=NUMBER, got {item!r}")
+        out[name] = int(number)
+    return out
+
+
+def _region_sockets(args: argparse.Namespace, config: EmulatorConfig
+                    ) -> dict[str, socket.socket]:
+    """The listening sockets of the regions after the first: inherited, or bound here."""
+    from imgtools.emulator.server import bind_socket
+
+    fds = _pairs(args.region_fd, "--region-fd")
+    ports = _pairs(args.region_port, "--region-port")
+    socks: dict[str, socket.socket] = {}
+    for position, region in enumerate(config.regions[1:], start=1):
+        if region in fds:
+            socks[region] = socket.socket(fileno=fds[region])
+        else:
+            port = ports.get(region, args.port + position if args.port else 0)
+            socks[region] = bind_socket(args.host, port)
+    return socks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,15 +176,23 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
             return 2
+    try:
+        others = _region_sockets(args, config)
+    except (OSError, ValueError) as exc:
+        sock.close()
+        print(f"cannot listen for every region: {exc}", file=sys.stderr)
+        return 2
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    app, _ = build_app(config, data_dir)
+    ports = {config.regions[0]: port, **{r: s.getsockname()[1] for r, s in others.items()}}
+    app, _ = build_app(config, data_dir, ports)
     server = _uvicorn_server(app)
     if not args.quiet:
-        print(banner(f"http://{shown}:{port}", config, data_dir), flush=True)
+        urls = {r: f"http://{shown}:{p}" for r, p in ports.items()}
+        print(banner(f"http://{shown}:{port}", config, data_dir, urls), flush=True)
     if args.parent_pid is not None:
         _watch_parent(args.parent_pid, server)
-    server.run(sockets=[sock])
+    server.run(sockets=[sock, *others.values()])
     return 0
 
 
