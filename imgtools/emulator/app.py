@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from imgtools.emulator import identity, images, meta, schemas, swift, tasks
+from imgtools.emulator import identity, image_patch, images, meta, schemas, swift, tasks
 from imgtools.emulator.config import EmulatorConfig
 from imgtools.emulator.engine import Engine, TaskHandler, Worker
 from imgtools.emulator.errors import glance_error, swift_error
@@ -107,7 +107,7 @@ def build_app(config: EmulatorConfig, data_dir: Path,
                 region_store.close()
 
     routes = [*meta.routes, *identity.routes, *schemas.routes, *tasks.routes, *images.routes,
-              *swift.routes]
+              *image_patch.routes, *swift.routes]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={404: _not_found, 405: _not_found})
     app.state.emulator = state

@@ -22,6 +22,8 @@ SORT_KEYS = ("name", "status", "container_format", "disk_format", "size", "id", 
 VISIBILITIES = ("public", "private", "shared", "community", "all")
 STATUSES = ("queued", "saving", "active", "killed", "deleted", "pending_delete", "deactivated",
             "uploading", "importing")
+#: Core attributes kept among an image's properties once a PATCH has set them.
+_STORED_CORE = frozenset({"protected", "min_disk", "min_ram", "os_hidden"})
 _NOT_FILTERS = {"limit", "marker", "sort_key", "sort_dir", "member_status", "size_min",
                 "size_max", "tag"}
 
@@ -47,7 +49,10 @@ def image_json(image: ImageRow) -> dict[str, Any]:
         "schema": "/v2/schemas/image",
     }
     for key, value in image.props.items():
-        data.setdefault(key, value)
+        if key in _STORED_CORE:  # set by a PATCH: replaces the default above
+            data[key] = value
+        else:
+            data.setdefault(key, value)
     return data
 
 
