@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from imgtools.emulator.state import EmulatorState
 from imgtools.emulator.store import ImageRow, TaskRow
-from imgtools.emulator.vhd import FOOTER_SIZE, make_footer
+from imgtools.emulator.vhd import FOOTER_SIZE, VHD_EPOCH, seeded_vhd
 
 __all__ = ["BASE_IMAGES_OWNER", "IMAGE_SPECS", "image_id_for", "seed_images", "seed_tasks"]
 
@@ -22,6 +22,8 @@ NAMESPACE = uuid.UUID("6f1c2c64-8c1e-4a43-9b7e-4f1d0e6a5b10")
 BASE_IMAGES_OWNER = "657197"
 #: 2024-01-01T00:00:00Z: seeded images have fixed, reproducible timestamps.
 EPOCH = 1704067200.0
+#: The smallest seeded image: a fixed VHD of one sector.
+MIN_IMAGE_SIZE = 2 * FOOTER_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +79,9 @@ def _write_image(state: EmulatorState, region: str, owner: str, spec: ImageSpec,
     # Each region's images differ: their ids, bytes, sizes, dates and names.
     position = state.config.regions.index(region)
     factor = spec.factor * (1.0 - 0.125 * (position % 4)) if position else spec.factor
-    size = max(FOOTER_SIZE * 2, int(config.image_size * factor))
+    size = max(MIN_IMAGE_SIZE, int(config.image_size * factor))
     rng = random.Random(f"{config.seed}:{image_id}")
-    data = rng.randbytes(size - FOOTER_SIZE) + make_footer(size - FOOTER_SIZE,
-                                                           uuid.UUID(image_id))
+    data = seeded_vhd(size, uuid.UUID(image_id), rng, int(EPOCH - VHD_EPOCH + index * 86400))
     path = store.image_path(image_id)
     tmp = path.with_suffix(".part")
     tmp.write_bytes(data)
