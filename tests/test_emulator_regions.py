@@ -381,3 +381,55 @@ def test_a_killed_subprocess_comes_back_with_every_region_on_its_ports(tmp_path:
         again.close()
         home.close()
     assert (tmp_path / "regions" / AWAY / "state.sqlite").exists()  # its own store
+
+
+def test_the_public_main_serves_every_region_and_says_where(tmp_path: Any) -> None:
+    import re
+    import socket
+    import subprocess
+    import sys
+
+    from imgtools.emulator import DEFAULT_USERS, DEMO_USER, main
+
+    assert DEFAULT_USERS[0] is DEMO_USER and DEMO_USER.username == "demo"
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:  # a port in use: a clear exit status, no traceback
+        assert main(["--port", str(busy.getsockname()[1]), "--quiet",
+                     "--data-dir", str(tmp_path / "busy")]) == 2
+    finally:
+        busy.close()
+    script = ("import sys\nfrom imgtools.emulator import main\n"
+              "sys.exit(main(sys.argv[1:]))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, "--port", "0", "--data-dir",
+                             str(tmp_path / "run"), "--image-size", "8192",
+                             "--region", "ORD", "--region", "LON"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(12)]
+        urls = dict(re.findall(r"^\s+(ORD|LON): images (http://\S+)/v2,", "".join(lines),
+                               re.M))
+        assert set(urls) == {"ORD", "LON"} and urls["ORD"] != urls["LON"]
+        token_body = {"auth": {"RAX-KSKEY:apiKeyCredentials": {
+            "username": DEMO_USER.username, "apiKey": DEMO_USER.api_key}}}
+        access = httpx.post(f"{urls['LON']}/v2.0/tokens", json=token_body).json()["access"]
+        images = {e["region"]: e["publicURL"] for s in access["serviceCatalog"]
+                  for e in s["endpoints"] if s["type"] == "image"}
+        assert images == {r: f"{u}/v2" for r, u in urls.items()}
+        token = access["token"]["id"]
+        for region, url in urls.items():
+            listed = httpx.get(f"{url}/v2/images", headers={"X-Auth-Token": token}).json()
+            assert {i["id"] for i in listed["images"] if i["owner"] == DEMO_USER.tenant_id} \
+                == {_seeded(DEMO_USER.tenant_id, slug, "" if region == "ORD" else region)
+                    for slug in ("web", "db", "small", "windows", "rhel", "old")}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _seeded(tenant: str, slug: str, region: str) -> str:
+    from imgtools.emulator import image_id_for
+
+    return image_id_for(tenant, slug, 0, region)

@@ -15,6 +15,7 @@ from typing import Any
 __all__ = [
     "DEFAULT_REGIONS",
     "DEFAULT_USERS",
+    "DEMO_USER",
     "EmulatorConfig",
     "FaultSettings",
     "User",
@@ -71,8 +72,12 @@ class User:
         return cls(parts[0], parts[1], parts[2], roles=roles)
 
 
+#: The demo login every emulator accepts unless given other users.
+DEMO_USER = User("demo", "demo-key", "100001")
+#: The built-in users: the demo one first, and a second account (another tenant) so an
+#: image can move between accounts.
 DEFAULT_USERS: tuple[User, ...] = (
-    User("demo", "demo-key", "100001"),
+    DEMO_USER,
     User("other", "other-key", "100002"),
 )
 
