@@ -433,3 +433,15 @@ def _seeded(tenant: str, slug: str, region: str) -> str:
     from imgtools.emulator import image_id_for
 
     return image_id_for(tenant, slug, 0, region)
+
+
+@pytest.mark.parametrize("regions, problem", [
+    ((), "at least one region"),
+    (("ORD", "ord"), "must differ"),
+    (("ORD", "../x"), "letters, digits"),
+])
+def test_region_names_are_checked(regions: tuple[str, ...], problem: str) -> None:
+    from imgtools.emulator import EmulatorConfig
+
+    with pytest.raises(ValueError, match=problem):
+        EmulatorConfig(regions=regions)
