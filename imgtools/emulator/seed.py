@@ -1,6 +1,6 @@
 """First-start content: deterministic images per tenant, and optional task history.
 
-Image bytes are seeded pseudo-random data ending in a VHD footer, so they are the same for
+Image bytes are dynamic VHDs of seeded pseudo-random data (``vhd.py``), the same for
 the same ``seed`` on every machine, and an exported image can be imported again.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from imgtools.emulator.state import EmulatorState
 from imgtools.emulator.store import ImageRow, TaskRow
-from imgtools.emulator.vhd import FOOTER_SIZE, VHD_EPOCH, seeded_vhd
+from imgtools.emulator.vhd import FOOTER_SIZE, VHD_EPOCH, seeded_fill, vhd_pieces
 
 __all__ = ["BASE_IMAGES_OWNER", "IMAGE_SPECS", "image_id_for", "seed_images", "seed_tasks"]
 
@@ -80,11 +80,15 @@ def _write_image(state: EmulatorState, region: str, owner: str, spec: ImageSpec,
     position = state.config.regions.index(region)
     factor = spec.factor * (1.0 - 0.125 * (position % 4)) if position else spec.factor
     size = max(MIN_IMAGE_SIZE, int(config.image_size * factor))
-    rng = random.Random(f"{config.seed}:{image_id}")
-    data = seeded_vhd(size, uuid.UUID(image_id), rng, int(EPOCH - VHD_EPOCH + index * 86400))
+    pieces = vhd_pieces(size, uuid.UUID(image_id), seeded_fill(f"{config.seed}:{image_id}"),
+                        int(EPOCH - VHD_EPOCH + index * 86400))
     path = store.image_path(image_id)
     tmp = path.with_suffix(".part")
-    tmp.write_bytes(data)
+    md5 = hashlib.md5()
+    with open(tmp, "wb") as handle:
+        for piece in pieces:
+            md5.update(piece)
+            handle.write(piece)
     tmp.replace(path)
     created = EPOCH + index * 86400.0 + position * 3600.0
     name = spec.name if not position else f"{spec.name} [{region}]"
@@ -101,7 +105,7 @@ def _write_image(state: EmulatorState, region: str, owner: str, spec: ImageSpec,
     }
     store.put_image(ImageRow(
         image_id, owner, name, spec.status, visibility, size,
-        hashlib.md5(data).hexdigest(), created, created + 3600.0, props, list(spec.tags),
+        md5.hexdigest(), created, created + 3600.0, props, list(spec.tags),
         image_id))
 
 

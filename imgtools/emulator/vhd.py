@@ -9,12 +9,13 @@ readers take the disk size from the footer rather than from the CHS geometry.
 
 from __future__ import annotations
 
-import random
+import hashlib
 import struct
 import uuid
+from collections.abc import Callable, Iterator
 
-__all__ = ["BLOCK_SIZE", "FOOTER_SIZE", "VhdProblem", "check_footer", "dynamic_vhd",
-           "make_footer", "seeded_vhd"]
+__all__ = ["BLOCK_SIZE", "FOOTER_SIZE", "Fill", "VhdProblem", "check_footer", "dynamic_vhd",
+           "make_footer", "seeded_fill", "seeded_vhd", "vhd_pieces"]
 
 FOOTER_SIZE = 512
 HEADER_SIZE = 1024
@@ -115,24 +116,35 @@ def _block_size(total: int) -> int:
 #: bitmap, footer. Smaller images are fixed VHDs.
 MIN_DYNAMIC_SIZE = FOOTER_SIZE + HEADER_SIZE + SECTOR + 2 * SECTOR + FOOTER_SIZE
 
+#: ``fill(index, size)``: the ``size`` data bytes of block ``index`` (index 0 and the whole disk
+#: for a fixed VHD).
+Fill = Callable[[int, int], bytes]
 
-def seeded_vhd(total: int, disk_uuid: uuid.UUID, rng: random.Random,
-               timestamp: int = 0) -> bytes:
-    """A VHD of exactly ``total`` bytes (at least 1024) of ``rng``'s data: dynamic, or fixed
-    when too small for a dynamic one (qemu-img then reads it only if ``total`` is whole
-    sectors)."""
+
+def seeded_fill(key: str) -> Fill:
+    """Deterministic incompressible bytes per block (SHAKE-128: several times faster than
+    ``random.randbytes``, and any block can be made without the ones before it)."""
+    def fill(index: int, size: int) -> bytes:
+        return hashlib.shake_128(f"{key}:{index}".encode()).digest(size)
+    return fill
+
+
+def vhd_pieces(total: int, disk_uuid: uuid.UUID, fill: Fill, timestamp: int = 0
+               ) -> Iterator[bytes]:
+    """The bytes of a VHD of exactly ``total`` bytes (at least 1024), in pieces (so a large
+    image never sits whole in memory): dynamic, or fixed when too small for a dynamic one
+    (qemu-img then reads it only if ``total`` is whole sectors)."""
     if total < MIN_DYNAMIC_SIZE:
         # The disk is whole sectors; a few bytes over them lie unused before the footer.
         disk = (total - FOOTER_SIZE) // SECTOR * SECTOR
-        return rng.randbytes(total - FOOTER_SIZE) + make_footer(disk, disk_uuid, FIXED,
-                                                                timestamp=timestamp)
-    return dynamic_vhd(total, disk_uuid, rng, timestamp)
+        yield fill(0, total - FOOTER_SIZE)
+        yield make_footer(disk, disk_uuid, FIXED, timestamp=timestamp)
+        return
+    yield from _dynamic_pieces(total, disk_uuid, fill, timestamp)
 
 
-def dynamic_vhd(total: int, disk_uuid: uuid.UUID, rng: random.Random,
-                timestamp: int = 0) -> bytes:
-    """A dynamic VHD of exactly ``total`` bytes whose disk is as many whole blocks of
-    ``rng``'s bytes as fit; any room left over lies unused before the footer."""
+def _dynamic_pieces(total: int, disk_uuid: uuid.UUID, fill: Fill, timestamp: int
+                    ) -> Iterator[bytes]:
     block_size = _block_size(total)
     blocks, table = _layout(total, block_size)
     if blocks == 0:
@@ -143,15 +155,27 @@ def dynamic_vhd(total: int, disk_uuid: uuid.UUID, rng: random.Random,
     table_offset = FOOTER_SIZE + HEADER_SIZE
     first_block = table_offset + table
     bat = bytearray(b"\xff" * table)
-    blocks_data: list[bytes] = []
-    full_bitmap = b"\xff" * used_bits + bytes(bitmap - used_bits)
     for index in range(blocks):
         struct.pack_into(">I", bat, 4 * index,
                          (first_block + index * (bitmap + block_size)) // SECTOR)
-        blocks_data += [full_bitmap, rng.randbytes(block_size)]
-    head = footer + _dynamic_header(table_offset, blocks, block_size) + bytes(bat)
-    body = b"".join(blocks_data)
-    data = head + body + bytes(total - len(head) - len(body) - FOOTER_SIZE) + footer
+    yield footer + _dynamic_header(table_offset, blocks, block_size) + bytes(bat)
+    full_bitmap = b"\xff" * used_bits + bytes(bitmap - used_bits)
+    for index in range(blocks):
+        yield full_bitmap + fill(index, block_size)
+    yield bytes(total - first_block - blocks * (bitmap + block_size) - FOOTER_SIZE) + footer
+
+
+def seeded_vhd(total: int, disk_uuid: uuid.UUID, fill: Fill, timestamp: int = 0) -> bytes:
+    """``vhd_pieces`` joined: the whole VHD."""
+    data = b"".join(vhd_pieces(total, disk_uuid, fill, timestamp))
+    assert len(data) == total
+    return data
+
+
+def dynamic_vhd(total: int, disk_uuid: uuid.UUID, fill: Fill, timestamp: int = 0) -> bytes:
+    """A dynamic VHD of exactly ``total`` bytes whose disk is as many whole blocks of
+    ``fill``'s bytes as fit; any room left over lies unused before the footer."""
+    data = b"".join(_dynamic_pieces(total, disk_uuid, fill, timestamp))
     assert len(data) == total
     return data
 
