@@ -87,6 +87,11 @@ def test_the_default_region_is_the_emulators_own_port(emu: EmulatorHandle, api: 
                                                       home: RegionApi) -> None:
     web = emu.image_id("web")
     assert emu.region_url() == emu.url
+    info = emu.info()
+    assert info["default_region"] == HOME and list(info["regions"]) == list(emu.regions)
+    assert info["regions"][AWAY]["url"] == emu.region_url(AWAY)
+    assert info["regions"][AWAY]["images"]["100001"]["web"] == emu.image_id("web", region=AWAY)
+    assert info["images"] == info["regions"][HOME]["images"]
     root = api.get(f"/v2/images/{web}")
     assert root.status_code == home.get(f"/v2/images/{web}").status_code == 200
     assert root.json() == home.get(f"/v2/images/{web}").json()
@@ -166,7 +171,8 @@ def _no_trace(response: httpx.Response, planted: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("operation", [
-    "show task", "task marker", "list tasks", "show image", "image file", "list images",
+    "show task", "task marker", "list tasks", "show image", "image file", "image marker",
+    "patch image", "list images",
     "head object", "get object", "get manifest", "delete object", "post object",
     "head container", "list container", "delete container", "list account", "export",
     "import"])
@@ -184,6 +190,12 @@ def test_another_regions_resources_never_existed(emu: EmulatorHandle, home: Regi
         "show image": (away.get(f"/v2/images/{image}"), 404, f"No image found with ID {image}"),
         "image file": (away.get(f"/v2/images/{image}/file"), 404,
                        f"No image found with ID {image}"),
+        "image marker": (away.get("/v2/images", params={"marker": image}), 400,
+                         f"Marker {image} could not be found."),
+        "patch image": (away.http.patch(
+            f"/v2/images/{image}", content=b'[{"op": "replace", "path": "/name", "value": "x"}]',
+            headers={"Content-Type": "application/openstack-images-v2.1-json-patch"}), 404,
+            f"No image found with ID {image}"),
         "head object": (away.http.head(obj), 404, ""),
         "get object": (away.get(obj), 404, ""),
         "get manifest": (away.get(obj, params={"multipart-manifest": "get"}), 404, ""),
