@@ -170,7 +170,7 @@ def test_glanceclient_images_update(emu: EmulatorHandle, other: Api) -> None:
     from glanceclient import Client
     from glanceclient import exc as glance_exc
 
-    glance = Client("2", endpoint=emu.image_endpoint, token=other.token)
+    glance = Client(endpoint=emu.image_endpoint, token=other.token)
     image_id = emu.image_id("db", other.tenant)
     updated = glance.images.update(image_id, name="db copy", os_version="7.9",
                                    min_ram=512, remove_props=["vm_mode"])
@@ -182,3 +182,29 @@ def test_glanceclient_images_update(emu: EmulatorHandle, other: Api) -> None:
         glance.images.update(image_id, visibility="public")
     with pytest.raises(glance_exc.HTTPNotFound):
         glance.images.update(emu.image_id("db"), name="not mine")
+
+
+def test_one_tag_at_a_time(emu: EmulatorHandle, api: Api, other: Api) -> None:
+    from glanceclient import Client
+
+    image_id = emu.image_id("old")  # deactivated images take metadata changes too
+    url = f"/v2/images/{image_id}/tags"
+    assert api.http.put(f"{url}/blue").status_code == 204
+    assert api.http.put(f"{url}/blue").status_code == 204  # already there: still 204
+    assert api.get(f"/v2/images/{image_id}").json()["tags"].count("blue") == 1
+    assert api.http.delete(f"{url}/blue").status_code == 204
+    missing = api.http.delete(f"{url}/blue", headers={"Accept": "application/json"})
+    assert missing.status_code == 404
+    assert "blue" not in api.get(f"/v2/images/{image_id}").json()["tags"]
+    too_long = api.http.put(f"{url}/{'x' * 256}", headers={"Accept": "application/json"})
+    assert too_long.status_code == 400 and "is too long" in _message(too_long)
+    hidden = other.http.put(f"{url}/red", headers={"Accept": "application/json"})
+    assert hidden.status_code == 404
+    assert _message(hidden) == f"No image found with ID {image_id}"
+    base = api.http.put(f"/v2/images/{emu.image_id('base-ubuntu')}/tags/red")
+    assert base.status_code == 403
+    glance = Client(endpoint=emu.image_endpoint, token=api.token)
+    glance.image_tags.update(image_id, "green")
+    assert "green" in api.get(f"/v2/images/{image_id}").json()["tags"]
+    glance.image_tags.delete(image_id, "green")
+    assert "green" not in api.get(f"/v2/images/{image_id}").json()["tags"]

@@ -300,7 +300,7 @@ def test_glanceclient_against_a_second_region(emu: EmulatorHandle, home: RegionA
     from glanceclient import Client
     from glanceclient import exc as glance_exc
 
-    glance = Client("2", endpoint=emu.image_endpoint_for(AWAY), token=away.token)
+    glance = Client(endpoint=emu.image_endpoint_for(AWAY), token=away.token)
     listed = {i["id"] for i in glance.images.list(page_size=2)}
     assert emu.image_id("web", region=AWAY) in listed
     assert emu.image_id("web") not in listed

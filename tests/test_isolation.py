@@ -83,6 +83,7 @@ def _b_targets(world: World, path: str) -> list[dict[str, str]]:
         "image_id": list(world.b_images),
         "task_id": [world.b_task],
         "name": ["task"],
+        "tag": ["web"],
     }
     keys = sorted(names)
     return [dict(zip(keys, combo, strict=True))
@@ -102,6 +103,7 @@ def _stranger(params: dict[str, str]) -> dict[str, str]:
     """The same parameters naming things that exist nowhere."""
     fake = {"account": "MossoCloudFS_999999", "container": "no-such-container",
             "object": "no-such-object", "image_id": "00000000-0000-4000-8000-00000000000a",
+            "tag": "no-such-tag",
             "task_id": "00000000-0000-4000-8000-00000000000b"}
     return {k: fake.get(k, v) for k, v in params.items()}
 

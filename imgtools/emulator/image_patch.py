@@ -1,4 +1,6 @@
-"""``PATCH /v2/images/{id}``: JSON-patch updates of an image, with Glance's checks and answers.
+"""``PATCH /v2/images/{id}``: JSON-patch updates of an image, with Glance's checks and answers;
+and ``PUT``/``DELETE /v2/images/{id}/tags/{tag}``, Glance's one-tag calls (python-glanceclient
+sends tags that way, never in a patch).
 
 Glance checks in two stages, and so does this module: the request deserializer (media type,
 body, each operation's form, path and value type: 415 and 400, and 403 for read-only or
@@ -25,7 +27,7 @@ from imgtools.emulator.images import glance_token, image_json, visible
 from imgtools.emulator.schemas import IMAGE_SCHEMA
 from imgtools.emulator.store import ImageRow
 
-__all__ = ["PATCH_MEDIA_TYPES", "patch_image", "routes"]
+__all__ = ["PATCH_MEDIA_TYPES", "image_tag", "patch_image", "routes"]
 
 #: The two JSON-patch dialects Glance accepts, and the JSON-schema draft each goes with.
 PATCH_MEDIA_TYPES = {"application/openstack-images-v2.0-json-patch": 4,
@@ -281,5 +283,36 @@ async def patch_image(request: Request) -> Response:
     return json_response(image_json(updated), headers={"x-openstack-request-id": request_id()})
 
 
+async def image_tag(request: Request) -> Response:
+    """``PUT`` adds one tag (idempotent), ``DELETE`` removes one: 204 either way."""
+    token = glance_token(request)
+    if isinstance(token, Response):
+        return token
+    image_id, tag = request.path_params["image_id"], request.path_params["tag"]
+    store, state = store_of(request), state_of(request)
+    try:
+        image = store.get_image(image_id)
+        if image is None or not visible(image, token.tenant_id):
+            raise _Refused(404, f"No image found with ID {image_id}")
+        if image.owner != token.tenant_id:
+            raise _Refused(403, "You are not authorized to complete modify_image action.")
+        work = _Draft(image)
+        if request.method == "PUT":
+            problem = _schema_problem("tags", [tag])
+            if problem is not None:
+                raise _Refused(400, problem)
+            work.set("tags", [*work.tags, tag])
+        elif tag in work.tags:
+            work.set("tags", [t for t in work.tags if t != tag])
+        else:
+            raise _Refused(404, "The resource could not be found.")
+        work.check_quotas()
+    except _Refused as exc:
+        return glance_error(request, exc.status, str(exc))
+    store.put_image(work.row(state.clock.now()))
+    return Response(status_code=204, headers={"x-openstack-request-id": request_id()})
+
+
 # GET on the same path is images.show_image's route; the router picks by method.
-routes = [Route("/v2/images/{image_id}", patch_image, methods=["PATCH"])]
+routes = [Route("/v2/images/{image_id}", patch_image, methods=["PATCH"]),
+          Route("/v2/images/{image_id}/tags/{tag}", image_tag, methods=["PUT", "DELETE"])]

@@ -183,6 +183,16 @@ def openapi_document(server_url: str = "", accounts: list[str] | None = None) ->
                     "409": _error("Property does not exist (or, v2.0, already present)"),
                     "413": _error("Property or tag quota exceeded, or body too large"),
                     "415": _error("Not a JSON-patch media type")}}},
+        "/v2/images/{image_id}/tags/{tag}": {
+            "parameters": [_p("image_id"), _p("tag")],
+            "put": {"summary": "Add one tag", "responses": {
+                "204": {"description": "Tagged (also when it already was)"},
+                **_GLANCE_ERRORS, "403": _error("Not the owner's image"),
+                "404": _error("No such image"), "413": _error("Tag quota exceeded")}},
+            "delete": {"summary": "Remove one tag", "responses": {
+                "204": {"description": "Untagged"}, "401": _GLANCE_ERRORS["401"],
+                "403": _error("Not the owner's image"),
+                "404": _error("No such image, or no such tag")}}},
         "/v2/images/{image_id}/file": {"get": {
             "summary": "Download the image's bytes (single Range supported)",
             "parameters": [_p("image_id")],
