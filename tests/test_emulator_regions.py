@@ -457,3 +457,21 @@ def test_region_names_are_checked(regions: tuple[str, ...], problem: str) -> Non
 
     with pytest.raises(ValueError, match=problem):
         EmulatorConfig(regions=regions)
+
+
+def test_other_regions_can_start_empty_for_big_image_runs(tmp_path: Any) -> None:
+    from emulator_helpers import fast
+
+    from imgtools.emulator import start_emulator
+
+    with start_emulator(config=fast(seed_all_regions=False), data_dir=tmp_path,
+                        subprocess=False) as emu:
+        home, away = RegionApi(emu, HOME), RegionApi(emu, AWAY)
+        try:
+            assert away.get("/v2/images").json()["images"] == []
+            assert emu.image_id("web") in {i["id"] for i in home.get("/v2/images").json()[
+                "images"]}
+            assert away.container()  # Cloud Files works there all the same
+        finally:
+            home.close()
+            away.close()

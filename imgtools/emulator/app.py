@@ -96,7 +96,8 @@ def build_app(config: EmulatorConfig, data_dir: Path,
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for region in config.regions:
-            seed_images(state, region)
+            if region == default or config.seed_all_regions:
+                seed_images(state, region)
             seed_tasks(state, config.seed_tasks, region=region)
         engine.start()
         try:

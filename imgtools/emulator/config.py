@@ -146,8 +146,12 @@ class EmulatorConfig:
     tick: float = 0.05
     #: Seed of the deterministic image content and history.
     seed: int = 0
-    #: Finished tasks inserted into the first user's tenant at start (once per data dir).
+    #: Finished tasks inserted at start into every user's tenant in every region (once per
+    #: data dir); each tenant and region gets its own history.
     seed_tasks: int = 0
+    #: Seed images in every region (False: in the default region only, the others start
+    #: empty; for big-image benchmarks whose other regions are only targets).
+    seed_all_regions: bool = True
     #: What a task caught in ``processing`` by a crash does at the next start: resume | fail.
     crash_recovery: str = "resume"
     #: ``message`` of a task with nothing to say: "" (live Glance) or "None" (Rackspace docs).
