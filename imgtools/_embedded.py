@@ -154,9 +154,9 @@ def background_emulator() -> EmulatorHandle:
 
 def run_emulator(argv: Sequence[str]) -> int:
     """``imgtools emulator ...``: the emulator's own command line, in the foreground."""
-    from imgtools.emulator.__main__ import main
+    from imgtools.emulator import main
 
-    return int(main(list(argv)) or 0)
+    return main(list(argv))
 
 
 def emulator_environ(handle: EmulatorHandle,
