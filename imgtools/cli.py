@@ -109,16 +109,18 @@ def cmd_task(args: argparse.Namespace, out: TextIO) -> int:
 
 def _frame_for(args: argparse.Namespace) -> Any:
     from imgtools._tasklog import TaskLog
-    from imgtools.history import filter_tasks, merged, tasks_frame
+    from imgtools.history import filter_tasks, log_frame, merged, tasks_frame
 
     if args.source == "log":
         with TaskLog() as log:
-            frame = log.frame(since=args.since, status=args.status, type=args.type)
+            frame = log_frame(log, since=args.since, status=args.status, type=args.type,
+                              region=args.region, account=args.account)
         return frame
     client = _connect(args)
     with client:
         frame = tasks_frame(client) if args.source == "service" else merged(client)
-    return filter_tasks(frame, since=args.since, status=args.status, type=args.type)
+    return filter_tasks(frame, since=args.since, status=args.status, type=args.type,
+                        region=args.region, account=args.account)
 
 
 def cmd_tasks(args: argparse.Namespace, out: TextIO) -> int:
@@ -129,7 +131,7 @@ def cmd_tasks(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_audit(args: argparse.Namespace, out: TextIO) -> int:
     from imgtools.history import summary
 
-    report = summary(_frame_for(args))
+    report = summary(_frame_for(args), by=args.by)
     for name, table in report.tables.items():
         if args.format == "json":
             out.write(json.dumps({name: json.loads(table.to_json(orient="split",
@@ -239,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--since", help="only tasks created since, e.g. 7d, 12h, 2026-11-01")
         p.add_argument("--status", choices=("pending", "processing", "success", "failure"))
         p.add_argument("--type", choices=("export", "import"))
+        p.add_argument("--region", action="append",
+                       help="only tasks seen in this region (repeat for several)")
+        p.add_argument("--account", action="append",
+                       help="only tasks of this account (tenant id; repeat for several)")
+        if name == "audit":
+            p.add_argument("--by", choices=("type", "region", "account"), default="type",
+                           help="what the summary rows are (default: type)")
 
     p = add("wait", cmd_wait, "wait for tasks to finish (batch polling)")
     p.add_argument("task_ids", nargs="+", metavar="TASK_ID")

@@ -17,6 +17,8 @@ Every frame has the same columns and dtypes, also when empty (see ``COLUMNS``):
 ``message``        string; null when the service sent ``"None"`` or ``""``
 ``source``         categorical: ``service`` (the service said so now) or ``log`` (only the
                    audit log still knows)
+``region``         string: the region the task was seen in (null when unknown)
+``account``        string: the account (tenant) it was seen through
 =================  =========================================================================
 
 Columns are built whole (lists, numpy, vectorised parsing), never row by row through pandas.
@@ -39,10 +41,13 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from imgtools import _taskfields as fields
 from imgtools._models import Task
-from imgtools._tasklog import _EPOCH as _EPOCH_US
-from imgtools._tasklog import _US as _ONE_US
-from imgtools._tasklog import TaskLog, parse_since
+from imgtools._taskfields import Origin, origin_of
+from imgtools._tasklog import TaskLog
+from imgtools._times import EPOCH as _EPOCH_US
+from imgtools._times import ONE_US as _ONE_US
+from imgtools._times import parse_since
 
 __all__ = [
     "COLUMNS",
@@ -50,11 +55,15 @@ __all__ = [
     "SOURCE_CATEGORIES",
     "STATUS_CATEGORIES",
     "STATUS_STYLES",
+    "SUMMARY_GROUPS",
     "TYPE_CATEGORIES",
+    "UNKNOWN_GROUP",
     "Summary",
     "empty_frame",
+    "events_frame",
     "filter_tasks",
     "format_duration",
+    "log_frame",
     "merged",
     "parse_since",
     "style_tasks",
@@ -66,7 +75,8 @@ __all__ = [
 _logger = logging.getLogger("imgtools")
 
 COLUMNS: Final = ("id", "type", "status", "owner", "created_at", "updated_at", "expires_at",
-                  "duration", "image_id", "container", "export_location", "message", "source")
+                  "duration", "image_id", "container", "export_location", "message", "source",
+                  "region", "account")
 TYPE_CATEGORIES: Final = ("export", "import")
 STATUS_CATEGORIES: Final = ("pending", "processing", "success", "failure")
 SOURCE_CATEGORIES: Final = ("service", "log")
@@ -77,7 +87,6 @@ DETAILS_CONCURRENCY: Final = 8
 _STR: Final = pd.StringDtype(na_value=np.nan)
 _TIME: Final = pd.DatetimeTZDtype(unit="us", tz="UTC")
 _NAT: Final = np.iinfo(np.int64).min  # datetime64's NaT, as an integer
-_EMPTY_MESSAGES: Final = ("", "None", "null")
 
 _ObjArray = npt.NDArray[np.object_]
 _IntArray = npt.NDArray[np.int64]
@@ -112,6 +121,8 @@ def _assemble(
     image_ids: Sequence[Any] | _ObjArray, containers: Sequence[Any] | _ObjArray,
     locations: Sequence[Any] | _ObjArray, messages: Sequence[Any] | _ObjArray,
     source: str | Sequence[str] | _ObjArray,
+    regions: str | Sequence[Any] | _ObjArray | None = None,
+    accounts: str | Sequence[Any] | _ObjArray | None = None,
 ) -> pd.DataFrame:
     """The standard frame from whole columns; times are int64 epoch microseconds."""
     status = _categorical(statuses, STATUS_CATEGORIES)
@@ -139,8 +150,20 @@ def _assemble(
         "export_location": _strings(locations),
         "message": _strings(message),
         "source": source_col,
+        "region": _constant_or(regions, len(ids)),
+        "account": _constant_or(accounts, len(ids)),
     }, copy=False)
     return frame
+
+
+def _constant_or(values: str | Sequence[Any] | _ObjArray | None, count: int
+                 ) -> pd.api.extensions.ExtensionArray:
+    """A string column: ``values`` itself, or one value (``None``: null) repeated."""
+    if values is None or isinstance(values, str):
+        column = np.empty(count, dtype=object)
+        column[:] = values
+        return _strings(column)
+    return _strings(values)
 
 
 def empty_frame() -> pd.DataFrame:
@@ -152,7 +175,8 @@ def empty_frame() -> pd.DataFrame:
                      locations=none, messages=none, source="service")
 
 
-def _frame_from_tasks(tasks: Sequence[Task], source: str = "service") -> pd.DataFrame:
+def _frame_from_tasks(tasks: Sequence[Task], source: str = "service",
+                      origin: Origin | None = None) -> pd.DataFrame:
     """The standard frame from ``Task`` objects: one list comprehension per column."""
     n = len(tasks)
     epoch = _EPOCH_US
@@ -170,7 +194,17 @@ def _frame_from_tasks(tasks: Sequence[Task], source: str = "service") -> pd.Data
         locations=[t.export_location for t in tasks],
         messages=[t.message for t in tasks],
         source=source,
+        regions=None if origin is None else origin.region,
+        accounts=_accounts(origin, [t.owner for t in tasks]),
     )
+
+
+def _accounts(origin: Origin | None, owners: list[Any]) -> Sequence[Any] | str:
+    """The account column: the client's tenant, else each task's owner (the tenant it ran
+    in), as the log stores it."""
+    if origin is not None and origin.account is not None:
+        return origin.account
+    return [None if o is None else str(o) for o in owners]
 
 
 def _parse_iso(values: list[Any]) -> _IntArray:
@@ -182,41 +216,30 @@ def _parse_iso(values: list[Any]) -> _IntArray:
     return np.asarray(parsed.as_unit("us").asi8, dtype=np.int64)
 
 
-def _frame_from_items(items: Sequence[Mapping[str, Any]], source: str = "service"
-                      ) -> pd.DataFrame:
+def _frame_from_items(items: Sequence[Mapping[str, Any]], source: str = "service",
+                      origin: Origin | None = None) -> pd.DataFrame:
     """The standard frame straight from task bodies as the service sent them (list stubs or
     full bodies), without building ``Task`` objects: the fast path for big listings."""
-    def inputs(name: str) -> list[Any]:
-        return [i.get(name) if isinstance(i, Mapping) else None
-                for i in (d.get("input") for d in items)]
-
-    def results(name: str) -> list[Any]:
-        return [r.get(name) if isinstance(r, Mapping) else None
-                for r in (d.get("result") for d in items)]
-
     has_detail = any("input" in d or "result" in d for d in items)
     if has_detail:
-        image_uuid, result_image = inputs("image_uuid"), results("image_id")
-        image_ids = [a if isinstance(a, str) else (b if isinstance(b, str) else None)
-                     for a, b in zip(image_uuid, result_image, strict=True)]
-        receiving, import_from = inputs("receiving_swift_container"), inputs("import_from")
-        containers = [a if isinstance(a, str) else
-                      (b.split("/", 1)[0] if isinstance(b, str) and "/" in b else None)
-                      for a, b in zip(receiving, import_from, strict=True)]
-        locations = [x if isinstance(x, str) else None for x in results("export_location")]
+        image_ids = [fields.image_id(d.get("input"), d.get("result")) for d in items]
+        containers = [fields.container(d.get("input")) for d in items]
+        locations = [fields.export_location(d.get("result")) for d in items]
         messages = [d.get("message") for d in items]
     else:
         image_ids = containers = locations = messages = [None] * len(items)
+    owners = [None if d.get("owner") is None else str(d["owner"]) for d in items]
     return _assemble(
         ids=[d.get("id") for d in items],
         types=[d.get("type") for d in items],
         statuses=[d.get("status") for d in items],
-        owners=[None if d.get("owner") is None else str(d["owner"]) for d in items],
+        owners=owners,
         created=_parse_iso([d.get("created_at") for d in items]),
         updated=_parse_iso([d.get("updated_at") for d in items]),
         expires=_parse_iso([d.get("expires_at") for d in items]),
         image_ids=image_ids, containers=containers, locations=locations, messages=messages,
-        source=source,
+        source=source, regions=None if origin is None else origin.region,
+        accounts=_accounts(origin, owners),
     )
 
 
@@ -239,7 +262,7 @@ def _messages(values: _ObjArray) -> _ObjArray:
         return values
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     table = np.empty(len(uniques) + 1, dtype=object)
-    table[:-1] = [None if str(u).strip() in _EMPTY_MESSAGES else u for u in uniques]
+    table[:-1] = [fields.message(u) for u in uniques]
     return cast(_ObjArray, table[codes])
 
 
@@ -263,7 +286,7 @@ def _chronological(created: _IntArray, ids: _ObjArray) -> Any:
 
 
 def _frame_from_log_columns(columns: Mapping[str, Any]) -> pd.DataFrame:
-    """The standard frame from ``TaskLog._frame_columns``, oldest ``created_at`` first
+    """The standard frame from ``TaskLog.columns()``, oldest ``created_at`` first
     (ties by id)."""
     created = np.asarray(columns["created_at"], dtype=np.int64)
     order = _chronological(created, np.asarray(columns["id"], dtype=object))
@@ -280,11 +303,33 @@ def _frame_from_log_columns(columns: Mapping[str, Any]) -> pd.DataFrame:
                      updated=ints("updated_at"), expires=ints("expires_at"),
                      image_ids=text("image_id"), containers=text("container", True),
                      locations=text("export_location"), messages=text("message"),
-                     source="log")
+                     source="log", regions=text("region", True),
+                     accounts=text("account", True))
 
 
-def _events_frame(rows: Sequence[tuple[str, str, int, int]]) -> pd.DataFrame:
-    columns = list(zip(*rows, strict=True)) if rows else [(), (), (), ()]
+def log_frame(log: TaskLog, *, since: str | datetime | None = None,
+              status: str | Iterable[str] | None = None,
+              type: str | Iterable[str] | None = None,
+              region: str | Iterable[str] | None = None,
+              account: str | Iterable[str] | None = None,
+              emulator: bool | None = None) -> pd.DataFrame:
+    """The logged tasks as the standard tasks frame (``source`` = ``"log"``), oldest first.
+
+    ``since``: tasks created at or after it (``"7d"``, ``"12h"``, a datetime...);
+    ``status`` / ``type`` / ``region`` / ``account``: one value or several; ``emulator``: only
+    tasks seen through the embedded emulator (true) or only others (false). The filters run in
+    the database.
+    """
+    return _frame_from_log_columns(log.columns(since, status, type, region=region,
+                                               account=account, emulator=emulator))
+
+
+def events_frame(log: TaskLog, task_id: str | None = None) -> pd.DataFrame:
+    """Status changes the log saw: ``task_id``, ``status`` (categorical), ``seen_at`` (first
+    seen) and ``updated_at`` (the task's own time then), UTC; oldest first. (Where each was
+    seen is in ``log.event_rows()``.)"""
+    rows = log.event_rows(task_id)
+    columns = list(zip(*rows, strict=True)) if rows else [()] * 4
     return pd.DataFrame({
         "task_id": _strings(list(columns[0])),
         "status": _categorical(list(columns[1]), STATUS_CATEGORIES),
@@ -301,7 +346,8 @@ def _conform(frame: pd.DataFrame) -> pd.DataFrame:
         if not isinstance(out[column].dtype, pd.CategoricalDtype) or \
                 list(out[column].cat.categories[:len(fixed)]) != list(fixed):
             out[column] = _categorical(out[column].astype(object).to_numpy(), fixed)
-    for column in ("id", "owner", "image_id", "container", "export_location", "message"):
+    for column in ("id", "owner", "image_id", "container", "export_location", "message",
+                   "region", "account"):
         if out[column].dtype != _STR:
             out[column] = out[column].astype(_STR)
     for column in ("created_at", "updated_at", "expires_at"):
@@ -327,8 +373,9 @@ class _BackgroundRecorder:
     the wait for the next page instead of adding to it. ``finish()`` waits for the last page;
     a log failure is logged, never raised (an audit log must not break a listing)."""
 
-    def __init__(self, log: TaskLog) -> None:
+    def __init__(self, log: TaskLog, origin: Origin) -> None:
         self.log = log
+        self.origin = origin
         self.pages: queue.SimpleQueue[list[Mapping[str, Any]] | None] = queue.SimpleQueue()
         self.seen_at = datetime.now(UTC)
         self.thread = threading.Thread(target=self._work, name="imgtools-log-writer",
@@ -338,7 +385,7 @@ class _BackgroundRecorder:
     def _work(self) -> None:
         while (page := self.pages.get()) is not None:
             try:
-                self.log.record_bodies(page, seen_at=self.seen_at)
+                self.log.record_bodies(page, seen_at=self.seen_at, origin=self.origin)
             except Exception:
                 _logger.warning("could not record %d listed task(s) in the audit log",
                                 len(page), exc_info=True)
@@ -363,7 +410,7 @@ def _service_items(client: Any, record: bool) -> list[Mapping[str, Any]] | list[
     if pages is None:
         return list(client.tasks())  # such a client records what it lists itself
     log = _client_log(client) if record else None
-    writer = _BackgroundRecorder(log) if log is not None else None
+    writer = _BackgroundRecorder(log, origin_of(client)) if log is not None else None
     items: list[Mapping[str, Any]] = []
     try:
         for page in pages():
@@ -381,7 +428,7 @@ async def _collect_async(client: Any, record: bool = True) -> list[Any]:
     if pages is None:
         return [task async for task in client.tasks()]
     log = _client_log(client) if record else None
-    writer = _BackgroundRecorder(log) if log is not None else None
+    writer = _BackgroundRecorder(log, origin_of(client)) if log is not None else None
     raw: list[Any] = []
     try:
         async for page in pages():
@@ -464,8 +511,10 @@ def _with_details(client: Any, items: list[Any], concurrency: int) -> pd.DataFra
         fetched = _run(_fetch_details(client, missing, concurrency))
         known.update((task.id, task) for task in fetched)
         if log is not None and fetched and not getattr(client, "records_gets", False):
-            log.record(fetched)  # idempotent: harmless if the client recorded them already
-    return _frame_from_tasks([_prefer(task, known.get(task.id)) for task in tasks])
+            # idempotent: harmless if the client recorded them already
+            log.record(fetched, origin=origin_of(client))
+    return _frame_from_tasks([_prefer(task, known.get(task.id)) for task in tasks],
+                             origin=origin_of(client))
 
 
 def _prefer(listed: Task, full: Task | None) -> Task:
@@ -483,7 +532,9 @@ def _prefer(listed: Task, full: Task | None) -> Task:
 
 
 def tasks_frame(source: Any, *, details: bool = False, record: bool = True,
-                concurrency: int = DETAILS_CONCURRENCY) -> pd.DataFrame:
+                concurrency: int = DETAILS_CONCURRENCY,
+                region: str | Iterable[str] | None = None,
+                account: str | Iterable[str] | None = None) -> pd.DataFrame:
     """Tasks as a typed DataFrame (columns in the module docstring, also when empty).
 
     ``source``: a ``Client`` / ``AsyncClient`` (every page of ``GET /v2/tasks``;
@@ -492,14 +543,23 @@ def tasks_frame(source: Any, *, details: bool = False, record: bool = True,
     log when it holds the task in full, else by ``GET /v2/tasks/{id}``, ``concurrency`` at a
     time (default ``DETAILS_CONCURRENCY``). ``record`` (default true): what the listing shows
     goes into the client's audit log too (a worker thread writes while pages arrive).
+    ``region`` / ``account``: keep only tasks seen there (one value or several).
     """
+    frame = _tasks_frame(source, details=details, record=record, concurrency=concurrency)
+    if region is None and account is None:
+        return frame
+    return filter_tasks(frame, region=region, account=account)
+
+
+def _tasks_frame(source: Any, *, details: bool, record: bool, concurrency: int
+                 ) -> pd.DataFrame:
     from imgtools._exceptions import ValidationError
 
     if isinstance(source, TaskLog):
         if details:
             raise ValidationError("details=True needs a client; a TaskLog already holds "
                                   "every detail it has seen", field="details")
-        return source.frame()
+        return log_frame(source)
     if _is_client(source):
         if _is_async(source):
             try:
@@ -517,8 +577,8 @@ def tasks_frame(source: Any, *, details: bool = False, record: bool = True,
         if details:
             return _with_details(source, items, concurrency)
         if items and not isinstance(items[0], Task):
-            return _frame_from_items(items)  # type: ignore[arg-type]
-        return _frame_from_tasks(cast(list[Task], items))
+            return _frame_from_items(items, origin=origin_of(source))  # type: ignore[arg-type]
+        return _frame_from_tasks(cast(list[Task], items), origin=origin_of(source))
     if details:
         raise ValidationError("details=True needs a client to fetch from", field="details")
     if isinstance(source, (str, bytes, Mapping)) or not isinstance(source, Iterable):
@@ -537,10 +597,11 @@ async def tasks_frame_async(client: Any, *, details: bool = False, record: bool 
                             concurrency: int = DETAILS_CONCURRENCY) -> pd.DataFrame:
     """``tasks_frame`` for an ``AsyncClient`` inside a running event loop (notebooks)."""
     items = await _collect_async(client, record)
+    origin = origin_of(client)
     if not details:
         if items and not isinstance(items[0], Task):
-            return _frame_from_items(items)
-        return _frame_from_tasks(items)
+            return _frame_from_items(items, origin=origin)
+        return _frame_from_tasks(items, origin=origin)
     tasks = [t if isinstance(t, Task) else Task.from_json(t) for t in items]
     stubs = [t.id for t in tasks if t.is_stub]
     log = _client_log(client)
@@ -550,42 +611,53 @@ async def tasks_frame_async(client: Any, *, details: bool = False, record: bool 
     fetched = await _fetch_details(client, [tid for tid in stubs if tid not in known],
                                    concurrency)
     if log is not None and fetched:
-        log.record(fetched)
+        log.record(fetched, origin=origin)
     known.update((t.id, t) for t in fetched)
-    return _frame_from_tasks([_prefer(t, known.get(t.id)) for t in tasks])
+    return _frame_from_tasks([_prefer(t, known.get(t.id)) for t in tasks], origin=origin)
 
 
-def merged(client: Any, log: TaskLog | None = None) -> pd.DataFrame:
+def merged(client: Any, log: TaskLog | None = None, *,
+           region: str | Iterable[str] | None = None,
+           account: str | Iterable[str] | None = None) -> pd.DataFrame:
     """Service tasks and logged tasks in one frame, one row per task id, oldest first.
 
     A task the service still lists keeps its current state (``source="service"``) with
     image/container/location/message filled from the log where the service gave only a stub;
     a task the service has purged comes from the log (``source="log"``). ``log`` defaults to
-    the client's log, else ``TaskLog.default()``.
+    the client's log, else ``TaskLog.default()``. ``region`` / ``account``: keep only tasks
+    seen there.
     """
     if log is None:
         log = _client_log(client) or TaskLog.default()
     service = tasks_frame(client).set_index("id")
-    logged = log.frame().set_index("id")
+    logged = log_frame(log).set_index("id")
     filled = logged.reindex(service.index)
-    for column in ("owner", "expires_at", "image_id", "container", "export_location", "message"):
+    for column in ("owner", "expires_at", "image_id", "container", "export_location", "message",
+                   "region", "account"):
         service[column] = service[column].fillna(filled[column])
     only_logged = logged.loc[logged.index.difference(service.index)]
     both = pd.concat([service, only_logged]) if len(only_logged) else service
     both = both.reset_index().rename(columns={"index": "id"})
-    return _conform(both.sort_values(["created_at", "id"], kind="stable"))
+    frame = _conform(both.sort_values(["created_at", "id"], kind="stable"))
+    if region is None and account is None:
+        return frame
+    return filter_tasks(frame, region=region, account=account)
 
 
 def filter_tasks(frame: pd.DataFrame, *, since: str | datetime | None = None,
                  status: str | Iterable[str] | None = None,
-                 type: str | Iterable[str] | None = None) -> pd.DataFrame:
+                 type: str | Iterable[str] | None = None,
+                 region: str | Iterable[str] | None = None,
+                 account: str | Iterable[str] | None = None) -> pd.DataFrame:
     """Rows of a tasks frame created at/after ``since`` (``"7d"``, ``"12h"``, ISO...), with
-    one of the given statuses and types; for the CLI's ``--since/--status/--type``."""
+    one of the given statuses, types, regions and accounts; for the CLI's ``--since``,
+    ``--status``, ``--type``, ``--region`` and ``--account``."""
     mask = np.ones(len(frame), dtype=bool)
     start = parse_since(since)
     if start is not None:
         mask &= (frame["created_at"] >= pd.Timestamp(start)).to_numpy()
-    for column, wanted in (("status", status), ("type", type)):
+    for column, wanted in (("status", status), ("type", type), ("region", region),
+                           ("account", account)):
         if wanted is not None:
             values = [wanted] if isinstance(wanted, str) else list(wanted)
             mask &= frame[column].isin(values).to_numpy()
@@ -671,39 +743,66 @@ class Summary:
             "durations": self.durations, "failures": self.failures, "per_day": self.per_day})
 
 
-def summary(frame: pd.DataFrame) -> Summary:
-    """The audit summary of a tasks frame (from ``tasks_frame``, ``merged`` or a log)."""
+#: Columns a summary can group by (``summary(frame, by=...)``).
+SUMMARY_GROUPS: Final = ("type", "region", "account")
+#: The group of tasks whose region or account is not known.
+UNKNOWN_GROUP: Final = "(unknown)"
+
+
+def _group_key(frame: pd.DataFrame, by: str) -> pd.Series:
+    if by == "type":
+        return frame["type"]
+    values = frame[by].astype(object).where(frame[by].notna(), UNKNOWN_GROUP)
+    return pd.Series(pd.Categorical(values, categories=sorted(set(values))), index=frame.index,
+                     name=by)
+
+
+def summary(frame: pd.DataFrame, *, by: str = "type") -> Summary:
+    """The audit summary of a tasks frame (from ``tasks_frame``, ``merged`` or a log).
+
+    ``by``: what the rows of ``counts``, ``success_rate``, ``durations`` and ``failures``
+    are: ``"type"`` (default), ``"region"`` or ``"account"`` (unknown ones grouped as
+    ``UNKNOWN_GROUP``)."""
+    if by not in SUMMARY_GROUPS:
+        from imgtools._exceptions import ValidationError
+
+        raise ValidationError(f"summary: by must be one of {', '.join(SUMMARY_GROUPS)}, "
+                              f"not {by!r}", field="by")
     frame = _conform(frame) if len(frame) else empty_frame()
-    types = frame["type"]
-    counts = pd.crosstab(types, frame["status"], dropna=False)
-    counts = counts.reindex(index=types.cat.categories, columns=frame["status"].cat.categories,
+    keys = _group_key(frame, by)
+    counts = pd.crosstab(keys, frame["status"], dropna=False)
+    counts = counts.reindex(index=keys.cat.categories, columns=frame["status"].cat.categories,
                             fill_value=0)
     counts["total"] = counts.sum(axis=1)
     counts.loc["total"] = counts.sum(axis=0)
-    counts.index.name, counts.columns.name = "type", "status"
+    counts.index.name, counts.columns.name = by, "status"
 
-    success = (frame["status"] == "success").groupby(types, observed=False).sum()
-    failure = (frame["status"] == "failure").groupby(types, observed=False).sum()
+    success = (frame["status"] == "success").groupby(keys, observed=False).sum()
+    failure = (frame["status"] == "failure").groupby(keys, observed=False).sum()
     finished = success + failure
     rate = pd.DataFrame({"finished": finished, "succeeded": success, "failed": failure})
     rate.loc["all"] = rate.sum(axis=0)
     rate = rate.astype("int64")
     rate["success_rate"] = (rate["succeeded"] / rate["finished"].where(rate["finished"] > 0))
-    rate.index.name = "type"
+    rate.index.name = by
 
-    done = frame.loc[frame["duration"].notna(), ["type", "duration"]]
-    groups = [(str(t), done.loc[done["type"] == t, "duration"])
-              for t in types.cat.categories] + [("all", done["duration"])]
+    finished_rows = frame["duration"].notna()
+    done = pd.DataFrame({"key": keys[finished_rows], "duration": frame.loc[finished_rows,
+                                                                          "duration"]})
+    groups = [(str(k), done.loc[done["key"] == k, "duration"])
+              for k in keys.cat.categories] + [("all", done["duration"])]
     durations = pd.DataFrame({
         "count": pd.array([len(v) for _, v in groups], dtype="int64"),
         **{name: pd.to_timedelta([v.quantile(q) if len(v) else pd.NaT for _, v in groups])
            .as_unit("us") for name, q in (("p50", 0.5), ("p90", 0.9), ("max", 1.0))},
     }, index=pd.Index([name for name, _ in groups]))
-    durations.index.name = "type"
+    durations.index.name = by
 
-    failed = frame.loc[frame["status"] == "failure", ["type", "message", "created_at"]].copy()
+    failing = frame["status"] == "failure"
+    failed = pd.DataFrame({by: keys[failing], "message": frame.loc[failing, "message"],
+                           "created_at": frame.loc[failing, "created_at"]})
     failed["message"] = failed["message"].fillna("(no message)")
-    failures = (failed.groupby(["type", "message"], observed=True)["created_at"]
+    failures = (failed.groupby([by, "message"], observed=True)["created_at"]
                 .agg(count="count", first="min", last="max").reset_index()
                 .sort_values(["count", "last"], ascending=[False, False], kind="stable")
                 .reset_index(drop=True))

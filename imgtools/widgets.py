@@ -44,7 +44,7 @@ from imgtools._models import Image, Task, TaskStatus
 from imgtools._polling import PollPolicy
 from imgtools._tasklog import TaskLog
 from imgtools._validation import validate_container
-from imgtools.history import STATUS_STYLES, format_duration, merged, style_tasks
+from imgtools.history import STATUS_STYLES, events_frame, format_duration, merged, style_tasks
 
 if TYPE_CHECKING:
     from imgtools._client import Client
@@ -697,7 +697,7 @@ class TaskBrowser(_Form):
     def _events(self, task_id: str) -> list[tuple[str, str]]:
         if self.task_log is None:
             return []
-        events = self.task_log.events_frame(task_id)
+        events = events_frame(self.task_log, task_id)
         return [(pd.Timestamp(seen).strftime("%Y-%m-%d %H:%M:%S"), str(status))
                 for seen, status in zip(events["seen_at"], events["status"], strict=True)]
 

@@ -1,0 +1,253 @@
+"""The audit log's tables and statements, shared by the SQLite and the PostgreSQL backend.
+
+Both backends run the same SQL: where the dialects differ (placeholders, ``min``/``LEAST``,
+``WITHOUT ROWID``) the difference is in ``Dialect``, and nowhere else. The merge rules of the
+log are one conditional upsert (``INSERT ... ON CONFLICT DO UPDATE``), evaluated by the
+database against the stored row, so writers in several processes or hosts never read a row in
+Python and write it back.
+
+Rows travel as plain tuples in ``TASK_COLUMNS`` / ``EVENT_COLUMNS`` order; no pandas here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from imgtools import _taskfields as fields
+from imgtools._exceptions import ResponseError
+from imgtools._models import Task
+from imgtools._taskfields import Origin
+from imgtools._times import time_us, to_us
+
+__all__ = ["EVENT_COLUMNS", "POSTGRES", "SCHEMA_VERSION", "SQLITE", "TASK_COLUMNS", "Dialect"]
+
+#: Version of the tables below; SQLite keeps it in ``PRAGMA user_version``, PostgreSQL in the
+#: ``imgtools_schema`` table. 1: imgtools <= 0.x (no origin); 2: origin columns.
+SCHEMA_VERSION: Final = 2
+
+TASK_COLUMNS: Final = (
+    "id", "type", "status", "owner", "created_at", "updated_at", "expires_at",
+    "input", "result", "message", "input_image", "container", "result_image", "export_location",
+    "first_seen", "last_seen", "detail", "region", "account", "host", "emulator")
+EVENT_COLUMNS: Final = ("task_id", "status", "seen_at", "updated_at",
+                        "region", "account", "host", "emulator")
+# Positions used when rows are read back.
+COL: Final = {name: at for at, name in enumerate(TASK_COLUMNS)}
+
+TaskRow = tuple[Any, ...]
+EventRow = tuple[Any, ...]
+
+# Lifecycle order: breaks ties between two states with the same (seconds) updated_at.
+RANK: Final = {"pending": 0, "processing": 1, "success": 2, "failure": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What differs between the two SQL dialects the log speaks."""
+
+    name: str
+    mark: str          # parameter placeholder
+    least: str         # two-argument minimum
+    greatest: str
+    int64: str         # column type of epoch microseconds
+    events_suffix: str  # table option of ``events``
+
+    def marks(self, count: int) -> str:
+        return ", ".join([self.mark] * count)
+
+
+SQLITE: Final = Dialect("sqlite", "?", "min", "max", "INTEGER", " WITHOUT ROWID")
+POSTGRES: Final = Dialect("postgresql", "%s", "LEAST", "GREATEST", "BIGINT", "")
+
+
+def schema(d: Dialect) -> list[str]:
+    """The statements creating the current tables (idempotent)."""
+    i64 = d.int64
+    return [
+        f"""CREATE TABLE IF NOT EXISTS tasks (
+    id              TEXT PRIMARY KEY,
+    type            TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    owner           TEXT,
+    created_at      {i64} NOT NULL,    -- epoch microseconds, UTC
+    updated_at      {i64} NOT NULL,
+    expires_at      {i64},
+    input           TEXT,              -- JSON object or NULL
+    result          TEXT,
+    message         TEXT,              -- NULL when the service sent "None" or ""
+    input_image     TEXT,              -- derived from input: input.image_uuid
+    container       TEXT,              -- derived from input
+    result_image    TEXT,              -- derived from result: result.image_id
+    export_location TEXT,              -- derived from result
+    first_seen      {i64} NOT NULL,
+    last_seen       {i64} NOT NULL,
+    detail          INTEGER NOT NULL,  -- 1: input/result/message match the stored status
+    region          TEXT,              -- where it was seen (NULL: unknown)
+    account         TEXT,              -- the tenant it was seen through
+    host            TEXT,              -- the service endpoint's host[:port]
+    emulator        INTEGER            -- 1: the embedded emulator; NULL: unknown (older log)
+)""",
+        "CREATE INDEX IF NOT EXISTS tasks_created_at ON tasks (created_at)",
+        f"""CREATE TABLE IF NOT EXISTS events (
+    task_id    TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    seen_at    {i64} NOT NULL,         -- first time this status was seen, epoch us UTC
+    updated_at {i64} NOT NULL,         -- the task's updated_at when it was seen
+    region     TEXT,
+    account    TEXT,
+    host       TEXT,
+    emulator   INTEGER,
+    PRIMARY KEY (task_id, status)
+){d.events_suffix}""",
+    ]
+
+
+def upsert_task(d: Dialect) -> str:
+    """The one statement that records a task, with the log's merge rules in SQL.
+
+    ``n`` is the arriving copy (``excluded``), ``o`` the stored row:
+
+    * the state (type, status, updated_at, expires_at) comes from whichever is newer by
+      ``(updated_at, lifecycle rank)``; on a tie the arriving copy wins, so repeats are no-ops;
+    * a stub never erases known input/result/message;
+    * ``detail`` stays 1 only while the stored input/result/message belong to the stored
+      status, so a later stub with a new status marks the row for re-fetching;
+    * derived columns move with the JSON they come from (input_image/container with input,
+      result_image/export_location with result);
+    * ``first_seen`` is the earliest, ``last_seen`` the latest observation; the origin is the
+      first one known.
+    """
+    def rank(side: str) -> str:
+        return (f"(CASE {side}.status WHEN 'pending' THEN 0 WHEN 'processing' THEN 1 "
+                f"ELSE 2 END)")
+
+    n, o = "excluded", "tasks"
+    wins = (f"({n}.updated_at > {o}.updated_at OR ({n}.updated_at = {o}.updated_at "
+            f"AND {rank(n)} >= {rank(o)}))")
+    same = f"{n}.status = {o}.status"
+    late_detail = f"({o}.detail = 0 AND {n}.detail = 1 AND {same})"
+    input_new = (f"(CASE WHEN {wins} THEN ({n}.detail = 1 AND {n}.input IS NOT NULL) "
+                 f"ELSE ({late_detail} OR {o}.input IS NULL) END)")
+    result_new = f"(CASE WHEN {wins} THEN {n}.detail = 1 ELSE {late_detail} END)"
+    detail = (f"CASE WHEN {wins} THEN (CASE WHEN {n}.detail = 1 OR ({o}.detail = 1 AND {same}) "
+              f"THEN 1 ELSE 0 END) ELSE (CASE WHEN {o}.detail = 1 OR {late_detail} THEN 1 "
+              f"ELSE 0 END) END")
+
+    def pick(column: str, cond: str) -> str:
+        return f"{column} = CASE WHEN {cond} THEN {n}.{column} ELSE {o}.{column} END"
+
+    sets = [
+        pick("type", wins), pick("status", wins), pick("updated_at", wins),
+        f"owner = CASE WHEN {wins} THEN coalesce({n}.owner, {o}.owner) "
+        f"ELSE coalesce({o}.owner, {n}.owner) END",
+        f"created_at = {d.least}({o}.created_at, {n}.created_at)",
+        f"expires_at = CASE WHEN {wins} THEN coalesce({n}.expires_at, "
+        f"CASE WHEN {same} THEN {o}.expires_at END) ELSE coalesce({o}.expires_at, "
+        f"CASE WHEN {same} THEN {n}.expires_at END) END",
+        *(pick(c, input_new) for c in ("input", "input_image", "container")),
+        *(pick(c, result_new) for c in ("result", "message", "result_image", "export_location")),
+        f"detail = {detail}",
+        f"first_seen = {d.least}({o}.first_seen, {n}.first_seen)",
+        f"last_seen = {d.greatest}({o}.last_seen, {n}.last_seen)",
+        *(f"{c} = coalesce({o}.{c}, {n}.{c})" for c in ("region", "account", "host", "emulator")),
+    ]
+    return (f"INSERT INTO tasks ({', '.join(TASK_COLUMNS)}) "
+            f"VALUES ({d.marks(len(TASK_COLUMNS))}) "
+            f"ON CONFLICT (id) DO UPDATE SET {', '.join(sets)}")
+
+
+def upsert_event(d: Dialect) -> str:
+    """One event per (task, status); from another machine's log the earliest sighting wins."""
+    n, o = "excluded", "events"
+    return (f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
+            f"VALUES ({d.marks(len(EVENT_COLUMNS))}) "
+            f"ON CONFLICT (task_id, status) DO UPDATE SET "
+            f"seen_at = {d.least}({o}.seen_at, {n}.seen_at), "
+            f"updated_at = {d.least}({o}.updated_at, {n}.updated_at), "
+            + ", ".join(f"{c} = coalesce({o}.{c}, {n}.{c})"
+                        for c in ("region", "account", "host", "emulator"))
+            + f" WHERE {n}.seen_at < {o}.seen_at OR {n}.updated_at < {o}.updated_at"
+            f" OR ({o}.region IS NULL AND {n}.region IS NOT NULL)"
+            f" OR ({o}.host IS NULL AND {n}.host IS NOT NULL)")
+
+
+# -- rows ----------------------------------------------------------------------------------------
+
+def dumps(value: Mapping[str, Any] | None) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(dict(value), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def loads(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    value = json.loads(text)
+    return value if isinstance(value, dict) else None
+
+
+def _origin(origin: Origin, owner: str | None) -> tuple[Any, ...]:
+    # The task's owner is the tenant it ran in: the account when the client did not say.
+    return (origin.region, origin.account if origin.account is not None else owner,
+            origin.host, int(origin.emulator))
+
+
+def task_row(task: Task, seen: int, origin: Origin) -> TaskRow:
+    """A ``tasks`` row for ``task`` observed at ``seen`` (epoch us) through ``origin``."""
+    if task.is_stub:
+        inp = res = msg = None
+    else:
+        inp, res, msg = task.input, task.result, task.message
+    return (task.id, task.type, task.status.value, task.owner, to_us(task.created_at),
+            to_us(task.updated_at), None if task.expires_at is None else to_us(task.expires_at),
+            dumps(inp), dumps(res), msg, fields.input_image(inp), fields.container(inp),
+            fields.result_image(res), fields.export_location(res),
+            seen, seen, 0 if task.is_stub else 1, *_origin(origin, task.owner))
+
+
+def body_row(body: Any, seen: int, origin: Origin) -> TaskRow:
+    """``task_row`` for a body as the service sent it; a list stub is read without building
+    a ``Task`` (the fast path of big listings). A damaged body raises ``ResponseError``."""
+    if not isinstance(body, Mapping) or "input" in body:
+        return task_row(Task.from_json(body), seen, origin)
+    try:
+        task_id, task_type, status = body["id"], body["type"], body["status"]
+        created, updated = time_us(body["created_at"]), time_us(body["updated_at"])
+    except KeyError as missing:
+        raise ResponseError(f"task is missing field: {missing}") from None
+    if status not in RANK:
+        raise ResponseError(f"unknown task status: {status!r}")
+    if not isinstance(task_id, str) or not isinstance(task_type, str):
+        raise ResponseError("task id and type must be strings")
+    if created is None or updated is None:
+        raise ResponseError("task has empty created_at/updated_at")
+    owner = body.get("owner")
+    owner = None if owner is None else str(owner)
+    return (task_id, task_type, status, owner, created, updated,
+            time_us(body.get("expires_at")), None, None, None, None, None, None, None,
+            seen, seen, 0, *_origin(origin, owner))
+
+
+def event_of(row: TaskRow) -> EventRow:
+    """The event a freshly built row records: its status, first seen now."""
+    return (row[0], row[2], row[14], row[5], row[17], row[18], row[19], row[20])
+
+
+def row_to_task(row: TaskRow) -> Task:
+    """A stored row (``TASK_COLUMNS`` order) as a ``Task``: a stub unless its detail is known."""
+    from imgtools._models import TaskStatus, _frozen
+    from imgtools._times import from_us
+
+    detail = bool(row[16])
+    return Task(
+        id=row[0], type=row[1], status=TaskStatus(row[2]),
+        created_at=from_us(row[4]), updated_at=from_us(row[5]), owner=row[3],
+        expires_at=None if row[6] is None else from_us(row[6]),
+        input=_frozen(loads(row[7])) if detail or row[7] else None,
+        result=_frozen(loads(row[8])) if detail else None,
+        message=row[9] if detail else None,
+        is_stub=not detail,
+    )
