@@ -3,14 +3,17 @@
 1. The service: N tasks seeded in the emulator (default 100,000), listed at page size 1000 into
    a DataFrame by imgtools ``tasks_frame(client)`` (with and without recording the listing in
    the audit log), openstacksdk (``pd.DataFrame([t.to_dict() for t in conn.image.tasks(limit=
-   1000)])``) and python-glanceclient (``tasks.list(page_size=1000)``), interleaved in one run;
-   medians of ``--rounds`` rounds, ratios against openstacksdk.
+   1000)])``) and python-glanceclient (``tasks.list(page_size=1000)``), and the floor of them
+   all, "server only": the pages fetched over one keep-alive connection with nothing parsed
+   beyond finding ``next``. Interleaved in one run; medians of ``--rounds`` rounds, ratios
+   against openstacksdk and against the server-only time (``--no-peers``: imgtools and the
+   floor only).
 2. The log: an M-row audit log (default 1,000,000) into a DataFrame, ``TaskLog.frame()``
    against a plain ``pd.read_sql("SELECT * FROM tasks")`` of the same table; each in a fresh
    process, with its time and its peak RSS above the process's RSS after imports.
 
     .venv/bin/python benchmarks/history.py [--tasks 100000] [--log-rows 1000000] [--rounds 3]
-                                           [--only service|log] [--log-path PATH]
+                                           [--only service|log] [--log-path PATH] [--no-peers]
 
 Figures vary 5-10 % between runs on a shared machine; compare the ratios of one run.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -34,21 +38,67 @@ from typing import Any
 import pandas as pd
 
 PAGE = 1000
+SERVER_ONLY = "server only (pages fetched, `next` found)"
+SDK = "openstacksdk tasks -> to_dict -> DataFrame"
 
 
 # -- 1. the service ----------------------------------------------------------------------------
 
-def _imgtools(emu: Any, record: bool, log_dir: Path) -> Callable[[], pd.DataFrame]:
+# Work a contender leaves for after its timed call (closing a log whose writes go on).
+_AFTER: list[Callable[[], None]] = []
+
+
+def _imgtools(emu: Any, record: bool, log_dir: Path, *,
+              until_recorded: bool = False) -> Callable[[], pd.DataFrame]:
     import imgtools
     from imgtools import history
     from imgtools._tasklog import TaskLog
 
     def run() -> pd.DataFrame:
         # A fresh log each round: recording 100,000 new stubs is the realistic (worst) case.
-        with TaskLog(log_dir / f"{uuid.uuid4()}.sqlite") as log, imgtools.connect(
-                username="demo", api_key="demo-key", identity_url=emu.identity_url,
-                log=log) as client:
-            return history.tasks_frame(client, record=record)
+        log = TaskLog(log_dir / f"{uuid.uuid4()}.sqlite")
+        with imgtools.connect(username="demo", api_key="demo-key",
+                              identity_url=emu.identity_url, log=log) as client:
+            frame = history.tasks_frame(client, record=record)
+        if until_recorded:
+            log.close()  # waits until the log's writer has every listed task
+        else:
+            _AFTER.append(log.close)  # the frame is the user's; the log goes on writing
+        return frame
+
+    return run
+
+
+_NEXT = re.compile(rb'"next"\s*:\s*"([^"]+)"')
+
+
+class _Pages:
+    """What ``len()`` the runner checks: the number of tasks the pages held."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def _server_only(emu: Any, token: str) -> Callable[[], Any]:
+    """The floor: every page fetched, nothing parsed beyond finding ``next`` (and counting
+    the tasks' ``"self"`` links, a byte count, to check the listing was whole)."""
+    import httpx
+
+    def run() -> _Pages:
+        count = 0
+        root = emu.image_endpoint.rsplit("/v2", 1)[0]
+        with httpx.Client(headers={"X-Auth-Token": token, "Accept": "application/json"},
+                          timeout=60.0) as http:
+            url: str | None = f"{emu.image_endpoint}/tasks?limit={PAGE}"
+            while url is not None:
+                body = http.get(url).content
+                count += body.count(b'"self": "/v2/tasks/') + body.count(b'"self":"/v2/tasks/')
+                found = _NEXT.search(body)
+                url = None if found is None else root + found[1].decode()
+        return _Pages(count)
 
     return run
 
@@ -79,7 +129,7 @@ def _glanceclient(emu: Any, token: str) -> Callable[[], pd.DataFrame]:
     return run
 
 
-def bench_service(count: int, rounds: int) -> None:
+def bench_service(count: int, rounds: int, peers: bool = True) -> None:
     from imgtools.emulator import EmulatorConfig, server, start_emulator
 
     # Seeding 100,000 tasks at start-up takes longer than the handle's default readiness wait.
@@ -91,12 +141,16 @@ def bench_service(count: int, rounds: int) -> None:
             config=EmulatorConfig(seed_tasks=count), subprocess=True) as emu:
         print(f"   (emulator up and seeded in {time.perf_counter() - started:.1f} s)")
         token = emu.token("demo")
-        contenders: dict[str, Callable[[], pd.DataFrame]] = {
+        contenders: dict[str, Callable[[], Any]] = {
+            SERVER_ONLY: _server_only(emu, token),
             "imgtools tasks_frame(client)": _imgtools(emu, True, Path(tmp)),
+            "  ... and until the log has written them all": _imgtools(
+                emu, True, Path(tmp), until_recorded=True),
             "imgtools tasks_frame(client, record=False)": _imgtools(emu, False, Path(tmp)),
-            "openstacksdk tasks -> to_dict -> DataFrame": _openstacksdk(emu, token),
-            "python-glanceclient tasks.list -> DataFrame": _glanceclient(emu, token),
         }
+        if peers:
+            contenders[SDK] = _openstacksdk(emu, token)
+            contenders["python-glanceclient tasks.list -> DataFrame"] = _glanceclient(emu, token)
         # Warm-up (not timed): lazy imports, plugin loading, schema fetches, the first connection.
         import itertools
 
@@ -111,20 +165,26 @@ def bench_service(count: int, rounds: int) -> None:
         conn.close()
         gc = glanceclient.Client("2", endpoint=emu.url, token=token)
         list(itertools.islice(gc.tasks.list(page_size=10), 10))
+        contenders[SERVER_ONLY]()  # warm the emulator's pages too
         times: dict[str, list[float]] = {name: [] for name in contenders}
         for _ in range(rounds):
             for name, run in contenders.items():
                 begin = time.perf_counter()
                 frame = run()
                 times[name].append(time.perf_counter() - begin)
+                while _AFTER:  # not timed, but before the next contender starts
+                    _AFTER.pop()()
                 if len(frame) != count:
                     raise SystemExit(f"{name}: {len(frame)} rows, expected {count}")
-    sdk = statistics.median(times["openstacksdk tasks -> to_dict -> DataFrame"])
-    print(f"   {'client':46s} {'median s':>9s} {'tasks/s':>9s} {'vs sdk':>7s}   rounds")
+    floor = statistics.median(times[SERVER_ONLY])
+    sdk = statistics.median(times[SDK]) if SDK in times else None
+    print(f"   {'client':46s} {'median s':>9s} {'tasks/s':>9s} {'vs sdk':>7s} "
+          f"{'/ server':>8s}   rounds")
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"   {name:46s} {median:9.2f} {count / median:9,.0f} {sdk / median:6.1f}x   "
-              + " ".join(f"{v:.2f}" for v in values))
+        versus = f"{sdk / median:6.1f}x" if sdk is not None else "      -"
+        print(f"   {name:46s} {median:9.2f} {count / median:9,.0f} {versus} "
+              f"{median / floor:7.2f}x   " + " ".join(f"{v:.2f}" for v in values))
 
 
 # -- 2. the log --------------------------------------------------------------------------------
@@ -176,6 +236,7 @@ _CHILD = """
 import json, resource, sys, time
 import pandas as pd, sqlite3
 from imgtools._tasklog import TaskLog
+from imgtools.history import log_frame
 mode, path = sys.argv[1], sys.argv[2]
 def rss_mb():
     with open("/proc/self/statm") as f:
@@ -184,7 +245,7 @@ base = rss_mb()
 start = time.perf_counter()
 if mode == "imgtools":
     with TaskLog(path) as log:
-        frame = log.frame()
+        frame = log_frame(log)
 else:
     conn = sqlite3.connect(path)
     frame = pd.read_sql("SELECT * FROM tasks", conn)
@@ -215,7 +276,7 @@ def bench_log(rows: int, rounds: int, path: Path | None) -> None:
         for _ in range(rounds):
             for mode in results:
                 results[mode].append(_measure(mode, target))
-    names = {"imgtools": "TaskLog.frame() (typed, 13 columns)",
+    names = {"imgtools": "history.log_frame(log) (typed, 15 columns)",
              "read_sql": 'pd.read_sql("SELECT * FROM tasks") (raw)'}
     base = statistics.median(r["seconds"] for r in results["read_sql"])
     print(f"   {'reader':42s} {'median s':>9s} {'rows/s':>10s} {'vs read_sql':>11s} "
@@ -235,11 +296,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", choices=("service", "log"))
     parser.add_argument("--log-path", type=Path, help="reuse (or keep) this seeded log")
+    parser.add_argument("--no-peers", action="store_true",
+                        help="skip openstacksdk and python-glanceclient")
     args = parser.parse_args(argv)
     print(f"python {sys.version.split()[0]}, pandas {pd.__version__}, "
           f"{os.cpu_count()} CPUs, peak RSS measured with getrusage")
     if args.only in (None, "service"):
-        bench_service(args.tasks, args.rounds)
+        bench_service(args.tasks, args.rounds, peers=not args.no_peers)
     if args.only in (None, "log"):
         bench_log(args.log_rows, args.rounds, args.log_path)
 

@@ -18,13 +18,16 @@ older file is upgraded in place on first open.
 
 from __future__ import annotations
 
+import atexit
 import json
+import logging
 import os
 import random
 import sqlite3
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -102,7 +105,7 @@ _READ_EXPR: Final = {"image_id": _IMAGE_ID}
 # decimal text.
 _NULL: Final = "\x1f"
 _SEP: Final = "\x1e"
-_CONCAT: Final = "SELECT count(*), " + ", ".join(
+_CONCAT: Final = "SELECT count(*), max(id), " + ", ".join(
     [f"group_concat(ifnull({_READ_EXPR.get(c, c)}, char(31)), char(30))" for c in TEXT_COLUMNS]
     + [f"group_concat(ifnull({c}, {NAT_US}), ',')" for c in TIME_COLUMNS])
 _PLAIN: Final = ", ".join([*(_READ_EXPR.get(c, c) for c in TEXT_COLUMNS),
@@ -119,7 +122,7 @@ _UPGRADE_1_TO_2: Final = [
     "THEN json_extract(input, '$.image_uuid') END, container, "
     "CASE WHEN json_valid(result) AND json_type(result, '$.image_id') = 'text' "
     "THEN json_extract(result, '$.image_id') END, export_location, "
-    "first_seen, last_seen, detail, NULL, owner, NULL, NULL FROM tasks_v1 ORDER BY rowid",
+    "first_seen, last_seen, detail, NULL, owner, NULL, NULL FROM tasks_v1",
     "DROP TABLE tasks_v1",
     *(f"ALTER TABLE events ADD COLUMN {c} {t}" for c, t in
       (("region", "TEXT"), ("account", "TEXT"), ("host", "TEXT"), ("emulator", "INTEGER"))),
@@ -246,7 +249,8 @@ class _SQLite:
             yield from rows
 
     def columns(self, where: str, params: list[Any]) -> LogColumns:
-        """The frame's columns as whole arrays, read ``FETCH_CHUNK`` rowids at a time.
+        """The frame's columns as whole arrays, read ``FETCH_CHUNK`` rows at a time in key
+        order (``id > last``: a range scan of the table's one B-tree).
 
         Per chunk, one query concatenates each column into a single string in SQLite
         (``group_concat``) and Python splits it: that makes a few large objects instead of a
@@ -256,22 +260,25 @@ class _SQLite:
         chunk through an ordinary row fetch instead.
         """
         conn = self._connect()
-        low, high = conn.execute("SELECT min(rowid), max(rowid) FROM tasks").fetchone()
         parts: dict[str, list[Any]] = {name: [] for name in TEXT_COLUMNS + TIME_COLUMNS}
-        if low is None:
-            return _join_columns(parts)
         clause = f"{where} AND" if where else " WHERE"
-        for start in range(low - 1, high, FETCH_CHUNK):
-            bounds = [*params, start, start + FETCH_CHUNK]
-            row = conn.execute(f"{_CONCAT} FROM tasks{clause} rowid > ? AND rowid <= ?",
-                               bounds).fetchone()
-            chunk = _split_chunk(row)
+        last = ""
+        while True:
+            bounds = [*params, last, FETCH_CHUNK]
+            chunk_sql = f"SELECT * FROM tasks{clause} id > ? ORDER BY id LIMIT ?"
+            row = conn.execute(f"{_CONCAT} FROM ({chunk_sql})", bounds).fetchone()
+            count, high = row[0], row[1]
+            if count == 0:
+                break
+            chunk = _split_chunk(count, row[2:])
             if chunk is None:
-                rows = conn.execute(f"SELECT {_PLAIN} FROM tasks{clause} rowid > ? "
-                                    f"AND rowid <= ?", bounds).fetchall()
+                rows = conn.execute(f"SELECT {_PLAIN} FROM ({chunk_sql})", bounds).fetchall()
                 chunk = plain_chunk(rows)
             for name, values in chunk.items():
                 parts[name].append(values)
+            if count < FETCH_CHUNK:
+                break
+            last = high
         return _join_columns(parts)
 
     def close(self) -> None:
@@ -284,15 +291,13 @@ class _SQLite:
             self._local = threading.local()
 
 
-def _split_chunk(row: Sequence[Any]) -> dict[str, Any] | None:
-    """One ``_CONCAT`` answer as columns, or ``None`` if a value held a separator."""
+def _split_chunk(count: int, row: Sequence[Any]) -> dict[str, Any] | None:
+    """One ``_CONCAT`` answer (after count and max id) as columns, or ``None`` if a value
+    held a separator."""
     import numpy as np
 
-    count = row[0]
-    if count == 0:
-        return {}
     out: dict[str, Any] = {}
-    for at, name in enumerate(TEXT_COLUMNS, 1):
+    for at, name in enumerate(TEXT_COLUMNS):
         split = row[at].split(_SEP)
         if len(split) != count:
             return None
@@ -300,7 +305,7 @@ def _split_chunk(row: Sequence[Any]) -> dict[str, Any] | None:
         if _NULL in row[at]:
             values[values == _NULL] = None
         out[name] = values
-    for at, name in enumerate(TIME_COLUMNS, 1 + len(TEXT_COLUMNS)):
+    for at, name in enumerate(TIME_COLUMNS, len(TEXT_COLUMNS)):
         # numpy's C text parser; a short read (bad text) shows as a count mismatch.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -339,6 +344,87 @@ def _join_columns(parts: Mapping[str, list[Any]]) -> LogColumns:
 
 
 # -- the log ---------------------------------------------------------------------------------
+
+_logger = logging.getLogger("imgtools")
+# Logs with writes queued: flushed at interpreter exit, so nothing queued is dropped.
+_OPEN_LOGS: weakref.WeakSet[_WriteBehind] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:
+    for behind in list(_OPEN_LOGS):
+        behind.flush()
+
+
+# A queued write: builds its rows and events when the writer takes it.
+_Job = Callable[[], tuple[Sequence[sql.TaskRow], Sequence[sql.EventRow]]]
+
+
+class _WriteBehind:
+    """One writer thread per log (started on first use, per process) for the ``..._later``
+    calls: it takes every job queued so far and writes them in one transaction."""
+
+    def __init__(self, log: TaskLog) -> None:
+        self._log = weakref.ref(log)
+        self._cond = threading.Condition()
+        self._queue: list[tuple[_Job, int]] = []
+        self._busy = False
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def put(self, job: _Job, count: int) -> None:
+        with self._cond:
+            if self._pid != os.getpid():  # a fork: the parent's thread and queue are not ours
+                self._queue, self._busy, self._thread = [], False, None
+                self._pid = os.getpid()
+            self._queue.append((job, count))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, daemon=True,
+                                                name="imgtools-log-writer")
+                self._thread.start()
+                _OPEN_LOGS.add(self)
+            self._cond.notify_all()
+
+    def flush(self) -> None:
+        if not self._queue and not self._busy:  # the common case: nothing queued, no lock
+            return
+        with self._cond:
+            while (self._queue or self._busy) and self._pid == os.getpid():
+                self._cond.wait()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                batch, self._queue, self._busy = self._queue, [], True
+            try:
+                self._write(batch)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _write(self, batch: list[tuple[_Job, int]]) -> None:
+        log = self._log()
+        if log is None:
+            return
+        try:
+            rows: list[sql.TaskRow] = []
+            events: list[sql.EventRow] = []
+            for job, _count in batch:
+                job_rows, job_events = job()
+                rows.extend(job_rows)
+                events.extend(job_events)
+            log._backend.write(rows, events)
+        except Exception:
+            if len(batch) > 1:  # one job at a time, so only a damaged page is dropped
+                for queued in batch:
+                    self._write([queued])
+                return
+            _logger.warning("could not record %d listed task(s) in the audit log",
+                            batch[0][1], exc_info=True)
+
 
 class _class_or_instance:
     """A method that also works on the class: ``TaskLog.import_(path)`` merges into the default
@@ -380,6 +466,7 @@ class TaskLog:
         self.path = Path(path).expanduser() if path is not None else default_log_path()
         self._backend: _Backend = _SQLite(self.path)
         self._d = self._backend.dialect
+        self._behind = _WriteBehind(self)
 
     @classmethod
     def default(cls) -> TaskLog:
@@ -390,8 +477,19 @@ class TaskLog:
         return f"TaskLog({str(self.path)!r})"
 
     def close(self) -> None:
-        """Close every connection this log opened (in this process). Idempotent."""
+        """Write what ``record_bodies_later`` queued, then close every connection this log
+        opened (in this process). Idempotent."""
+        self._behind.flush()
         self._backend.close()
+
+    def flush(self) -> None:
+        """Wait until what ``record_bodies_later`` queued is written (or failed: logged)."""
+        self._behind.flush()
+
+    def _read(self) -> _Backend:
+        # Read-your-writes: whatever this process queued is in the database first.
+        self._behind.flush()
+        return self._backend
 
     def __enter__(self) -> Self:
         return self
@@ -424,26 +522,55 @@ class TaskLog:
         where = origin if origin is not None else UNKNOWN
         self.write_rows([sql.body_row(body, seen, where) for body in bodies])
 
+    def record_bodies_later(self, bodies: Sequence[Mapping[str, Any]], *,
+                            seen_at: datetime | None = None,
+                            origin: Origin | None = None) -> None:
+        """``record_bodies`` on this log's writer thread: returns at once, so that recording a
+        big listing overlaps fetching and framing it instead of adding to them. Pages queued
+        together are written in one transaction. Every read of this log, ``flush()``,
+        ``close()`` and the end of the process wait for what was queued; a page that cannot
+        be written (a damaged body, the database gone) is logged as a warning, never raised
+        (an audit log must not break a listing)."""
+        seen = to_us(seen_at) if seen_at is not None else now_us()
+        where = origin if origin is not None else UNKNOWN
+
+        def job() -> tuple[list[sql.TaskRow], list[sql.EventRow]]:
+            rows = [sql.body_row(body, seen, where) for body in bodies]
+            return rows, [sql.event_of(r) for r in rows]
+
+        self._behind.put(job, len(bodies))
+
+    def record_stubs_later(self, columns: Mapping[str, Any], *,
+                           seen_at: datetime | None = None,
+                           origin: Origin | None = None) -> None:
+        """``record_bodies_later`` for list stubs given as whole columns
+        (``_logsql.STUB_COLUMNS``: the ids, types, statuses, owners and int64 epoch-us times
+        a frame builder parsed already), so no Python object is made per field."""
+        seen = to_us(seen_at) if seen_at is not None else now_us()
+        where = origin if origin is not None else UNKNOWN
+        self._behind.put(lambda: sql.stub_rows(columns, seen, where), len(columns["id"]))
+
     def write_rows(self, rows: Sequence[sql.TaskRow],
                    events: Sequence[sql.EventRow] | None = None) -> None:
         """Upsert raw rows (``_logsql.TASK_COLUMNS`` order) and their events in one
         transaction; the events default to one per row (its status, first seen now)."""
         if rows:
+            self._behind.flush()  # after what was queued before: arrival order is kept
             self._backend.write(rows, [sql.event_of(r) for r in rows] if events is None
                                 else events)
 
     # -- reading -------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return int(self._backend.fetchall("SELECT count(*) FROM tasks")[0][0])
+        return int(self._read().fetchall("SELECT count(*) FROM tasks")[0][0])
 
     def __contains__(self, task_id: object) -> bool:
-        return bool(self._backend.fetchall(
+        return bool(self._read().fetchall(
             f"SELECT 1 FROM tasks WHERE id = {self._d.mark}", (task_id,)))
 
     def get(self, task_id: str) -> Task | None:
         """The logged task (a stub unless its detail is known), or ``None``."""
-        found = self._backend.fetchall(
+        found = self._read().fetchall(
             f"SELECT {', '.join(sql.TASK_COLUMNS)} FROM tasks WHERE id = {self._d.mark}",
             (task_id,))
         return sql.row_to_task(found[0]) if found else None
@@ -454,7 +581,7 @@ class TaskLog:
         """Logged tasks, oldest ``created_at`` first, filtered like ``columns``."""
         where, params = self.where(since, status, type, region=region, account=account,
                                    emulator=emulator)
-        for row in self._backend.iterate(
+        for row in self._read().iterate(
                 f"SELECT {', '.join(sql.TASK_COLUMNS)} FROM tasks{where} "
                 f"ORDER BY created_at, id", params):
             yield sql.row_to_task(row)
@@ -465,7 +592,7 @@ class TaskLog:
         found: set[str] = set()
         for start in range(0, len(wanted), ID_CHUNK):
             part = wanted[start:start + ID_CHUNK]
-            found.update(r[0] for r in self._backend.fetchall(
+            found.update(r[0] for r in self._read().fetchall(
                 f"SELECT id FROM tasks WHERE detail = 1 AND id IN ({self._d.marks(len(part))})",
                 part))
         return found
@@ -504,14 +631,14 @@ class TaskLog:
         """
         where, params = self.where(since, status, type, region=region, account=account,
                                    emulator=emulator)
-        return self._backend.columns(where, params)
+        return self._read().columns(where, params)
 
     def event_rows(self, task_id: str | None = None) -> list[tuple[Any, ...]]:
         """Status changes seen, oldest first: ``(task_id, status, seen_at, updated_at, region,
         account)`` with times in epoch microseconds."""
         where, params = ((f" WHERE task_id = {self._d.mark}", [task_id])
                          if task_id is not None else ("", []))
-        return self._backend.fetchall(
+        return self._read().fetchall(
             f"SELECT task_id, status, seen_at, updated_at, region, account FROM events{where}"
             " ORDER BY seen_at, task_id", params)
 
@@ -524,7 +651,7 @@ class TaskLog:
 
         def flush() -> Iterator[dict[str, Any]]:
             found: dict[str, list[dict[str, Any]]] = {}
-            for task_id, status, seen, updated, *where in self._backend.fetchall(
+            for task_id, status, seen, updated, *where in self._read().fetchall(
                     f"SELECT {', '.join(sql.EVENT_COLUMNS)} FROM events WHERE task_id IN "
                     f"({', '.join([mark] * len(batch))}) ORDER BY seen_at",
                     [r[0] for r in batch]):
@@ -534,7 +661,7 @@ class TaskLog:
             for row in batch:
                 yield _line(row, found.get(row[0], []))
 
-        for row in self._backend.iterate(
+        for row in self._read().iterate(
                 f"SELECT {', '.join(sql.TASK_COLUMNS)} FROM tasks ORDER BY id"):
             batch.append(row)
             if len(batch) >= ID_CHUNK:

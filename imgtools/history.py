@@ -30,7 +30,6 @@ import asyncio
 import dataclasses
 import inspect
 import logging
-import queue
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -217,9 +216,13 @@ def _parse_iso(values: list[Any]) -> _IntArray:
 
 
 def _frame_from_items(items: Sequence[Mapping[str, Any]], source: str = "service",
-                      origin: Origin | None = None) -> pd.DataFrame:
+                      origin: Origin | None = None, record_in: TaskLog | None = None,
+                      seen_at: datetime | None = None) -> pd.DataFrame:
     """The standard frame straight from task bodies as the service sent them (list stubs or
-    full bodies), without building ``Task`` objects: the fast path for big listings."""
+    full bodies), without building ``Task`` objects: the fast path for big listings.
+
+    ``record_in``: a log to record the bodies in too, on its writer thread, from the columns
+    parsed here (so recording a listing costs no second parse)."""
     has_detail = any("input" in d or "result" in d for d in items)
     if has_detail:
         image_ids = [fields.image_id(d.get("input"), d.get("result")) for d in items]
@@ -229,14 +232,22 @@ def _frame_from_items(items: Sequence[Mapping[str, Any]], source: str = "service
     else:
         image_ids = containers = locations = messages = [None] * len(items)
     owners = [None if d.get("owner") is None else str(d["owner"]) for d in items]
+    ids = [d.get("id") for d in items]
+    types = [d.get("type") for d in items]
+    statuses = [d.get("status") for d in items]
+    created = _parse_iso([d.get("created_at") for d in items])
+    updated = _parse_iso([d.get("updated_at") for d in items])
+    expires = _parse_iso([d.get("expires_at") for d in items])
+    stubs = {"id": ids, "type": types, "status": statuses, "owner": owners,
+             "created_at": created, "updated_at": updated, "expires_at": expires}
+    if record_in is not None and items:
+        if has_detail:
+            record_in.record_bodies_later(items, seen_at=seen_at, origin=origin)
+        else:
+            record_in.record_stubs_later(stubs, seen_at=seen_at, origin=origin)
     return _assemble(
-        ids=[d.get("id") for d in items],
-        types=[d.get("type") for d in items],
-        statuses=[d.get("status") for d in items],
-        owners=owners,
-        created=_parse_iso([d.get("created_at") for d in items]),
-        updated=_parse_iso([d.get("updated_at") for d in items]),
-        expires=_parse_iso([d.get("expires_at") for d in items]),
+        ids=ids, types=types, statuses=statuses, owners=owners,
+        created=created, updated=updated, expires=expires,
         image_ids=image_ids, containers=containers, locations=locations, messages=messages,
         source=source, regions=None if origin is None else origin.region,
         accounts=_accounts(origin, owners),
@@ -368,76 +379,48 @@ def _is_async(client: object) -> bool:
     return inspect.iscoroutinefunction(getattr(client, "get_task", None))
 
 
-class _BackgroundRecorder:
-    """Records listing pages into the audit log on a worker thread, so SQLite's writes overlap
-    the wait for the next page instead of adding to it. ``finish()`` waits for the last page;
-    a log failure is logged, never raised (an audit log must not break a listing)."""
-
-    def __init__(self, log: TaskLog, origin: Origin) -> None:
-        self.log = log
-        self.origin = origin
-        self.pages: queue.SimpleQueue[list[Mapping[str, Any]] | None] = queue.SimpleQueue()
-        self.seen_at = datetime.now(UTC)
-        self.thread = threading.Thread(target=self._work, name="imgtools-log-writer",
-                                       daemon=True)
-        self.thread.start()
-
-    def _work(self) -> None:
-        while (page := self.pages.get()) is not None:
-            try:
-                self.log.record_bodies(page, seen_at=self.seen_at, origin=self.origin)
-            except Exception:
-                _logger.warning("could not record %d listed task(s) in the audit log",
-                                len(page), exc_info=True)
-
-    def put(self, page: list[Mapping[str, Any]]) -> None:
-        self.pages.put(page)
-
-    def finish(self) -> None:
-        self.pages.put(None)
-        self.thread.join()
-
-
 def _page_source(client: Any) -> Callable[[], Any] | None:
     pages = getattr(client, "iter_task_pages", None)
     return pages if callable(pages) else None
 
 
-def _service_items(client: Any, record: bool) -> list[Mapping[str, Any]] | list[Task]:
+def _service_items(client: Any) -> list[Mapping[str, Any]] | list[Task]:
     """Every task the service lists: raw bodies when the client offers ``iter_task_pages()``
-    (no ``Task`` objects: the fast path), else ``Task`` objects from ``tasks()``."""
+    (no ``Task`` objects: the fast path; the caller records them), else ``Task`` objects
+    from ``tasks()`` (such a client records what it lists itself)."""
     pages = _page_source(client)
     if pages is None:
-        return list(client.tasks())  # such a client records what it lists itself
-    log = _client_log(client) if record else None
-    writer = _BackgroundRecorder(log, origin_of(client)) if log is not None else None
+        return list(client.tasks())
     items: list[Mapping[str, Any]] = []
-    try:
-        for page in pages():
-            items.extend(page)
-            if writer is not None:
-                writer.put(page)
-    finally:
-        if writer is not None:
-            writer.finish()
+    for page in pages():
+        items.extend(page)
     return items
 
 
-async def _collect_async(client: Any, record: bool = True) -> list[Any]:
+def _framed(client: Any, items: list[Any], record: bool) -> pd.DataFrame:
+    """The frame of a listing, recorded in the client's log unless ``record`` is false."""
+    origin = origin_of(client)
+    if items and not isinstance(items[0], Task):
+        log = _client_log(client) if record else None
+        return _frame_from_items(items, origin=origin, record_in=log,
+                                 seen_at=datetime.now(UTC))
+    return _frame_from_tasks(items, origin=origin)
+
+
+def _record_listing(client: Any, items: list[Any], record: bool) -> None:
+    """Record raw listed bodies (the ``details=True`` path, which frames them itself)."""
+    log = _client_log(client) if record else None
+    if log is not None and items and not isinstance(items[0], Task):
+        log.record_bodies_later(items, origin=origin_of(client))
+
+
+async def _collect_async(client: Any) -> list[Any]:
     pages = _page_source(client)
     if pages is None:
         return [task async for task in client.tasks()]
-    log = _client_log(client) if record else None
-    writer = _BackgroundRecorder(log, origin_of(client)) if log is not None else None
     raw: list[Any] = []
-    try:
-        async for page in pages():
-            raw.extend(page)
-            if writer is not None:
-                writer.put(page)
-    finally:
-        if writer is not None:
-            await asyncio.to_thread(writer.finish)
+    async for page in pages():
+        raw.extend(page)
     return raw
 
 
@@ -573,12 +556,11 @@ def _tasks_frame(source: Any, *, details: bool, record: bool, concurrency: int
                     "use `await imgtools.history.tasks_frame_async(client)`", field="source")
             return asyncio.run(tasks_frame_async(
                 source, details=details, record=record, concurrency=concurrency))
-        items = _service_items(source, record)
+        items = _service_items(source)
         if details:
+            _record_listing(source, items, record)
             return _with_details(source, items, concurrency)
-        if items and not isinstance(items[0], Task):
-            return _frame_from_items(items, origin=origin_of(source))  # type: ignore[arg-type]
-        return _frame_from_tasks(cast(list[Task], items), origin=origin_of(source))
+        return _framed(source, items, record)
     if details:
         raise ValidationError("details=True needs a client to fetch from", field="details")
     if isinstance(source, (str, bytes, Mapping)) or not isinstance(source, Iterable):
@@ -596,12 +578,11 @@ def _tasks_frame(source: Any, *, details: bool, record: bool, concurrency: int
 async def tasks_frame_async(client: Any, *, details: bool = False, record: bool = True,
                             concurrency: int = DETAILS_CONCURRENCY) -> pd.DataFrame:
     """``tasks_frame`` for an ``AsyncClient`` inside a running event loop (notebooks)."""
-    items = await _collect_async(client, record)
+    items = await _collect_async(client)
     origin = origin_of(client)
     if not details:
-        if items and not isinstance(items[0], Task):
-            return _frame_from_items(items, origin=origin)
-        return _frame_from_tasks(items, origin=origin)
+        return _framed(client, items, record)
+    _record_listing(client, items, record)
     tasks = [t if isinstance(t, Task) else Task.from_json(t) for t in items]
     stubs = [t.id for t in tasks if t.is_stub]
     log = _client_log(client)

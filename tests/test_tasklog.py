@@ -606,3 +606,69 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
             seen.add(module)
             todo.extend(graph.get(module, ()))
     return seen
+
+
+# -- writes behind a listing -------------------------------------------------------------------
+
+def stub_columns(bodies: list[dict[str, Any]]) -> dict[str, Any]:
+    import numpy as np
+
+    from imgtools._logsql import NAT_US
+    from imgtools._times import time_us
+
+    def us(name: str) -> Any:
+        return np.array([NAT_US if b.get(name) is None else time_us(b[name]) for b in bodies],
+                        dtype=np.int64)
+
+    return {"id": [b["id"] for b in bodies], "type": [b["type"] for b in bodies],
+            "status": [b["status"] for b in bodies], "owner": [b.get("owner") for b in bodies],
+            "created_at": us("created_at"), "updated_at": us("updated_at"),
+            "expires_at": us("expires_at")}
+
+
+def test_stubs_written_behind_equal_stubs_recorded_at_once(tmp_path: Path) -> None:
+    bodies = [body(new_id(), status, minutes=n, stub=True)
+              for n, status in enumerate(("pending", "processing", "success", "failure"))]
+    where = Origin("ORD", None, "images.example:443", False)
+    with TaskLog(tmp_path / "now.sqlite") as now, TaskLog(tmp_path / "later.sqlite") as later, \
+            TaskLog(tmp_path / "columns.sqlite") as columns:
+        now.record_bodies(bodies, seen_at=T0, origin=where)
+        later.record_bodies_later(bodies[:2], seen_at=T0, origin=where)
+        later.record_bodies_later(bodies[2:], seen_at=T0, origin=where)
+        columns.record_stubs_later(stub_columns(bodies), seen_at=T0, origin=where)
+        assert len(later) == 4 and len(columns) == 4  # a read waits for the queued writes
+        for query in ("SELECT * FROM tasks ORDER BY id", "SELECT * FROM events ORDER BY task_id"):
+            assert rows(later.path, query) == rows(now.path, query) == rows(columns.path, query)
+
+
+def test_a_damaged_page_written_behind_is_dropped_alone_and_said(
+        log: TaskLog, caplog: pytest.LogCaptureFixture) -> None:
+    good, other = [body(new_id(), stub=True)], [body(new_id(), stub=True)]
+    damaged = [dict(body(new_id(), stub=True), status="exploded")]
+    with caplog.at_level("WARNING", logger="imgtools"):
+        log.record_bodies_later(good)
+        log.record_bodies_later(damaged)
+        log.record_stubs_later(stub_columns(damaged))
+        log.record_bodies_later(other)
+        log.flush()
+    assert {t.id for t in log.tasks()} == {good[0]["id"], other[0]["id"]}
+    assert caplog.text.count("could not record 1 listed task(s)") == 2
+
+
+def test_writes_queued_behind_are_kept_when_the_process_ends_without_close(
+        tmp_path: Path) -> None:
+    path = tmp_path / "exit.sqlite"
+    script = textwrap.dedent(f"""
+        import json, sys
+        from imgtools._tasklog import TaskLog
+        log = TaskLog({str(path)!r})
+        pages = json.loads(sys.stdin.read())
+        for page in pages:
+            log.record_bodies_later(page)
+        # no close, no flush: the interpreter's exit must still write them
+    """)
+    pages = [[body(new_id(), stub=True) for _ in range(300)] for _ in range(5)]
+    subprocess.run([sys.executable, "-c", script], input=json.dumps(pages), text=True,
+                   check=True, cwd=REPO, timeout=120)
+    with TaskLog(path) as log:
+        assert len(log) == 1500
