@@ -179,6 +179,43 @@ def upsert_event(d: Dialect) -> str:
 
 # -- rows ----------------------------------------------------------------------------------------
 
+#: Null in int64 time columns (datetime64's NaT as an integer).
+NAT_US: Final = -9223372036854775808
+
+#: Columns of ``TaskLog.columns()``: text columns are object arrays (``None`` for null),
+#: times int64 epoch microseconds (``NAT_US`` for null).
+TEXT_COLUMNS: Final = ("id", "type", "status", "owner", "image_id", "container",
+                       "export_location", "message", "region", "account")
+TIME_COLUMNS: Final = ("created_at", "updated_at", "expires_at")
+
+
+def plain_chunk(rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
+    """Rows of ``TEXT_COLUMNS + TIME_COLUMNS`` (times with ``NAT_US`` for null) as columns."""
+    import numpy as np
+
+    if not rows:
+        return {}
+    columns = list(zip(*rows, strict=True))
+    out: dict[str, Any] = {name: np.array(columns[at], dtype=object)
+                           for at, name in enumerate(TEXT_COLUMNS)}
+    for at, name in enumerate(TIME_COLUMNS, len(TEXT_COLUMNS)):
+        out[name] = np.array(columns[at], dtype=np.int64)
+    return out
+
+
+def join_columns(parts: Mapping[str, list[Any]]) -> dict[str, Any]:
+    import numpy as np
+
+    out: dict[str, Any] = {}
+    for name, values in parts.items():
+        dtype = np.int64 if name in TIME_COLUMNS else object
+        if not values:
+            out[name] = np.empty(0, dtype=dtype)
+        else:
+            out[name] = values[0] if len(values) == 1 else np.concatenate(values)
+    return out
+
+
 def dumps(value: Mapping[str, Any] | None) -> str | None:
     if value is None:
         return None
@@ -234,8 +271,6 @@ def body_row(body: Any, seen: int, origin: Origin) -> TaskRow:
             seen, seen, 0, *_origin(origin, owner))
 
 
-#: Null in int64 time columns (datetime64's NaT as an integer).
-NAT_US: Final = -9223372036854775808
 #: What ``stub_rows`` reads: whole columns of a listing, times as int64 epoch us.
 STUB_COLUMNS: Final = ("id", "type", "status", "owner", "created_at", "updated_at",
                        "expires_at")

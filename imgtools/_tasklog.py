@@ -36,11 +36,14 @@ from typing import Any, Final, Protocol, Self, TypeVar
 
 from imgtools import _logsql as sql
 from imgtools._exceptions import ValidationError
+from imgtools._logsql import NAT_US, TEXT_COLUMNS, TIME_COLUMNS, join_columns, plain_chunk
 from imgtools._models import Task, TaskStatus
+from imgtools._pglog import LogUnavailable, is_url, safe_url
 from imgtools._taskfields import UNKNOWN, Origin
 from imgtools._times import iso_us, now_us, parse_since, to_us
 
-__all__ = ["LogColumns", "Origin", "TaskLog", "default_log_path", "parse_since"]
+__all__ = ["LogColumns", "LogUnavailable", "Origin", "TaskLog", "default_log_path",
+           "default_log_target", "parse_since"]
 
 _T = TypeVar("_T")
 
@@ -57,26 +60,27 @@ ID_CHUNK: Final = 900
 #: Task lines per transaction when importing a JSON Lines file.
 IMPORT_BATCH: Final = 1000
 
-#: Columns of ``TaskLog.columns()``: text columns are object arrays (``None`` for null),
-#: times int64 epoch microseconds (``NAT_US`` for null).
-TEXT_COLUMNS: Final = ("id", "type", "status", "owner", "image_id", "container",
-                       "export_location", "message", "region", "account")
-TIME_COLUMNS: Final = ("created_at", "updated_at", "expires_at")
-NAT_US: Final = -9223372036854775808  # NaT in datetime64, as an integer
-
 LogColumns = dict[str, Any]
 
 Filter = str | Iterable[str] | None
 
 
 def default_log_path() -> Path:
-    """``$IMGTOOLS_LOG``, else ``platformdirs.user_data_dir("imgtools")/tasks.sqlite``."""
+    """The local log file: ``$IMGTOOLS_LOG`` when it is a path, else
+    ``platformdirs.user_data_dir("imgtools")/tasks.sqlite``."""
     env = os.environ.get(LOG_ENV)
-    if env:
+    if env and not is_url(env):
         return Path(env).expanduser()
     import platformdirs
 
     return Path(platformdirs.user_data_dir("imgtools")) / "tasks.sqlite"
+
+
+def default_log_target() -> str | Path:
+    """What ``TaskLog()`` opens: ``$IMGTOOLS_LOG`` (a path or a ``postgresql://`` URL), else
+    the local log file."""
+    env = os.environ.get(LOG_ENV)
+    return env if env and is_url(env) else default_log_path()
 
 
 class _Backend(Protocol):
@@ -240,6 +244,28 @@ class _SQLite:
 
         _retry(attempt)
 
+    def drain(self, send: Callable[[list[sql.TaskRow], list[sql.EventRow]], None]) -> int:
+        """``send(rows, events)`` everything in the log, then delete it, in one transaction
+        (a failed ``send`` keeps it all); returns the number of task rows sent."""
+        def attempt() -> int:
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(f"SELECT {', '.join(sql.TASK_COLUMNS)} FROM tasks").fetchall()
+                events = conn.execute(
+                    f"SELECT {', '.join(sql.EVENT_COLUMNS)} FROM events").fetchall()
+                if rows or events:
+                    send(rows, events)
+                conn.execute("DELETE FROM tasks")
+                conn.execute("DELETE FROM events")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return len(rows)
+
+        return _retry(attempt)
+
     def fetchall(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._connect().execute(query, params).fetchall()
 
@@ -279,7 +305,7 @@ class _SQLite:
             if count < FETCH_CHUNK:
                 break
             last = high
-        return _join_columns(parts)
+        return join_columns(parts)
 
     def close(self) -> None:
         with self._lock:
@@ -313,33 +339,6 @@ def _split_chunk(count: int, row: Sequence[Any]) -> dict[str, Any] | None:
         if len(numbers) != count:
             return None
         out[name] = numbers
-    return out
-
-
-def plain_chunk(rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
-    """Rows of ``TEXT_COLUMNS + TIME_COLUMNS`` (times with ``NAT_US`` for null) as columns."""
-    import numpy as np
-
-    if not rows:
-        return {}
-    columns = list(zip(*rows, strict=True))
-    out: dict[str, Any] = {name: np.array(columns[at], dtype=object)
-                           for at, name in enumerate(TEXT_COLUMNS)}
-    for at, name in enumerate(TIME_COLUMNS, len(TEXT_COLUMNS)):
-        out[name] = np.array(columns[at], dtype=np.int64)
-    return out
-
-
-def _join_columns(parts: Mapping[str, list[Any]]) -> LogColumns:
-    import numpy as np
-
-    out: LogColumns = {}
-    for name, values in parts.items():
-        dtype = np.int64 if name in TIME_COLUMNS else object
-        if not values:
-            out[name] = np.empty(0, dtype=dtype)
-        else:
-            out[name] = values[0] if len(values) == 1 else np.concatenate(values)
     return out
 
 
@@ -455,16 +454,34 @@ class TaskLog:
     """The audit log of tasks (see the module docstring).
 
     ``TaskLog(path=None)``: the SQLite file at ``path``, else ``$IMGTOOLS_LOG``, else
-    ``<user data dir>/imgtools/tasks.sqlite``; created on first use. Safe to share between
-    threads, and to open from several processes or notebooks at once.
+    ``<user data dir>/imgtools/tasks.sqlite``; created on first use. A ``postgresql://`` URL
+    (as ``path`` or in ``$IMGTOOLS_LOG``) opens the team log on that server instead (its
+    tables made by ``imgtools log init URL``); ``spool`` is the local file where writes it
+    cannot take wait (default: one per URL in the user data dir). Both have the same
+    semantics. Safe to share between threads, and to open from several processes, hosts or
+    notebooks at once.
     """
 
     #: ``record`` takes ``origin=`` (the client passes where it saw the tasks).
     records_origin: Final = True
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path).expanduser() if path is not None else default_log_path()
-        self._backend: _Backend = _SQLite(self.path)
+    def __init__(self, path: str | os.PathLike[str] | None = None, *,
+                 spool: str | os.PathLike[str] | None = None) -> None:
+        target = path if path is not None else default_log_target()
+        self._backend: _Backend
+        #: The SQLite file (``None`` for a team log on PostgreSQL).
+        self.path: Path | None
+        #: The team log's URL without its password (``None`` for a file).
+        self.url: str | None
+        if is_url(target):
+            from imgtools._pglog import Postgres
+
+            self.path, self.url = None, safe_url(str(target))
+            self._backend = Postgres(str(target), None if spool is None
+                                     else Path(spool).expanduser(), TaskLog)
+        else:
+            self.path, self.url = Path(target).expanduser(), None
+            self._backend = _SQLite(self.path)
         self._d = self._backend.dialect
         self._behind = _WriteBehind(self)
 
@@ -474,7 +491,7 @@ class TaskLog:
         return cls()
 
     def __repr__(self) -> str:
-        return f"TaskLog({str(self.path)!r})"
+        return f"TaskLog({str(self.path) if self.url is None else self.url!r})"
 
     def close(self) -> None:
         """Write what ``record_bodies_later`` queued, then close every connection this log
@@ -558,6 +575,55 @@ class TaskLog:
             self._behind.flush()  # after what was queued before: arrival order is kept
             self._backend.write(rows, [sql.event_of(r) for r in rows] if events is None
                                 else events)
+
+    def copy_into(self, other: TaskLog) -> int:
+        """Merge every task and event of this log into ``other`` with the log's upsert rules
+        (so copying twice changes nothing); returns the number of tasks copied."""
+        count = 0
+        batch: list[sql.TaskRow] = []
+        for row in self._read().iterate(f"SELECT {', '.join(sql.TASK_COLUMNS)} FROM tasks"):
+            batch.append(row)
+            if len(batch) >= IMPORT_BATCH * 10:
+                other.write_rows(batch, [])
+                count, batch = count + len(batch), []
+        if batch:
+            other.write_rows(batch, [])
+            count += len(batch)
+        events: list[sql.EventRow] = []
+        for event in self._read().iterate(f"SELECT {', '.join(sql.EVENT_COLUMNS)} FROM events"):
+            events.append(event)
+            if len(events) >= IMPORT_BATCH * 10:
+                other.write_events(events)
+                events = []
+        if events:
+            other.write_events(events)
+        return count
+
+    def write_events(self, events: Sequence[sql.EventRow]) -> None:
+        """Upsert raw events (``_logsql.EVENT_COLUMNS`` order) in one transaction."""
+        if events:
+            self._behind.flush()
+            self._backend.write([], events)
+
+    def drain_into(self, send: Callable[[list[sql.TaskRow], list[sql.EventRow]], None]) -> int:
+        """Hand every row and event to ``send`` and delete them if it returns, in one
+        transaction (a file log only: the spool of a team log)."""
+        drain = getattr(self._backend, "drain", None)
+        if drain is None:
+            raise ValidationError("only a file log can be drained", field="path")
+        self._behind.flush()
+        return int(drain(send))
+
+    def pending(self) -> int:
+        """Task rows a team log keeps in its local spool, waiting for the server (0 for a
+        file log)."""
+        pending = getattr(self._backend, "pending", None)
+        return int(pending()) if pending is not None else 0
+
+    def push_pending(self) -> int:
+        """Send a team log's spool to the server now; the number of task rows sent."""
+        push = getattr(self._backend, "push_pending", None)
+        return int(push()) if push is not None else 0
 
     # -- reading -------------------------------------------------------------------------------
 

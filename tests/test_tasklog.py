@@ -11,17 +11,20 @@ import sys
 import textwrap
 import threading
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import postgres_support
 import pytest
 
 from imgtools import history
 from imgtools._exceptions import ValidationError
 from imgtools._logsql import TASK_COLUMNS
 from imgtools._models import Task
+from imgtools._pglog import init_schema
 from imgtools._taskfields import Origin
 from imgtools._tasklog import TaskLog, default_log_path, parse_since
 
@@ -58,10 +61,37 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-@pytest.fixture
-def log(tmp_path: Path) -> TaskLog:
-    with TaskLog(tmp_path / "log.sqlite") as opened:
-        yield opened  # type: ignore[misc]
+@pytest.fixture(scope="module")
+def pg() -> Iterator[postgres_support.Server]:
+    """A PostgreSQL server of this module's own (each test gets a fresh database)."""
+    if not postgres_support.available():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not installed at {postgres_support.BIN} (.ci/run "
+                        f"installs it)")
+        pytest.skip(f"PostgreSQL is not installed at {postgres_support.BIN}")
+    with postgres_support.running() as server:
+        yield server
+
+
+def team_log_url(server: postgres_support.Server) -> str:
+    url = server.url(database=server.new_database())
+    init_schema(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TaskLog]:
+    """The same log tests on both backends: a file, and a team log on a real server."""
+    target: str | Path = tmp_path / "log.sqlite"
+    if request.param == "postgresql":
+        target = team_log_url(request.getfixturevalue("pg"))
+    with TaskLog(target, spool=tmp_path / "spool.sqlite") as opened:
+        yield opened
+
+
+def raw(log: TaskLog, query: str) -> list[tuple[Any, ...]]:
+    """Rows of a raw query, through the log's own connection (either backend)."""
+    return log._backend.fetchall(query)
 
 
 def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -95,7 +125,7 @@ def test_default_path_falls_back_to_the_user_data_dir(
 def test_a_given_path_wins_and_its_directory_is_created(tmp_path: Path) -> None:
     with TaskLog(tmp_path / "deep" / "dir" / "t.sqlite") as log:
         assert log.path.parent.is_dir()
-        assert rows(log.path, "PRAGMA journal_mode") == [("wal",)]
+        assert raw(log, "PRAGMA journal_mode") == [("wal",)]
 
 
 # -- upsert rules ------------------------------------------------------------------------------
@@ -103,9 +133,9 @@ def test_a_given_path_wins_and_its_directory_is_created(tmp_path: Path) -> None:
 def test_recording_the_same_state_twice_adds_nothing(log: TaskLog) -> None:
     t = task(new_id(), "processing", minutes=1)
     log.record([t], seen_at=T0 + timedelta(minutes=2))
-    before = rows(log.path, "SELECT * FROM tasks"), rows(log.path, "SELECT * FROM events")
+    before = raw(log, "SELECT * FROM tasks"), raw(log, "SELECT * FROM events ORDER BY status")
     log.record([t, t], seen_at=T0 + timedelta(minutes=3))
-    after = rows(log.path, "SELECT * FROM tasks"), rows(log.path, "SELECT * FROM events")
+    after = raw(log, "SELECT * FROM tasks"), raw(log, "SELECT * FROM events ORDER BY status")
     assert len(log) == 1
     assert after[1] == before[1]  # the event keeps its first sighting
     # Only last_seen moves.
@@ -229,7 +259,12 @@ def test_a_closed_log_refuses_work(tmp_path: Path) -> None:
 def test_no_secrets_reach_the_log(log: TaskLog) -> None:
     # Tasks carry none; the log must not add any (nor the table layout invite them).
     log.record([task(new_id(), "success", minutes=1)])
-    columns = {r[1] for r in rows(log.path, "PRAGMA table_info(tasks)")}
+    if log.path is not None:
+        columns = {r[1] for r in raw(log, "PRAGMA table_info(tasks)")}
+    else:
+        columns = {r[0] for r in raw(log, "SELECT column_name FROM information_schema.columns "
+                                          "WHERE table_name = 'tasks'")}
+    assert columns == set(TASK_COLUMNS)
     assert not {c for c in columns if "token" in c or "key" in c or "password" in c}
 
 
@@ -533,12 +568,12 @@ def test_rows_and_events_record_where_they_were_seen(log: TaskLog) -> None:
                origin=Origin("IAD", "200002", "127.0.0.1:8774", True))
     log.record([task(unknown, "pending")])
     log.record([task(ord_task, "success", minutes=5)])  # a later sighting without an origin
-    stored = {r[0]: r[-4:] for r in rows(log.path, f"SELECT {', '.join(TASK_COLUMNS)} "
+    stored = {r[0]: r[-4:] for r in raw(log, f"SELECT {', '.join(TASK_COLUMNS)} "
                                                    f"FROM tasks")}
     assert stored == {ord_task: ("ORD", "100001", "ord.images", 0),
                       iad_task: ("IAD", "200002", "127.0.0.1:8774", 1),
                       unknown: (None, "100001", None, 0)}
-    events = {(r[0], r[1]): r[4:] for r in rows(log.path, "SELECT * FROM events")}
+    events = {(r[0], r[1]): r[4:] for r in raw(log, "SELECT * FROM events")}
     assert events[(ord_task, "pending")] == ("ORD", "100001", "ord.images", 0)
     assert events[(iad_task, "pending")] == ("IAD", "200002", "127.0.0.1:8774", 1)
     assert list(history.log_frame(log, region="ORD")["id"]) == [ord_task]
@@ -554,8 +589,9 @@ def test_the_origin_travels_through_export_and_import(log: TaskLog, tmp_path: Pa
     log.export(tmp_path / "out.jsonl")
     with TaskLog(tmp_path / "copy.sqlite") as copy:
         copy.import_(tmp_path / "out.jsonl")
-        assert rows(copy.path, "SELECT * FROM tasks") == rows(log.path, "SELECT * FROM tasks")
-        assert rows(copy.path, "SELECT * FROM events") == rows(log.path, "SELECT * FROM events")
+        for query in ("SELECT * FROM tasks ORDER BY id",
+                      "SELECT * FROM events ORDER BY task_id, status"):
+            assert rows(copy.path, query) == raw(log, query)
 
 
 def test_storage_imports_no_pandas_and_no_module_cycle() -> None:
