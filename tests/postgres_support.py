@@ -36,6 +36,7 @@ def _free_port() -> int:
 class Server:
     port: int
     data: Path
+    root: Path
 
     def url(self, user: str = SUPERUSER, password: str = SUPERUSER_PASSWORD,
             database: str = "postgres") -> str:
@@ -52,6 +53,20 @@ class Server:
         name = f"t_{uuid.uuid4().hex[:12]}"
         self.admin(f"CREATE DATABASE {name}")
         return name
+
+    def start(self) -> None:
+        options = (f"-p {self.port} -k {self.root / 'sock'} -c listen_addresses=127.0.0.1 "
+                   f"-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                   f"-c max_connections=60")
+        subprocess.run(_as_server_user([
+            str(BIN / "pg_ctl"), "-D", str(self.data), "-o", options, "-l",
+            str(self.root / "log"), "-w", "-t", "60", "start"]), check=True, capture_output=True,
+            timeout=120)
+
+    def stop(self) -> None:
+        subprocess.run(_as_server_user([str(BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast",
+                                        "-w", "stop"]), check=True, capture_output=True,
+                       timeout=120)
 
 
 def _as_server_user(argv: list[str]) -> list[str]:
@@ -76,20 +91,37 @@ def running() -> Iterator[Server]:
     pwfile = root / "pw"
     pwfile.write_text(SUPERUSER_PASSWORD + "\n")
     _chown(pwfile)
-    port = _free_port()
+    server = Server(port=_free_port(), data=data, root=root)
     try:
         subprocess.run(_as_server_user([
             str(BIN / "initdb"), "-D", str(data), "-U", SUPERUSER, f"--pwfile={pwfile}",
             "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--no-sync"]),
             check=True, capture_output=True, timeout=120)
-        options = (f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=60")
-        subprocess.run(_as_server_user([
-            str(BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"),
-            "-w", "-t", "60", "start"]), check=True, capture_output=True, timeout=120)
-        yield Server(port=port, data=data)
+        server.start()
+        yield server
     finally:
-        if data.exists():
-            subprocess.run(_as_server_user([str(BIN / "pg_ctl"), "-D", str(data), "-m", "fast",
-                                            "-w", "stop"]), capture_output=True, timeout=120)
+        if (data / "postmaster.pid").exists():
+            subprocess.run(_as_server_user([str(BIN / "pg_ctl"), "-D", str(data), "-m",
+                                            "immediate", "-w", "stop"]),
+                           capture_output=True, timeout=120)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def require() -> None:
+    """Skip (fail on CI, which installs PostgreSQL) when the server binaries are missing."""
+    import pytest
+
+    if not available():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not installed at {BIN} (.ci/run installs it)")
+        pytest.skip(f"PostgreSQL is not installed at {BIN}")
+
+
+def team_log_url(server: Server, user: str = SUPERUSER, password: str = SUPERUSER_PASSWORD
+                 ) -> str:
+    """A fresh database with the team log's tables; its URL (as ``user``)."""
+    from imgtools._pglog import init_schema
+
+    database = server.new_database()
+    init_schema(server.url(database=database))
+    return server.url(user, password, database)

@@ -24,7 +24,6 @@ from imgtools import history
 from imgtools._exceptions import ValidationError
 from imgtools._logsql import TASK_COLUMNS
 from imgtools._models import Task
-from imgtools._pglog import init_schema
 from imgtools._taskfields import Origin
 from imgtools._tasklog import TaskLog, default_log_path, parse_since
 
@@ -64,19 +63,9 @@ def new_id() -> str:
 @pytest.fixture(scope="module")
 def pg() -> Iterator[postgres_support.Server]:
     """A PostgreSQL server of this module's own (each test gets a fresh database)."""
-    if not postgres_support.available():
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is not installed at {postgres_support.BIN} (.ci/run "
-                        f"installs it)")
-        pytest.skip(f"PostgreSQL is not installed at {postgres_support.BIN}")
+    postgres_support.require()
     with postgres_support.running() as server:
         yield server
-
-
-def team_log_url(server: postgres_support.Server) -> str:
-    url = server.url(database=server.new_database())
-    init_schema(url)
-    return url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -84,7 +73,7 @@ def log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TaskLog]:
     """The same log tests on both backends: a file, and a team log on a real server."""
     target: str | Path = tmp_path / "log.sqlite"
     if request.param == "postgresql":
-        target = team_log_url(request.getfixturevalue("pg"))
+        target = postgres_support.team_log_url(request.getfixturevalue("pg"))
     with TaskLog(target, spool=tmp_path / "spool.sqlite") as opened:
         yield opened
 
