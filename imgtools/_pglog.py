@@ -150,13 +150,17 @@ class Postgres:
         self._closed = False
         self._upsert_task = sql.upsert_task(sql.POSTGRES)
         self._upsert_event = sql.upsert_event(sql.POSTGRES)
-        _psycopg()
-        version = self._guard(lambda conn: self._version(conn))
-        if version != sql.SCHEMA_VERSION:
-            raise LogUnavailable(
-                f"team log {self.safe}: schema version {version}, this imgtools needs "
-                f"{sql.SCHEMA_VERSION}: run `imgtools log init URL` (with a role that may "
-                f"create tables)")
+        psycopg = _psycopg()
+        # Checked on the first connection: a server that is down now must not stop the
+        # operation being recorded (its writes wait in the spool), a wrong schema must.
+        self._checked = False
+        try:
+            self._connect()
+        except psycopg.OperationalError:
+            pass
+        except psycopg.Error as error:
+            raise LogUnavailable(f"team log {self.safe}: {type(error).__name__}: "
+                                 f"{_redact(str(error).strip(), url)}") from None
 
     def __repr__(self) -> str:
         return f"Postgres({self.safe!r})"
@@ -190,6 +194,15 @@ class Postgres:
             return conn
         conn = psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT, autocommit=True,
                                application_name="imgtools")
+        if not self._checked:
+            version = self._version(conn)
+            if version != sql.SCHEMA_VERSION:
+                conn.close()
+                raise LogUnavailable(
+                    f"team log {self.safe}: schema version {version}, this imgtools needs "
+                    f"{sql.SCHEMA_VERSION}: run `imgtools log init URL` (with a role that may "
+                    f"create tables)")
+            self._checked = True
         with self._lock:
             self._connections.append(conn)
         self._local.conn = conn
@@ -296,10 +309,19 @@ class Postgres:
         return self._guard(lambda conn: conn.execute(query, params).fetchall())
 
     def iterate(self, query: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
-        # Keyset pages would need the query's shape; a plain fetch in steps bounds the
-        # objects alive at once, which is what matters here.
-        rows = self.fetchall(query, params)
-        yield from rows
+        """Rows of ``query`` through a server-side cursor, a few thousand at a time (a
+        whole log is never held in memory at once)."""
+        import psycopg
+
+        conn = self._guard(lambda conn: conn)
+        try:
+            with conn.transaction(), conn.cursor(name=f"imgtools_{id(self):x}") as cur:
+                cur.itersize = 5000
+                cur.execute(query, params)
+                yield from cur
+        except psycopg.Error as error:
+            raise LogUnavailable(f"team log {self.safe}: {type(error).__name__}: "
+                                 f"{_redact(str(error).strip(), self.url)}") from None
 
     def columns(self, where: str, params: list[Any]) -> dict[str, Any]:
         """The frame's columns, ``FETCH_CHUNK`` rows at a time in key order, each chunk turned

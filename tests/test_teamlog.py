@@ -225,9 +225,14 @@ def test_an_unreachable_server_keeps_the_operation_and_sends_it_later(
             with pytest.raises(LogUnavailable) as kept:
                 team.record([Task.from_json(observations(1)[0][0])])
             assert kept.value.spooled == 1 and team.pending() == 1
+            # A log opened while the server is down opens, and keeps what it is given.
+            with TaskLog(url) as opened_down:
+                with pytest.raises(LogUnavailable):
+                    opened_down.record([Task.from_json(observations(3)[-1][0])])
+                assert opened_down.pending() == 2  # the same spool: one per URL
             server.start()
             team.record([Task.from_json(observations(2)[-1][0])])
-            assert team.pending() == 0 and len(team) == 3
+            assert team.pending() == 0 and len(team) == 4
         code = main(["log", "init", url.replace(str(server.port), "1")], out=io.StringIO())
         err = capsys.readouterr().err
         assert code == EXIT_SERVICE and "LogUnavailable" in err
