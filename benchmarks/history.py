@@ -7,13 +7,17 @@
    all, "server only": the pages fetched over one keep-alive connection with nothing parsed
    beyond finding ``next``. Interleaved in one run; medians of ``--rounds`` rounds, ratios
    against openstacksdk and against the server-only time (``--no-peers``: imgtools and the
-   floor only).
-2. The log: an M-row audit log (default 1,000,000) into a DataFrame, ``TaskLog.frame()``
+   floor only). With ``--postgres``, also recording into a team log on PostgreSQL (a
+   throwaway server on loopback, started by this script, emptied before each round).
+2. The log: an M-row audit log (default 1,000,000) into a DataFrame, ``history.log_frame``
    against a plain ``pd.read_sql("SELECT * FROM tasks")`` of the same table; each in a fresh
-   process, with its time and its peak RSS above the process's RSS after imports.
+   process, with its time and its peak RSS above the process's RSS after imports. With
+   ``--postgres``, the same for a team log of ``--pg-log-rows`` rows (default: as many),
+   copied from the file log by ``TaskLog.copy_into`` (what ``imgtools log push`` does).
 
     .venv/bin/python benchmarks/history.py [--tasks 100000] [--log-rows 1000000] [--rounds 3]
                                            [--only service|log] [--log-path PATH] [--no-peers]
+                                           [--postgres] [--pg-log-rows N]
 
 Figures vary 5-10 % between runs on a shared machine; compare the ratios of one run.
 """
@@ -21,6 +25,7 @@ Figures vary 5-10 % between runs on a shared machine; compare the ratios of one 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -30,7 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -103,6 +108,32 @@ def _server_only(emu: Any, token: str) -> Callable[[], Any]:
     return run
 
 
+def _imgtools_postgres(emu: Any, url: str, *, until_recorded: bool = False
+                       ) -> Callable[[], pd.DataFrame]:
+    import psycopg
+
+    import imgtools
+    from imgtools import history
+    from imgtools._tasklog import TaskLog
+
+    def run() -> pd.DataFrame:
+        # An empty team log each round: new stubs, the worst case (emptied before timing).
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("TRUNCATE tasks, events")
+        _AFTER.clear()
+        log = TaskLog(url)
+        with imgtools.connect(username="demo", api_key="demo-key",
+                              identity_url=emu.identity_url, log=log) as client:
+            frame = history.tasks_frame(client)
+        if until_recorded:
+            log.close()
+        else:
+            _AFTER.append(log.close)
+        return frame
+
+    return run
+
+
 def _openstacksdk(emu: Any, token: str) -> Callable[[], pd.DataFrame]:
     import openstack
 
@@ -129,7 +160,8 @@ def _glanceclient(emu: Any, token: str) -> Callable[[], pd.DataFrame]:
     return run
 
 
-def bench_service(count: int, rounds: int, peers: bool = True) -> None:
+def bench_service(count: int, rounds: int, peers: bool = True,
+                  postgres: str | None = None) -> None:
     from imgtools.emulator import EmulatorConfig, server, start_emulator
 
     # Seeding 100,000 tasks at start-up takes longer than the handle's default readiness wait.
@@ -148,6 +180,11 @@ def bench_service(count: int, rounds: int, peers: bool = True) -> None:
                 emu, True, Path(tmp), until_recorded=True),
             "imgtools tasks_frame(client, record=False)": _imgtools(emu, False, Path(tmp)),
         }
+        if postgres is not None:
+            contenders["imgtools tasks_frame(client), team log on PostgreSQL"] = \
+                _imgtools_postgres(emu, postgres)
+            contenders["  ... and until PostgreSQL has them all"] = _imgtools_postgres(
+                emu, postgres, until_recorded=True)
         if peers:
             contenders[SDK] = _openstacksdk(emu, token)
             contenders["python-glanceclient tasks.list -> DataFrame"] = _glanceclient(emu, token)
@@ -246,6 +283,11 @@ start = time.perf_counter()
 if mode == "imgtools":
     with TaskLog(path) as log:
         frame = log_frame(log)
+elif mode == "pg-read_sql":
+    import warnings, psycopg
+    warnings.simplefilter("ignore")  # pandas prefers SQLAlchemy; a DBAPI connection works
+    with psycopg.connect(path) as conn:
+        frame = pd.read_sql("SELECT * FROM tasks", conn)
 else:
     conn = sqlite3.connect(path)
     frame = pd.read_sql("SELECT * FROM tasks", conn)
@@ -264,29 +306,64 @@ def _measure(mode: str, path: Path) -> dict[str, float]:
     return result
 
 
-def bench_log(rows: int, rounds: int, path: Path | None) -> None:
-    print(f"== a {rows:,}-row audit log -> DataFrame, each run in a fresh process, "
+def bench_log(rows: int, rounds: int, path: Path | None, postgres: str | None = None,
+              pg_rows: int | None = None) -> None:
+    where = "audit log" if postgres is None else "team log on PostgreSQL"
+    print(f"== a {pg_rows or rows:,}-row {where} -> DataFrame, each run in a fresh process, "
           f"{rounds} interleaved rounds, medians")
     with tempfile.TemporaryDirectory() as tmp:
-        target = path or Path(tmp) / "log.sqlite"
-        if not target.exists():
-            seed_log(target, rows)
-        print(f"   log file: {target.stat().st_size / 2**20:,.0f} MiB")
-        results: dict[str, list[dict[str, float]]] = {"imgtools": [], "read_sql": []}
+        target: Path | str = path or Path(tmp) / "log.sqlite"
+        if postgres is not None:
+            if pg_rows is not None and pg_rows != rows:
+                target = Path(tmp) / "pg-seed.sqlite"
+            assert isinstance(target, Path)
+            if not target.exists():
+                seed_log(target, pg_rows or rows)
+            from imgtools._tasklog import TaskLog
+
+            started = time.perf_counter()
+            with TaskLog(target) as local, TaskLog(postgres) as team:
+                copied = local.copy_into(team)
+            took = time.perf_counter() - started
+            print(f"   copied {copied:,} tasks into PostgreSQL with TaskLog.copy_into in "
+                  f"{took:.1f} s ({copied / took:,.0f} tasks/s)")
+            target = postgres
+        else:
+            assert isinstance(target, Path)
+            if not target.exists():
+                seed_log(target, rows)
+            print(f"   log file: {target.stat().st_size / 2**20:,.0f} MiB")
+        modes = ("imgtools", "read_sql" if postgres is None else "pg-read_sql")
+        results: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
         for _ in range(rounds):
             for mode in results:
                 results[mode].append(_measure(mode, target))
     names = {"imgtools": "history.log_frame(log) (typed, 15 columns)",
-             "read_sql": 'pd.read_sql("SELECT * FROM tasks") (raw)'}
-    base = statistics.median(r["seconds"] for r in results["read_sql"])
-    print(f"   {'reader':42s} {'median s':>9s} {'rows/s':>10s} {'vs read_sql':>11s} "
-          f"{'peak MiB':>9s} {'frame MiB':>10s}")
+             "read_sql": 'pd.read_sql("SELECT * FROM tasks") (raw)',
+             "pg-read_sql": 'pd.read_sql("SELECT * FROM tasks") (raw)'}
+    base = statistics.median(r["seconds"] for r in results[modes[1]])
+    base_peak = statistics.median(r["peak_mb"] for r in results[modes[1]])
+    print(f"   {'reader':42s} {'median s':>9s} {'rows/s':>10s} {'time/read_sql':>13s} "
+          f"{'peak MiB':>9s} {'peak/read_sql':>13s} {'frame MiB':>10s}")
     for mode, runs in results.items():
         seconds = statistics.median(r["seconds"] for r in runs)
         peak = statistics.median(r["peak_mb"] for r in runs)
         size = statistics.median(r["frame_mb"] for r in runs)
         print(f"   {names[mode]:42s} {seconds:9.2f} {runs[0]['rows'] / seconds:10,.0f} "
-              f"{base / seconds:10.1f}x {peak:9,.0f} {size:10,.0f}")
+              f"{seconds / base:12.2f}x {peak:9,.0f} {peak / base_peak:12.2f}x {size:10,.0f}")
+
+
+@contextlib.contextmanager
+def _postgres(enabled: bool) -> Iterator[str | None]:
+    """A throwaway PostgreSQL server (tests/postgres_support.py) with an empty team log."""
+    if not enabled:
+        yield None
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import postgres_support
+
+    with postgres_support.running() as server:
+        yield postgres_support.team_log_url(server)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -298,13 +375,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-path", type=Path, help="reuse (or keep) this seeded log")
     parser.add_argument("--no-peers", action="store_true",
                         help="skip openstacksdk and python-glanceclient")
+    parser.add_argument("--postgres", action="store_true",
+                        help="also record into / read from a team log on a throwaway "
+                             "PostgreSQL server (Debian's postgresql binaries)")
+    parser.add_argument("--pg-log-rows", type=int, default=None,
+                        help="rows of the team log read back (default: --log-rows)")
     args = parser.parse_args(argv)
     print(f"python {sys.version.split()[0]}, pandas {pd.__version__}, "
           f"{os.cpu_count()} CPUs, peak RSS measured with getrusage")
-    if args.only in (None, "service"):
-        bench_service(args.tasks, args.rounds, peers=not args.no_peers)
-    if args.only in (None, "log"):
-        bench_log(args.log_rows, args.rounds, args.log_path)
+    with _postgres(args.postgres) as url:
+        if args.only in (None, "service"):
+            bench_service(args.tasks, args.rounds, peers=not args.no_peers, postgres=url)
+        if args.only in (None, "log"):
+            bench_log(args.log_rows, args.rounds, args.log_path)
+            if url is not None:
+                bench_log(args.log_rows, args.rounds, args.log_path, postgres=url,
+                          pg_rows=args.pg_log_rows)
 
 
 if __name__ == "__main__":

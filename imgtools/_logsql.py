@@ -108,8 +108,10 @@ def schema(d: Dialect) -> list[str]:
     ]
 
 
-def upsert_task(d: Dialect) -> str:
+def upsert_task(d: Dialect, source: str | None = None) -> str:
     """The one statement that records a task, with the log's merge rules in SQL.
+
+    ``source``: a query giving the rows (default: one row of parameters).
 
     ``n`` is the arriving copy (``excluded``), ``o`` the stored row:
 
@@ -157,16 +159,16 @@ def upsert_task(d: Dialect) -> str:
         f"last_seen = {d.greatest}({o}.last_seen, {n}.last_seen)",
         *(f"{c} = coalesce({o}.{c}, {n}.{c})" for c in ("region", "account", "host", "emulator")),
     ]
-    return (f"INSERT INTO tasks ({', '.join(TASK_COLUMNS)}) "
-            f"VALUES ({d.marks(len(TASK_COLUMNS))}) "
+    rows = source if source is not None else f"VALUES ({d.marks(len(TASK_COLUMNS))})"
+    return (f"INSERT INTO tasks ({', '.join(TASK_COLUMNS)}) {rows} "
             f"ON CONFLICT (id) DO UPDATE SET {', '.join(sets)}")
 
 
-def upsert_event(d: Dialect) -> str:
+def upsert_event(d: Dialect, source: str | None = None) -> str:
     """One event per (task, status); from another machine's log the earliest sighting wins."""
     n, o = "excluded", "events"
-    return (f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
-            f"VALUES ({d.marks(len(EVENT_COLUMNS))}) "
+    rows = source if source is not None else f"VALUES ({d.marks(len(EVENT_COLUMNS))})"
+    return (f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) {rows} "
             f"ON CONFLICT (task_id, status) DO UPDATE SET "
             f"seen_at = {d.least}({o}.seen_at, {n}.seen_at), "
             f"updated_at = {d.least}({o}.updated_at, {n}.updated_at), "
@@ -175,6 +177,13 @@ def upsert_event(d: Dialect) -> str:
             + f" WHERE {n}.seen_at < {o}.seen_at OR {n}.updated_at < {o}.updated_at"
             f" OR ({o}.region IS NULL AND {n}.region IS NOT NULL)"
             f" OR ({o}.host IS NULL AND {n}.host IS NOT NULL)")
+
+
+def column_types(d: Dialect, columns: Sequence[str]) -> list[str]:
+    """Each column's SQL type (for typed arrays of a whole batch)."""
+    ints = {"created_at", "updated_at", "expires_at", "first_seen", "last_seen", "seen_at"}
+    return [d.int64 if c in ints else "INTEGER" if c in ("detail", "emulator") else "TEXT"
+            for c in columns]
 
 
 # -- rows ----------------------------------------------------------------------------------------

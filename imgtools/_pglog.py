@@ -131,6 +131,32 @@ def default_spool(url: str) -> Path:
     return base / f"team-{digest}.sqlite"
 
 
+def _unnest(columns: Sequence[str], key: str) -> str:
+    types = sql.column_types(sql.POSTGRES, columns)
+    arrays = ", ".join(f"%s::{t}[]" for t in types)
+    return (f"SELECT * FROM unnest({arrays}) AS n({', '.join(columns)}) ORDER BY {key}")
+
+
+def _rounds(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[tuple[Any, ...]]]:
+    """``rows`` split so that no key (its first ``width`` fields) repeats within a part: one
+    statement may not update a row twice. Part k holds each key's k-th arrival, so running
+    the parts in order is running the rows in order."""
+    parts: list[list[tuple[Any, ...]]] = []
+    seen: dict[Any, int] = {}
+    for row in rows:
+        key = row[0] if width == 1 else row[:width]
+        at = seen.get(key, 0)
+        seen[key] = at + 1
+        if at == len(parts):
+            parts.append([])
+        parts[at].append(row)
+    return parts
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+
+
 class Postgres:
     """The PostgreSQL backend of ``TaskLog``: one connection per thread (and per process)."""
 
@@ -148,8 +174,11 @@ class Postgres:
         self._connections: list[psycopg.Connection[Any]] = []
         self._pid = os.getpid()
         self._closed = False
-        self._upsert_task = sql.upsert_task(sql.POSTGRES)
-        self._upsert_event = sql.upsert_event(sql.POSTGRES)
+        # One statement per batch: the rows travel as one typed array per column and the
+        # server unnests them in key order (no round trip, no statement, per row).
+        self._upsert_task = sql.upsert_task(sql.POSTGRES, _unnest(sql.TASK_COLUMNS, "id"))
+        self._upsert_event = sql.upsert_event(sql.POSTGRES, _unnest(sql.EVENT_COLUMNS,
+                                                                    "task_id, status"))
         psycopg = _psycopg()
         # Checked on the first connection: a server that is down now must not stop the
         # operation being recorded (its writes wait in the spool), a wrong schema must.
@@ -251,14 +280,16 @@ class Postgres:
     def _write_now(self, tasks: Sequence[sql.TaskRow], events: Sequence[sql.EventRow]) -> None:
         import psycopg
 
+        task_rounds = _rounds(tasks, 1)
+        event_rounds = _rounds(events, 2)
         for attempt in range(CONFLICT_ATTEMPTS):
             conn = self._connect()
             try:
                 with conn.transaction(), conn.cursor() as cur:
-                    if tasks:
-                        cur.executemany(self._upsert_task, tasks)
-                    if events:
-                        cur.executemany(self._upsert_event, events)
+                    for part in task_rounds:
+                        cur.execute(self._upsert_task, _columns(part, len(sql.TASK_COLUMNS)))
+                    for part in event_rounds:
+                        cur.execute(self._upsert_event, _columns(part, len(sql.EVENT_COLUMNS)))
                 return
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
                 if attempt == CONFLICT_ATTEMPTS - 1:
