@@ -116,11 +116,12 @@ def _imgtools_postgres(emu: Any, url: str, *, until_recorded: bool = False
     from imgtools import history
     from imgtools._tasklog import TaskLog
 
-    def run() -> pd.DataFrame:
-        # An empty team log each round: new stubs, the worst case (emptied before timing).
+    def empty() -> None:
+        # An empty team log each round: new stubs, the worst case (emptied after timing).
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("TRUNCATE tasks, events")
-        _AFTER.clear()
+
+    def run() -> pd.DataFrame:
         log = TaskLog(url)
         with imgtools.connect(username="demo", api_key="demo-key",
                               identity_url=emu.identity_url, log=log) as client:
@@ -129,6 +130,7 @@ def _imgtools_postgres(emu: Any, url: str, *, until_recorded: bool = False
             log.close()
         else:
             _AFTER.append(log.close)
+        _AFTER.append(empty)
         return frame
 
     return run
@@ -210,7 +212,7 @@ def bench_service(count: int, rounds: int, peers: bool = True,
                 frame = run()
                 times[name].append(time.perf_counter() - begin)
                 while _AFTER:  # not timed, but before the next contender starts
-                    _AFTER.pop()()
+                    _AFTER.pop(0)()
                 if len(frame) != count:
                     raise SystemExit(f"{name}: {len(frame)} rows, expected {count}")
     floor = statistics.median(times[SERVER_ONLY])

@@ -40,8 +40,8 @@ SPOOL_ENV: Final = "IMGTOOLS_SPOOL_DIR"
 CONNECT_TIMEOUT: Final = 10
 #: Attempts of a write that met a deadlock or a serialization failure.
 CONFLICT_ATTEMPTS: Final = 8
-#: Rows per fetch when reading columns.
-FETCH_CHUNK: Final = 65_536
+#: Heap pages per chunk when reading columns (8 KiB each: ~60,000 rows of a typical log).
+CHUNK_PAGES: Final = 4096
 SCHEMES: Final = ("postgresql://", "postgres://")
 
 
@@ -129,6 +129,33 @@ def default_spool(url: str) -> Path:
         base = Path(platformdirs.user_data_dir("imgtools")) / "unsent"
     digest = hashlib.sha256(safe_url(url).encode()).hexdigest()[:16]
     return base / f"team-{digest}.sqlite"
+
+
+def _expr(column: str) -> str:
+    return "coalesce(input_image, result_image)" if column == "image_id" else column
+
+
+def _split(count: int, row: Sequence[Any], np: Any) -> dict[str, Any] | None:
+    """One chunk's concatenated columns as arrays, or ``None`` if a value held a separator."""
+    import warnings
+
+    out: dict[str, Any] = {}
+    for text, name in zip(row, sql.TEXT_COLUMNS, strict=False):
+        split = text.split("\x1e")
+        if len(split) != count:
+            return None
+        values = np.fromiter(split, dtype=object, count=count)
+        if "\x1f" in text:
+            values[values == "\x1f"] = None
+        out[name] = values
+    for text, name in zip(row[len(sql.TEXT_COLUMNS):], sql.TIME_COLUMNS, strict=True):
+        with warnings.catch_warnings():  # numpy's C text parser; a short read shows below
+            warnings.simplefilter("ignore", DeprecationWarning)
+            numbers = np.fromstring(text, dtype=np.int64, sep=",")
+        if len(numbers) != count:
+            return None
+        out[name] = numbers
+    return out
 
 
 def _unnest(columns: Sequence[str], key: str) -> str:
@@ -355,28 +382,43 @@ class Postgres:
                                  f"{_redact(str(error).strip(), self.url)}") from None
 
     def columns(self, where: str, params: list[Any]) -> dict[str, Any]:
-        """The frame's columns, ``FETCH_CHUNK`` rows at a time in key order, each chunk turned
-        into whole arrays at once (binary transfer; times with ``NAT_US`` for null)."""
-        select = ", ".join([*("coalesce(input_image, result_image)" if c == "image_id" else c
-                              for c in sql.TEXT_COLUMNS),
-                            *(f"coalesce({c}, {sql.NAT_US})" for c in sql.TIME_COLUMNS)])
+        """The frame's columns, read as the file log reads them: per chunk of the table's
+        pages (a TID range scan), one query concatenates each column into a single string on
+        the server (``string_agg``) and Python splits it, so a million rows make a few large
+        objects instead of a tuple and a dozen objects per row. All aggregates of one query
+        consume the same scan, row by row (no parallel plan), so the columns line up; a
+        separator inside a value (a split count that disagrees) sends that chunk through an
+        ordinary fetch instead. One REPEATABLE READ snapshot for all chunks."""
+        import numpy as np
+
+        text = [f"string_agg(coalesce({_expr(c)}, E'\\x1f'), E'\\x1e')"
+                for c in sql.TEXT_COLUMNS]
+        times = [f"string_agg(coalesce({c}, {sql.NAT_US})::text, ',')" for c in sql.TIME_COLUMNS]
+        concat = f"SELECT count(*), {', '.join(text + times)} FROM tasks"
+        plain = (f"SELECT {', '.join(_expr(c) for c in sql.TEXT_COLUMNS)}, "
+                 f"{', '.join(f'coalesce({c}, {sql.NAT_US})' for c in sql.TIME_COLUMNS)} "
+                 f"FROM tasks")
         clause = f"{where} AND" if where else " WHERE"
         parts: dict[str, list[Any]] = {name: [] for name in sql.TEXT_COLUMNS + sql.TIME_COLUMNS}
 
         def read(conn: psycopg.Connection[Any]) -> None:
-            last = ""
-            while True:
-                with conn.cursor(binary=True) as cur:
-                    rows = cur.execute(f"SELECT {select} FROM tasks{clause} id > %s "
-                                       f"ORDER BY id LIMIT %s",
-                                       [*params, last, FETCH_CHUNK]).fetchall()
-                if not rows:
-                    return
-                for name, values in sql.plain_chunk(rows).items():
-                    parts[name].append(values)
-                if len(rows) < FETCH_CHUNK:
-                    return
-                last = rows[-1][0]
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+                pages = conn.execute("SELECT pg_relation_size('tasks') / "
+                                     "current_setting('block_size')::bigint").fetchone()
+                for start in range(0, int(pages[0] if pages else 0) + 1, CHUNK_PAGES):
+                    bounds = (f"{clause} ctid >= '({start},0)'::tid "
+                              f"AND ctid < '({start + CHUNK_PAGES},0)'::tid")
+                    row = conn.execute(concat + bounds, params).fetchone()
+                    if row is None or row[0] == 0:
+                        continue
+                    chunk = _split(int(row[0]), row[1:], np)
+                    if chunk is None:
+                        chunk = sql.plain_chunk(conn.cursor(binary=True).execute(
+                            plain + bounds, params).fetchall())
+                    for name, values in chunk.items():
+                        parts[name].append(values)
 
         self._guard(read)
         return sql.join_columns(parts)

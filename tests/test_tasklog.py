@@ -697,3 +697,21 @@ def test_writes_queued_behind_are_kept_when_the_process_ends_without_close(
                    check=True, cwd=REPO, timeout=120)
     with TaskLog(path) as log:
         assert len(log) == 1500
+
+
+def test_columns_survive_separator_characters_and_filters(log: TaskLog) -> None:
+    # Both backends read columns as joined text; a value holding the separators must still
+    # come back whole (that chunk is read again row by row), and filters apply in the query.
+    odd = "line one\x1eline two\x1f,\n'quoted' 100%"
+    a, b, c = new_id(), new_id(), new_id()
+    log.record([task(a, "failure", minutes=2, message=odd),
+                task(b, "failure", minutes=2, message="fine"), task(c, "pending")])
+    frame = history.log_frame(log)
+    assert dict(zip(frame["id"], frame["message"].fillna(""), strict=True)) == \
+        {a: odd, b: "fine", c: ""}
+    assert list(frame["image_id"]) == [IMAGE] * 3 and list(frame["container"]) == ["exports"] * 3
+    assert sorted(history.log_frame(log, status="failure")["id"]) == sorted([a, b])
+    assert history.log_frame(log, status="success").empty
+    plain = log.columns(status="failure")
+    assert sorted(plain["message"]) == sorted([odd, "fine"])
+    assert plain["expires_at"].dtype.kind == "i"
