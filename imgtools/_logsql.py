@@ -198,6 +198,40 @@ TEXT_COLUMNS: Final = ("id", "type", "status", "owner", "image_id", "container",
 TIME_COLUMNS: Final = ("created_at", "updated_at", "expires_at")
 
 
+# Columns read fast travel as one string per chunk: values separated by "\x1e" (ASCII record
+# separator) and NULL written as "\x1f" (unit separator; not NUL, which numpy strips); times as
+# decimal text. Both backends build such strings in SQL (group_concat / string_agg).
+NULL_MARK: Final = "\x1f"
+SEPARATOR: Final = "\x1e"
+
+
+def split_chunk(count: int, row: Sequence[str]) -> dict[str, Any] | None:
+    """One chunk's concatenated ``TEXT_COLUMNS + TIME_COLUMNS`` of ``count`` rows as arrays,
+    or ``None`` if a value held a separator (the split count disagrees)."""
+    import warnings
+
+    import numpy as np
+
+    out: dict[str, Any] = {}
+    for at, name in enumerate(TEXT_COLUMNS):
+        split = row[at].split(SEPARATOR)
+        if len(split) != count:
+            return None
+        values = np.fromiter(split, dtype=object, count=count)
+        if NULL_MARK in row[at]:
+            values[values == NULL_MARK] = None
+        out[name] = values
+    for at, name in enumerate(TIME_COLUMNS, len(TEXT_COLUMNS)):
+        # numpy's C text parser; a short read (bad text) shows as a count mismatch.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            numbers = np.fromstring(row[at], dtype=np.int64, sep=",")
+        if len(numbers) != count:
+            return None
+        out[name] = numbers
+    return out
+
+
 def plain_chunk(rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
     """Rows of ``TEXT_COLUMNS + TIME_COLUMNS`` (times with ``NAT_US`` for null) as columns."""
     import numpy as np

@@ -135,29 +135,6 @@ def _expr(column: str) -> str:
     return "coalesce(input_image, result_image)" if column == "image_id" else column
 
 
-def _split(count: int, row: Sequence[Any], np: Any) -> dict[str, Any] | None:
-    """One chunk's concatenated columns as arrays, or ``None`` if a value held a separator."""
-    import warnings
-
-    out: dict[str, Any] = {}
-    for text, name in zip(row, sql.TEXT_COLUMNS, strict=False):
-        split = text.split("\x1e")
-        if len(split) != count:
-            return None
-        values = np.fromiter(split, dtype=object, count=count)
-        if "\x1f" in text:
-            values[values == "\x1f"] = None
-        out[name] = values
-    for text, name in zip(row[len(sql.TEXT_COLUMNS):], sql.TIME_COLUMNS, strict=True):
-        with warnings.catch_warnings():  # numpy's C text parser; a short read shows below
-            warnings.simplefilter("ignore", DeprecationWarning)
-            numbers = np.fromstring(text, dtype=np.int64, sep=",")
-        if len(numbers) != count:
-            return None
-        out[name] = numbers
-    return out
-
-
 def _unnest(columns: Sequence[str], key: str) -> str:
     types = sql.column_types(sql.POSTGRES, columns)
     arrays = ", ".join(f"%s::{t}[]" for t in types)
@@ -389,8 +366,6 @@ class Postgres:
         consume the same scan, row by row (no parallel plan), so the columns line up; a
         separator inside a value (a split count that disagrees) sends that chunk through an
         ordinary fetch instead. One REPEATABLE READ snapshot for all chunks."""
-        import numpy as np
-
         text = [f"string_agg(coalesce({_expr(c)}, E'\\x1f'), E'\\x1e')"
                 for c in sql.TEXT_COLUMNS]
         times = [f"string_agg(coalesce({c}, {sql.NAT_US})::text, ',')" for c in sql.TIME_COLUMNS]
@@ -413,7 +388,7 @@ class Postgres:
                     row = conn.execute(concat + bounds, params).fetchone()
                     if row is None or row[0] == 0:
                         continue
-                    chunk = _split(int(row[0]), row[1:], np)
+                    chunk = sql.split_chunk(int(row[0]), row[1:])
                     if chunk is None:
                         chunk = sql.plain_chunk(conn.cursor(binary=True).execute(
                             plain + bounds, params).fetchall())

@@ -26,7 +26,6 @@ import random
 import sqlite3
 import threading
 import time
-import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -104,11 +103,7 @@ class _Backend(Protocol):
 
 _IMAGE_ID: Final = "coalesce(input_image, result_image)"
 _READ_EXPR: Final = {"image_id": _IMAGE_ID}
-# The frame's columns travel as one string per chunk: values separated by "\x1e" (ASCII record
-# separator) and NULL written as "\x1f" (unit separator; not NUL, which numpy strips); times as
-# decimal text.
-_NULL: Final = "\x1f"
-_SEP: Final = "\x1e"
+# The frame's columns travel as one string per chunk (``_logsql.split_chunk``).
 _CONCAT: Final = "SELECT count(*), max(id), " + ", ".join(
     [f"group_concat(ifnull({_READ_EXPR.get(c, c)}, char(31)), char(30))" for c in TEXT_COLUMNS]
     + [f"group_concat(ifnull({c}, {NAT_US}), ',')" for c in TIME_COLUMNS])
@@ -296,7 +291,7 @@ class _SQLite:
             count, high = row[0], row[1]
             if count == 0:
                 break
-            chunk = _split_chunk(count, row[2:])
+            chunk = sql.split_chunk(count, row[2:])
             if chunk is None:
                 rows = conn.execute(f"SELECT {_PLAIN} FROM ({chunk_sql})", bounds).fetchall()
                 chunk = plain_chunk(rows)
@@ -315,31 +310,6 @@ class _SQLite:
             self._connections = []
             self._closed = True
             self._local = threading.local()
-
-
-def _split_chunk(count: int, row: Sequence[Any]) -> dict[str, Any] | None:
-    """One ``_CONCAT`` answer (after count and max id) as columns, or ``None`` if a value
-    held a separator."""
-    import numpy as np
-
-    out: dict[str, Any] = {}
-    for at, name in enumerate(TEXT_COLUMNS):
-        split = row[at].split(_SEP)
-        if len(split) != count:
-            return None
-        values = np.fromiter(split, dtype=object, count=count)
-        if _NULL in row[at]:
-            values[values == _NULL] = None
-        out[name] = values
-    for at, name in enumerate(TIME_COLUMNS, len(TEXT_COLUMNS)):
-        # numpy's C text parser; a short read (bad text) shows as a count mismatch.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            numbers = np.fromstring(row[at], dtype=np.int64, sep=",")
-        if len(numbers) != count:
-            return None
-        out[name] = numbers
-    return out
 
 
 # -- the log ---------------------------------------------------------------------------------
