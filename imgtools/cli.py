@@ -111,6 +111,9 @@ def _frame_for(args: argparse.Namespace) -> Any:
     from imgtools._tasklog import TaskLog
     from imgtools.history import filter_tasks, log_frame, merged, tasks_frame
 
+    if args.region is not None and "all" in args.region:
+        args.region = None  # every region: no filter
+
     if args.source == "log":
         with TaskLog() as log:
             frame = log_frame(log, since=args.since, status=args.status, type=args.type,
@@ -287,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--status", choices=("pending", "processing", "success", "failure"))
         p.add_argument("--type", choices=("export", "import"))
         p.add_argument("--region", action="append",
-                       help="only tasks seen in this region (repeat for several)")
+                       help="only tasks seen in this region (repeat for several; 'all': every "
+                            "region)")
         p.add_argument("--account", action="append",
                        help="only tasks of this account (tenant id; repeat for several)")
         if name == "audit":

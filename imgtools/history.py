@@ -240,18 +240,20 @@ def _frame_from_items(items: Sequence[Mapping[str, Any]], source: str = "service
     expires = _parse_iso([d.get("expires_at") for d in items])
     stubs = {"id": ids, "type": types, "status": statuses, "owner": owners,
              "created_at": created, "updated_at": updated, "expires_at": expires}
-    if record_in is not None and items:
-        if has_detail:
-            record_in.record_bodies_later(items, seen_at=seen_at, origin=origin)
-        else:
-            record_in.record_stubs_later(stubs, seen_at=seen_at, origin=origin)
-    return _assemble(
+    frame = _assemble(
         ids=ids, types=types, statuses=statuses, owners=owners,
         created=created, updated=updated, expires=expires,
         image_ids=image_ids, containers=containers, locations=locations, messages=messages,
         source=source, regions=None if origin is None else origin.region,
         accounts=_accounts(origin, owners),
     )
+    if record_in is not None and items:
+        # Queued once the frame is built, so the writer does not compete with building it.
+        if has_detail:
+            record_in.record_bodies_later(items, seen_at=seen_at, origin=origin)
+        else:
+            record_in.record_stubs_later(stubs, seen_at=seen_at, origin=origin)
+    return frame
 
 
 def _shared(values: _ObjArray) -> _ObjArray:

@@ -165,6 +165,9 @@ def test_tasks_and_audit_filter_by_region_and_account(as_demo: EmulatorHandle,
         assert code == EXIT_OK and out.strip() == "no tasks"
         code, out, _ = run("tasks", "--from", source, "--region", "ORD", capsys=capsys)
         assert code == EXIT_OK and out.strip() == "no tasks"
+        code, out, _ = run("tasks", "--from", source, "--region", "all", "--format", "json",
+                           capsys=capsys)
+        assert code == EXIT_OK and str(task["id"]) in {r["id"] for r in json.loads(out)}
     code, out, _ = run("audit", "--by", "account", "--format", "json", capsys=capsys)
     assert code == EXIT_OK
     counts = json.loads(out.splitlines()[0])["counts"]
