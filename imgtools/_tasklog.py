@@ -366,7 +366,9 @@ class _WriteBehind:
             with self._cond:
                 while not self._queue:
                     self._cond.wait()
-                batch, self._queue, self._busy = self._queue, [], True
+                # Busy before the queue empties: flush()'s unlocked check never sees both idle.
+                self._busy = True
+                batch, self._queue = self._queue, []
             try:
                 self._write(batch)
             finally:
@@ -378,21 +380,24 @@ class _WriteBehind:
         log = self._log()
         if log is None:
             return
-        try:
-            rows: list[sql.TaskRow] = []
-            events: list[sql.EventRow] = []
-            for job, _count in batch:
+        rows: list[sql.TaskRow] = []
+        events: list[sql.EventRow] = []
+        for job, count in batch:
+            try:
                 job_rows, job_events = job()
-                rows.extend(job_rows)
-                events.extend(job_events)
+            except Exception:  # a damaged page: dropped alone, and said
+                _logger.warning("could not record %d listed task(s) in the audit log", count,
+                                exc_info=True)
+                continue
+            rows.extend(job_rows)
+            events.extend(job_events)
+        if not rows:
+            return
+        try:
             log._backend.write(rows, events)
         except Exception:
-            if len(batch) > 1:  # one job at a time, so only a damaged page is dropped
-                for queued in batch:
-                    self._write([queued])
-                return
-            _logger.warning("could not record %d listed task(s) in the audit log",
-                            batch[0][1], exc_info=True)
+            _logger.warning("could not record %d listed task(s) in the audit log", len(rows),
+                            exc_info=True)
 
 
 class _class_or_instance:
