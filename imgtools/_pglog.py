@@ -319,10 +319,8 @@ class Postgres:
         """Send what earlier writes could not, then forget it (only what was sent)."""
         if self._spool is None and not self._spool_path.exists():
             return
-        spool = self._spool_log()
-        sent = spool.drain_into(lambda rows, events: self._write_now(
+        self._spool_log().drain_into(lambda rows, events: self._write_now(
             sorted(rows, key=lambda r: r[0]), sorted(events, key=lambda e: (e[0], e[1]))))
-        del sent
 
     def pending(self) -> int:
         """Task rows waiting in the spool."""
