@@ -355,7 +355,12 @@ class _BaseClient(Generic[_TransportT]):
         if log is None or not tasks:
             return
         try:
-            log.record(tasks)
+            if getattr(log, "records_origin", False):  # a TaskLog: say where they were seen
+                from imgtools._taskfields import origin_of
+
+                log.record(tasks, origin=origin_of(self))  # type: ignore[call-arg]
+            else:
+                log.record(tasks)
         except Exception:  # the audit log must not break an export; say so loudly instead
             logger.warning("could not record %d task(s) in the audit log", len(tasks),
                            exc_info=True)

@@ -109,16 +109,21 @@ def cmd_task(args: argparse.Namespace, out: TextIO) -> int:
 
 def _frame_for(args: argparse.Namespace) -> Any:
     from imgtools._tasklog import TaskLog
-    from imgtools.history import filter_tasks, merged, tasks_frame
+    from imgtools.history import filter_tasks, log_frame, merged, tasks_frame
+
+    if args.region is not None and "all" in args.region:
+        args.region = None  # every region: no filter
 
     if args.source == "log":
         with TaskLog() as log:
-            frame = log.frame(since=args.since, status=args.status, type=args.type)
+            frame = log_frame(log, since=args.since, status=args.status, type=args.type,
+                              region=args.region, account=args.account)
         return frame
     client = _connect(args)
     with client:
         frame = tasks_frame(client) if args.source == "service" else merged(client)
-        frame = filter_tasks(frame, since=args.since, status=args.status, type=args.type)
+        frame = filter_tasks(frame, since=args.since, status=args.status, type=args.type,
+                             region=args.region, account=args.account)
         if getattr(args, "details", "none") != "none":
             from imgtools.details import fetch_details
 
@@ -138,7 +143,7 @@ def cmd_tasks(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_audit(args: argparse.Namespace, out: TextIO) -> int:
     from imgtools.history import summary
 
-    report = summary(_frame_for(args))
+    report = summary(_frame_for(args), by=args.by)
     if report.without_details or report.not_fetched:
         print(f"imgtools: {report.without_details} task(s) in view have no details anywhere "
               f"(purged from the service, never seen in full here); {report.not_fetched} "
@@ -150,6 +155,51 @@ def cmd_audit(args: argparse.Namespace, out: TextIO) -> int:
         else:
             out.write(f"== {name} ==\n")
             out.write((table.to_string() if len(table) else "(none)") + "\n\n")
+    return EXIT_OK
+
+
+def _team_url(given: str | None, flag: str) -> str:
+    import os
+
+    from imgtools._pglog import is_url
+    from imgtools._tasklog import LOG_ENV
+
+    url = given or os.environ.get(LOG_ENV, "")
+    if not is_url(url):
+        raise ValidationError(f"{flag}: give the team log's postgresql:// URL (or set "
+                              f"{LOG_ENV} to it)", field=flag.lstrip("-"))
+    return url
+
+
+def cmd_log(args: argparse.Namespace, out: TextIO) -> int:
+    from imgtools._pglog import init_schema, safe_url
+    from imgtools._tasklog import TaskLog, default_log_path
+
+    if args.action == "init":
+        url = _team_url(args.url, "URL")
+        version = init_schema(url)
+        out.write(f"{safe_url(url)}: schema version {version}\n")
+        return EXIT_OK
+    if args.action == "push":
+        url = _team_url(args.to, "--to")
+        source = Path(args.source).expanduser() if args.source else default_log_path()
+        with TaskLog(url) as team:
+            kept = team.push_pending()
+            if source.suffix in (".jsonl", ".json"):
+                count = team.import_(source)
+            else:
+                if not source.exists():
+                    raise ValidationError(f"--from: no log at {source}", field="from")
+                with TaskLog(source) as local:
+                    count = local.copy_into(team)
+            out.write(f"pushed {count} task(s) from {source} to {team.url}")
+            out.write(f" (and {kept} kept while it was unreachable)\n" if kept else "\n")
+        return EXIT_OK
+    url = _team_url(args.source, "--from")
+    target = Path(args.to).expanduser() if args.to else default_log_path()
+    with TaskLog(url) as team, TaskLog(target) as local:
+        count = team.copy_into(local)
+        out.write(f"pulled {count} task(s) from {team.url} into {target}\n")
     return EXIT_OK
 
 
@@ -252,6 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--since", help="only tasks created since, e.g. 7d, 12h, 2026-11-01")
         p.add_argument("--status", choices=("pending", "processing", "success", "failure"))
         p.add_argument("--type", choices=("export", "import"))
+        p.add_argument("--region", action="append",
+                       help="only tasks seen in this region (repeat for several; 'all': every "
+                            "region)")
+        p.add_argument("--account", action="append",
+                       help="only tasks of this account (tenant id; repeat for several)")
+        if name == "audit":
+            p.add_argument("--by", choices=("type", "region", "account"), default="type",
+                           help="what the summary rows are (default: type)")
         if name == "audit":
             from imgtools.details import DEFAULT_DETAILS, DETAILS_MODES
 
@@ -277,6 +335,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fsync", action="store_true",
                    help="flush to disk before the rename, so a power cut soon after cannot "
                         "damage the file (as slow as the disk's sustained writes)")
+
+    p = sub.add_parser("log", help="the audit log: set up a team log, push and pull history",
+                       description="The audit log: IMGTOOLS_LOG names it (a file, or a "
+                                   "postgresql:// URL for a team log). URLs are never printed "
+                                   "with their password.")
+    p.set_defaults(func=cmd_log)
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = actions.add_parser("init", help="create or upgrade a team log's tables (needs DDL rights)")
+    q.add_argument("url", nargs="?", metavar="URL",
+                   help="postgresql://user[:password]@host[:port]/db (default: $IMGTOOLS_LOG)")
+    q = actions.add_parser("push", help="merge a local log (or a JSON Lines export) into the "
+                                        "team log, and send what an outage kept; idempotent")
+    q.add_argument("--to", metavar="URL", help="the team log (default: $IMGTOOLS_LOG)")
+    q.add_argument("--from", dest="source", metavar="PATH",
+                   help="a local log file or .jsonl export (default: the local log)")
+    q = actions.add_parser("pull", help="merge the team log into a local log, for offline "
+                                        "auditing; idempotent")
+    q.add_argument("--from", dest="source", metavar="URL",
+                   help="the team log (default: $IMGTOOLS_LOG)")
+    q.add_argument("--to", metavar="PATH", help="the local log file (default: the local log)")
 
     sub.add_parser("emulator", help="run the local emulator (see: imgtools emulator --help)",
                    add_help=False)
