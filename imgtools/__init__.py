@@ -22,6 +22,7 @@ from imgtools._exceptions import (
     ExportExists,
     ExportNotConfirmed,
     ImgToolsError,
+    LogUnavailable,
     NotExportable,
     NotFound,
     PreflightError,
@@ -55,6 +56,7 @@ from imgtools._polling import (
     WaitProgress,
 )
 from imgtools._sources import AsyncTaskSource, TaskSource
+from imgtools._taskfields import Origin
 from imgtools._tasklog import TaskLog
 
 if _typing.TYPE_CHECKING:
@@ -104,11 +106,13 @@ __all__ = [
     "Files",
     "Image",
     "ImgToolsError",
+    "LogUnavailable",
     "NotExportable",
     "NotFound",
     "ObjectInfo",
     "OnProgress",
     "OnUpdate",
+    "Origin",
     "PollPolicy",
     "PreflightError",
     "Progress",

@@ -20,8 +20,9 @@ Every error is an ``ImgToolsError``; none of them carries a token, API key or pa
     ├── TaskError                   about one task (.task)
     │   ├── TaskFailed              the task ended in ``failure`` (.message)
     │   └── TaskTimeout             the deadline passed first (.task is the last one seen)
-    └── DownloadError               an export could not be verified or stored
-        └── ChecksumMismatch        bytes that do not hash to the listed MD5
+    ├── DownloadError               an export could not be verified or stored
+    │   └── ChecksumMismatch        bytes that do not hash to the listed MD5
+    └── LogUnavailable              the team audit log cannot be reached (.spooled rows kept)
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "ExportExists",
     "ExportNotConfirmed",
     "ImgToolsError",
+    "LogUnavailable",
     "NotExportable",
     "NotFound",
     "PreflightError",
@@ -190,3 +192,13 @@ class ChecksumMismatch(DownloadError):
         self.name = name
         self.expected = expected
         self.actual = actual
+
+
+class LogUnavailable(ImgToolsError):
+    """The team log could not be reached, or refused the operation (a read-only role writing,
+    a schema not initialised). When a write could not be made, ``spooled`` says how many task
+    rows were kept in the local spool, to be sent later."""
+
+    def __init__(self, message: str, *, spooled: int = 0) -> None:
+        super().__init__(message)
+        self.spooled = spooled

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from imgtools import _logsql as sql
-from imgtools._exceptions import ImgToolsError, ValidationError
+from imgtools._exceptions import LogUnavailable, ValidationError
 
 if TYPE_CHECKING:
     import psycopg
@@ -43,16 +43,6 @@ CONFLICT_ATTEMPTS: Final = 8
 #: Heap pages per chunk when reading columns (8 KiB each: ~60,000 rows of a typical log).
 CHUNK_PAGES: Final = 4096
 SCHEMES: Final = ("postgresql://", "postgres://")
-
-
-class LogUnavailable(ImgToolsError):
-    """The team log could not be reached, or refused the operation (a read-only role writing,
-    a schema not initialised). When a write could not be made, ``spooled`` says how many task
-    rows were kept in the local spool, to be sent later."""
-
-    def __init__(self, message: str, *, spooled: int = 0) -> None:
-        super().__init__(message)
-        self.spooled = spooled
 
 
 def _psycopg() -> Any:
