@@ -142,7 +142,10 @@ def test_login_picks_the_default_region_from_the_catalog(emu: EmulatorHandle) ->
 
 def test_region_and_password_login(emu: EmulatorHandle) -> None:
     with make_client(emu, api_key=None, password="demo-key", region="dfw") as c:
-        assert c.get_image(WEB).id == WEB
+        # Each region has its own images: DFW's web image, not the default region's.
+        dfw_web = emu.image_id("web", region="DFW")
+        assert c.endpoint == emu.image_endpoint_for("DFW") and dfw_web != WEB
+        assert c.get_image(dfw_web).id == dfw_web
     with pytest.raises(ConfigurationError) as info:
         make_client(emu, region="LON")
     assert "LON" in str(info.value) and "ORD" in str(info.value)

@@ -48,10 +48,22 @@ def test_identity_api_key_gives_token_and_catalog(emu: EmulatorHandle,
     images, files = services["cloudImages"], services["cloudFiles"]
     assert images["type"] == "image" and files["type"] == "object-store"
     assert len(images["endpoints"]) >= 2
-    assert {e["publicURL"] for e in images["endpoints"]} == {f"{emu.url}/v2"}
-    assert {e["publicURL"] for e in files["endpoints"]} == {emu.storage_url("100001")}
+    # One endpoint per region, the default region first and at the root URLs.
+    assert [e["region"] for e in images["endpoints"]] == list(FAST.regions)
+    assert [e["region"] for e in files["endpoints"]] == list(FAST.regions)
+    assert images["endpoints"][0]["publicURL"] == f"{emu.url}/v2" == emu.image_endpoint
+    assert files["endpoints"][0]["publicURL"] == emu.storage_url("100001")
+    assert [e["publicURL"] for e in images["endpoints"]] == \
+        [emu.image_endpoint_for(r) for r in FAST.regions]
+    assert [e["publicURL"] for e in files["endpoints"]] == \
+        [emu.storage_url("100001", r) for r in FAST.regions]
+    assert [e["internalURL"] for e in files["endpoints"]] == \
+        [emu.storage_url("100001", r, servicenet=True) for r in FAST.regions]
+    urls = [e[k] for e in files["endpoints"] for k in ("publicURL", "internalURL")]
+    urls += [e["publicURL"] for e in images["endpoints"]]
+    assert len(set(urls)) == len(urls)  # every region and network has its own endpoints
     assert {e["tenantId"] for e in files["endpoints"]} == {"MossoCloudFS_100001"}
-    assert {e["region"] for e in images["endpoints"]} == set(FAST.regions)
+    assert access["user"]["RAX-AUTH:defaultRegion"] == FAST.regions[0]
 
 
 def test_identity_password_credentials(anon: httpx.Client) -> None:

@@ -260,9 +260,20 @@ def test_seeded_history(tmp_path: Path) -> None:
         failed = api.get(f"/v2/tasks/{next(t['id'] for t in stubs if t['status'] == 'failure')}")
         assert failed.json()["message"]
         assert len({t["created_at"][:13] for t in stubs}) > 10  # spread over many hours
-        other = Api(emu, "other")
-        assert other.get("/v2/tasks").json()["tasks"] == []
-        other.close()
+        # Every tenant in every region has its own history: no task id is shared.
+        histories = {("demo", emu.default_region): {t["id"] for t in stubs}}
+        for user in ("demo", "other"):
+            for region in emu.regions:
+                if (user, region) in histories:
+                    continue
+                client = Api(emu, user)
+                url = f"{emu.region_url(region)}/v2/tasks?limit=1000"
+                seen = client.get(url).json()["tasks"]
+                assert {t["owner"] for t in seen} == {emu.tenant_of(user)}
+                histories[(user, region)] = {t["id"] for t in seen}
+                client.close()
+        assert all(len(ids) == 300 for ids in histories.values())
+        assert len(set().union(*histories.values())) == 300 * len(histories)
         emu.restart()  # seeding happens once per data dir
         api.http.close()
         api.http = httpx.Client(base_url=emu.url, headers={"X-Auth-Token": api.token})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -213,3 +214,30 @@ def test_swift_errors_are_html(api: Api, anon: object) -> None:
     assert isinstance(anon, httpx.Client)
     r = anon.get(api.account)
     assert r.status_code == 401 and "Unauthorized" in r.text
+
+
+def test_a_put_whose_etag_does_not_match_is_refused_and_keeps_the_old_object(
+        api: Api, container: str) -> None:
+    """What a transfer relies on: a damaged copy never lands, whether sent with a length or
+    streamed (chunked), and the object already there stays as it was."""
+    path = f"{api.account}/{container}/segment-00001"
+    first = api.http.put(path, content=b"first", headers={"ETag": hashlib.md5(b"first")
+                                                          .hexdigest()})
+    assert first.status_code == 201
+    quoted = api.http.put(f"{api.account}/{container}/quoted", content=b"q",
+                          headers={"ETag": f'"{hashlib.md5(b"q").hexdigest()}"'})
+    assert quoted.status_code == 201
+
+    def chunks() -> Iterator[bytes]:
+        yield b"sec"
+        yield b"ond"
+
+    for body in (b"second", chunks()):
+        wrong = api.http.put(path, content=body,
+                             headers={"ETag": hashlib.md5(b"other").hexdigest()})
+        assert wrong.status_code == 422
+        assert "Unable to process the contained instructions" in wrong.text
+        assert api.get(path).content == b"first"
+    streamed = api.http.put(path, content=chunks(),
+                            headers={"ETag": hashlib.md5(b"second").hexdigest()})
+    assert streamed.status_code == 201 and api.get(path).content == b"second"

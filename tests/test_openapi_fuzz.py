@@ -31,6 +31,10 @@ EXAMPLES = 20
 CONFIG = EmulatorConfig(image_size=64 * 1024, segment_size=16 * 1024,
                         export_speed=64 * 1024 * 1024, pending_delay=0.1, tick=0.01)
 _TAG = re.compile(r"<[^>]+>")
+# Image PATCH bodies are JSON under Glance's JSON-patch media types.
+schemathesis.serializer.alias(["application/openstack-images-v2.0-json-patch",
+                               "application/openstack-images-v2.1-json-patch"],
+                              "application/json")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,18 +12,22 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from imgtools.emulator import identity, images, meta, schemas, swift, tasks
+from imgtools.emulator import identity, image_patch, images, meta, schemas, swift, tasks
 from imgtools.emulator.config import EmulatorConfig
-from imgtools.emulator.engine import Engine, TaskHandler
+from imgtools.emulator.engine import Engine, TaskHandler, Worker
 from imgtools.emulator.errors import glance_error, swift_error
 from imgtools.emulator.export import ExportHandler
 from imgtools.emulator.faults import RAW_SEND, FaultMiddleware
 from imgtools.emulator.importer import ImportHandler
+from imgtools.emulator.regions import RegionMiddleware
 from imgtools.emulator.seed import seed_images, seed_tasks
 from imgtools.emulator.state import EmulatorState
 from imgtools.emulator.store import Store
 
-__all__ = ["build_app"]
+__all__ = ["build_app", "region_dir"]
+
+#: Below the data dir, each region other than the default one keeps its own state here.
+REGIONS_DIR = "regions"
 
 
 class StatsMiddleware:
@@ -66,30 +70,51 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     return glance_error(request, status, message, headers)
 
 
-def build_app(config: EmulatorConfig, data_dir: Path) -> tuple[Any, EmulatorState]:
-    """The full ASGI app over ``data_dir`` and the state it shares with its worker."""
-    store = Store(data_dir)
-    state = EmulatorState(config=config, store=store)
-    handlers: dict[str, TaskHandler] = {"export": ExportHandler(state),
-                                        "import": ImportHandler(state)}
-    engine = Engine(state, handlers)
+def region_dir(data_dir: Path, region: str, default: str) -> Path:
+    """Where a region's store lives: the data dir itself for the default region (so a data
+    dir made before regions existed is the default region's, unchanged)."""
+    return data_dir if region == default else data_dir / REGIONS_DIR / region
+
+
+def build_app(config: EmulatorConfig, data_dir: Path,
+              region_ports: Mapping[str, int] | None = None) -> tuple[Any, EmulatorState]:
+    """The full ASGI app over ``data_dir`` and the state it shares with its worker;
+    ``region_ports`` tells which port serves which region (requests on any other port, or
+    with no port, go to the default region)."""
+    default = config.regions[0]
+    stores = {region: Store(region_dir(data_dir, region, default)) for region in config.regions}
+    state = EmulatorState(config=config, store=stores[default], stores=stores,
+                          region_ports=dict(region_ports or {}))
+    handlers: dict[str, dict[str, TaskHandler]] = {}
+    engines = []
+    for region, region_store in stores.items():
+        handlers[region] = {"export": ExportHandler(state, region_store),
+                            "import": ImportHandler(state, region_store)}
+        engines.append(Engine(state, handlers[region], region_store))
+    engine = Worker(state, engines)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        seed_images(state)
-        seed_tasks(state, config.seed_tasks)
+        for region in config.regions:
+            seed_images(state, region)
+            seed_tasks(state, config.seed_tasks, region=region)
         engine.start()
         try:
             yield
         finally:
             engine.stop()
-            store.close()
+            for region_store in stores.values():
+                region_store.close()
 
     routes = [*meta.routes, *identity.routes, *schemas.routes, *tasks.routes, *images.routes,
-              *swift.routes]
+              *image_patch.routes, *swift.routes]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={404: _not_found, 405: _not_found})
     app.state.emulator = state
     app.state.handlers = handlers
     app.state.engine = engine
-    return StatsMiddleware(FaultMiddleware(app, state), state), state
+    app.state.stores = stores
+    stack = StatsMiddleware(FaultMiddleware(app, state), state)
+    by_port = state.regions_by_port()
+    return RegionMiddleware(stack, default, lambda: by_port,
+                            lambda: state.stats.event("servicenet_requests")), state

@@ -6,15 +6,27 @@ from urllib.parse import unquote
 
 from starlette.requests import Request
 
+from imgtools.emulator.regions import SCOPE_REGION
 from imgtools.emulator.state import EmulatorState
-from imgtools.emulator.store import TokenRow
+from imgtools.emulator.store import Store, TokenRow
 
-__all__ = ["current_token", "state_of"]
+__all__ = ["current_token", "region_of", "state_of", "store_of"]
 
 
 def state_of(request: Request) -> EmulatorState:
     state: EmulatorState = request.app.state.emulator
     return state
+
+
+def region_of(request: Request) -> str:
+    """The region the request was addressed to (set by ``RegionMiddleware``)."""
+    region = request.scope.get(SCOPE_REGION)
+    return region if isinstance(region, str) else state_of(request).default_region
+
+
+def store_of(request: Request) -> Store:
+    """The images, tasks and objects of the request's region; nothing of any other."""
+    return state_of(request).store_in(region_of(request))
 
 
 def current_token(request: Request) -> TokenRow | None:

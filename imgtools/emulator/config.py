@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "DEFAULT_REGIONS",
     "DEFAULT_USERS",
+    "DEMO_USER",
     "EmulatorConfig",
     "FaultSettings",
     "User",
 ]
 
 MiB = 1024 * 1024
+_REGION_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
+#: Regions an emulator serves unless told otherwise; the first is the default region.
+DEFAULT_REGIONS: tuple[str, ...] = ("ORD", "DFW", "IAD")
 #: Glance's task_time_to_live default: 48 hours after a task finishes.
 DEFAULT_TASK_TTL = 48 * 3600.0
 #: Rackspace identity tokens live about 24 hours.
@@ -66,8 +72,12 @@ class User:
         return cls(parts[0], parts[1], parts[2], roles=roles)
 
 
+#: The demo login every emulator accepts unless given other users.
+DEMO_USER = User("demo", "demo-key", "100001")
+#: The built-in users: the demo one first, and a second account (another tenant) so an
+#: image can move between accounts.
 DEFAULT_USERS: tuple[User, ...] = (
-    User("demo", "demo-key", "100001"),
+    DEMO_USER,
     User("other", "other-key", "100002"),
 )
 
@@ -123,8 +133,9 @@ class EmulatorConfig:
     users: tuple[User, ...] = DEFAULT_USERS
     #: Seconds a token lives (set it short to exercise re-authentication).
     token_ttl: float = DEFAULT_TOKEN_TTL
-    #: Regions in the service catalog; every endpoint points back at the emulator.
-    regions: tuple[str, ...] = ("ORD", "DFW", "IAD")
+    #: Regions served, each with its own images, tasks and Cloud Files accounts. The first is
+    #: the default region: the user's default in the catalog, served at the root URLs.
+    regions: tuple[str, ...] = DEFAULT_REGIONS
     image_size: int = DEFAULT_IMAGE_SIZE
     segment_size: int = DEFAULT_SEGMENT_SIZE
     export_speed: float = DEFAULT_EXPORT_SPEED
@@ -159,6 +170,12 @@ class EmulatorConfig:
             problems.append("rate_limit_status must be 413 or 429")
         if not self.users:
             problems.append("at least one user is needed")
+        if not self.regions:
+            problems.append("at least one region is needed")
+        if any(not _REGION_NAME.fullmatch(r) for r in self.regions):
+            problems.append("region names are letters, digits, '-' and '_'")
+        if len({r.upper() for r in self.regions}) != len(self.regions):
+            problems.append("region names must differ (case aside)")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -178,6 +195,6 @@ class EmulatorConfig:
                  tuple(u.get("roles", ("admin",))))
             for u in data.get("users", ())
         ) or DEFAULT_USERS
-        data["regions"] = tuple(data.get("regions", ("ORD", "DFW", "IAD")))
+        data["regions"] = tuple(data.get("regions", DEFAULT_REGIONS))
         data["faults"] = FaultSettings(**data.get("faults", {}))
         return cls(**data)

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from imgtools.emulator.state import EmulatorState
-from imgtools.emulator.store import TaskRow
+from imgtools.emulator.store import Store, TaskRow
 
-__all__ = ["Engine", "Job", "TaskFailure", "TaskHandler"]
+__all__ = ["Engine", "Job", "TaskFailure", "TaskHandler", "Worker"]
 
 log = logging.getLogger("imgtools.emulator")
 
@@ -73,24 +73,23 @@ class _Running:
     fail_at: int | None = None  # the task_failure fault: fail once this many bytes are done
 
 
-class Engine:
-    """The background worker thread; ``start``/``stop`` are called by the app lifespan."""
+class Worker:
+    """The background thread stepping every region's engine; ``start``/``stop`` are called by
+    the app lifespan. One thread for all regions: a tick of an idle region costs one query."""
 
-    def __init__(self, state: EmulatorState, handlers: dict[str, TaskHandler]) -> None:
+    def __init__(self, state: EmulatorState, engines: list[Engine]) -> None:
         self.state = state
-        self.handlers = handlers
-        self._running: dict[str, _Running] = {}
+        self.engines = engines
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._last_purge = 0.0
-        self._random = random.Random()
 
     @property
     def active(self) -> int:
-        return len(self._running)
+        return sum(engine.active for engine in self.engines)
 
     def start(self) -> None:
-        self._recover()
+        for engine in self.engines:
+            engine.recover()
         self._thread = threading.Thread(target=self._loop, name="emulator-engine", daemon=True)
         self._thread.start()
 
@@ -99,33 +98,54 @@ class Engine:
         self.state.wakeup.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        for engine in self.engines:
+            engine.abort_all()
+
+    def _loop(self) -> None:
+        tick = self.state.config.tick
+        while not self._stop.is_set():
+            for engine in self.engines:
+                try:
+                    engine.step()
+                except Exception:  # keep the worker alive; a bug must not hang every task
+                    log.exception("task worker step failed")
+            self.state.wakeup.wait(tick)
+            self.state.wakeup.clear()
+
+
+class Engine:
+    """One region's task work, over that region's store; stepped by the ``Worker``."""
+
+    def __init__(self, state: EmulatorState, handlers: dict[str, TaskHandler],
+                 store: Store | None = None) -> None:
+        self.state = state
+        self.handlers = handlers
+        self.store = store if store is not None else state.store
+        self._running: dict[str, _Running] = {}
+        self._last_purge = 0.0
+        self._random = random.Random()
+
+    @property
+    def active(self) -> int:
+        return len(self._running)
+
+    def abort_all(self) -> None:
         for running in self._running.values():
             running.job.abort()
         self._running.clear()
 
-    # -- the loop ---------------------------------------------------------------------------
-    def _loop(self) -> None:
-        tick = self.state.config.tick
-        while not self._stop.is_set():
-            try:
-                self.step()
-            except Exception:  # keep the worker alive; a bug must not hang every task
-                log.exception("task worker step failed")
-            self.state.wakeup.wait(tick)
-            self.state.wakeup.clear()
-
     def step(self) -> None:
         """One tick: purge, promote due pending tasks, advance running jobs."""
-        state = self.state
+        state, store = self.state, self.store
         now = state.clock.now()
         if now - self._last_purge >= PURGE_INTERVAL:
             self._last_purge = now
-            purged = state.store.purge_tasks(now)
+            purged = store.purge_tasks(now)
             if purged:
                 state.stats.event("tasks_purged", purged)
-            state.store.purge_tokens(now)
-            state.store.purge_objects(now)
-        for task in state.store.due_pending(now - state.config.pending_delay, PROMOTE_BATCH):
+            store.purge_tokens(now)
+            store.purge_objects(now)
+        for task in store.due_pending(now - state.config.pending_delay, PROMOTE_BATCH):
             self._begin(task, now, resume=False)
         for task_id in list(self._running):
             self._advance(task_id, state.clock.now())
@@ -144,7 +164,7 @@ class Engine:
             log.exception("starting task %s failed", task.id)
             self._fail(task, now, handler.unknown_error)
             return
-        self.state.store.update_task(task.id, status="processing", now=now)
+        self.store.update_task(task.id, status="processing", now=now)
         running = _Running(task, job, now)
         faults = self.state.faults
         if faults.task_failure and self._random.random() < faults.task_failure:
@@ -179,19 +199,19 @@ class Engine:
             self._fail(running.task, now, handler.unknown_error)
             return
         del self._running[task_id]
-        self.state.store.update_task(task_id, status="success", now=now, result=result,
+        self.store.update_task(task_id, status="success", now=now, result=result,
                                      expires_at=now + self.state.config.task_ttl)
         self.state.stats.event("tasks_succeeded")
 
     def _fail(self, task: TaskRow, now: float, message: str) -> None:
-        self.state.store.update_task(task.id, status="failure", now=now, message=message,
+        self.store.update_task(task.id, status="failure", now=now, message=message,
                                      expires_at=now + self.state.config.task_ttl)
         self.state.stats.event("tasks_failed")
 
-    def _recover(self) -> None:
+    def recover(self) -> None:
         """Tasks a crash caught in ``processing``: start again from scratch, or fail them."""
         now = self.state.clock.now()
-        for task in self.state.store.tasks_with_status("processing"):
+        for task in self.store.tasks_with_status("processing"):
             if self.state.config.crash_recovery == "fail":
                 self._fail(task, now, RESTART_MESSAGE)
                 self.state.stats.event("tasks_failed_after_restart")

@@ -13,7 +13,7 @@ from imgtools.emulator.engine import TaskFailure
 from imgtools.emulator.images import visible
 from imgtools.emulator.objects import ObjectWriter
 from imgtools.emulator.state import EmulatorState
-from imgtools.emulator.store import TaskRow
+from imgtools.emulator.store import Store, TaskRow
 
 __all__ = ["ExportHandler", "ExportJob"]
 
@@ -38,6 +38,7 @@ class ExportJob:
                  name: str, source: Any, total: int) -> None:
         self.handler = handler
         self.state = handler.state
+        self.store = handler.store
         self.task = task
         self.account, self.container, self.name = account, container, name
         self.source_path = source
@@ -53,7 +54,7 @@ class ExportJob:
         segment_size = self.state.config.segment_size
         while budget > 0 and self.done < self.total:
             if self._writer is None:
-                self._writer = ObjectWriter(self.state.store)
+                self._writer = ObjectWriter(self.store)
                 self._segment += 1
             room = segment_size - self._writer.size
             data = self._source.read(min(budget, room, self.total - self.done))
@@ -67,7 +68,7 @@ class ExportJob:
 
     def _commit_segment(self) -> None:
         assert self._writer is not None
-        store, now = self.state.store, self.state.clock.now()
+        store, now = self.store, self.state.clock.now()
         if store.get_container(self.account, self.container) is None:
             raise TaskFailure(NO_CONTAINER.format(container=self.container))
         writer, self._writer = self._writer, None
@@ -83,7 +84,7 @@ class ExportJob:
 
     def finish(self) -> dict[str, Any]:
         self._close()
-        store, now = self.state.store, self.state.clock.now()
+        store, now = self.store, self.state.clock.now()
         if store.get_container(self.account, self.container) is None:
             raise TaskFailure(NO_CONTAINER.format(container=self.container))
         manifest = ObjectWriter(store)
@@ -115,8 +116,9 @@ class ExportHandler:
     type = "export"
     unknown_error = UNKNOWN
 
-    def __init__(self, state: EmulatorState) -> None:
+    def __init__(self, state: EmulatorState, store: Store | None = None) -> None:
         self.state = state
+        self.store = store if store is not None else state.store
         # Locations being written, so a duplicate export fails as Rackspace's does.
         self._inflight: set[tuple[str, str, str]] = set()
 
@@ -135,7 +137,7 @@ class ExportHandler:
         return None
 
     def start(self, task: TaskRow, resume: bool) -> ExportJob:
-        state, store = self.state, self.state.store
+        state, store = self.state, self.store
         image_id = task.input["image_uuid"]
         container = task.input["receiving_swift_container"]
         account = state.account_for(task.owner)

@@ -14,6 +14,7 @@ from imgtools.emulator.auth import state_of
 from imgtools.emulator.clock import iso_ms
 from imgtools.emulator.config import User
 from imgtools.emulator.errors import identity_error, json_response
+from imgtools.emulator.regions import image_url, internal_storage_url, storage_url
 from imgtools.emulator.state import EmulatorState
 from imgtools.emulator.store import TokenRow
 
@@ -44,13 +45,19 @@ def _find_user(state: EmulatorState, auth: dict[str, Any]) -> User | str | None:
     return None
 
 
-def catalog(base: str, user: User, regions: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Service catalog whose endpoints all point back at this emulator."""
+def catalog(bases: dict[str, str], user: User) -> list[dict[str, Any]]:
+    """Service catalog: one endpoint per region (``bases``: region -> ``http://host:port``,
+    in configured order), each region on its own port of this emulator.
+
+    The default region (the first) comes first and keeps the emulator's own port, so a client
+    that takes the first entry, or the user's default region, sees what it saw before.
+    """
     files = f"MossoCloudFS_{user.tenant_id}"
-    images = [{"publicURL": f"{base}/v2", "region": r, "tenantId": user.tenant_id}
-              for r in regions]
-    storage = [{"publicURL": f"{base}/v1/{files}", "internalURL": f"{base}/v1/{files}",
-                "region": r, "tenantId": files} for r in regions]
+    images = [{"publicURL": image_url(base), "region": r, "tenantId": user.tenant_id}
+              for r, base in bases.items()]
+    storage = [{"publicURL": storage_url(base, user.tenant_id),
+                "internalURL": internal_storage_url(base, user.tenant_id),
+                "region": r, "tenantId": files} for r, base in bases.items()]
     return [
         {"name": "cloudImages", "type": "image", "endpoints": images},
         {"name": "cloudFiles", "type": "object-store", "endpoints": storage},
@@ -81,6 +88,9 @@ async def tokens(request: Request) -> Response:
     state.store.add_token(token)
     state.stats.event("tokens_issued")
     base = str(request.base_url).rstrip("/")
+    host = request.url.hostname or "127.0.0.1"
+    bases = {r: state.region_base(request.url.scheme, host, r, base)
+             for r in state.config.regions}
     method = ("APIKEY" if "RAX-KSKEY:apiKeyCredentials" in auth else "PASSWORD")
     roles = [{"id": "3", "name": "identity:user-admin"}]
     roles += [{"name": f"cloudImages:{r}", "tenantId": user.tenant_id} for r in user.roles]
@@ -88,7 +98,7 @@ async def tokens(request: Request) -> Response:
         "token": {"id": token.id, "expires": iso_ms(token.expires),
                   "tenant": {"id": user.tenant_id, "name": user.tenant_id},
                   "RAX-AUTH:authenticatedBy": [method]},
-        "serviceCatalog": catalog(base, user, state.config.regions),
+        "serviceCatalog": catalog(bases, user),
         "user": {"id": f"u-{user.username}", "name": user.username,
                  "RAX-AUTH:defaultRegion": state.config.regions[0], "roles": roles},
     }

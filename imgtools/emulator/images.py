@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from imgtools.emulator.auth import current_token, state_of
+from imgtools.emulator.auth import current_token, store_of
 from imgtools.emulator.clock import iso_z
 from imgtools.emulator.errors import GLANCE_UNAUTHORIZED, glance_error, json_response, request_id
 from imgtools.emulator.paging import ParamError, links, parse_limit, parse_sort_dir
@@ -22,6 +22,8 @@ SORT_KEYS = ("name", "status", "container_format", "disk_format", "size", "id", 
 VISIBILITIES = ("public", "private", "shared", "community", "all")
 STATUSES = ("queued", "saving", "active", "killed", "deleted", "pending_delete", "deactivated",
             "uploading", "importing")
+#: Core attributes kept among an image's properties once a PATCH has set them.
+_STORED_CORE = frozenset({"protected", "min_disk", "min_ram", "os_hidden"})
 _NOT_FILTERS = {"limit", "marker", "sort_key", "sort_dir", "member_status", "size_min",
                 "size_max", "tag"}
 
@@ -47,7 +49,10 @@ def image_json(image: ImageRow) -> dict[str, Any]:
         "schema": "/v2/schemas/image",
     }
     for key, value in image.props.items():
-        data.setdefault(key, value)
+        if key in _STORED_CORE:  # set by a PATCH: replaces the default above
+            data[key] = value
+        else:
+            data.setdefault(key, value)
     return data
 
 
@@ -110,7 +115,7 @@ async def list_images(request: Request) -> Response:
     token = glance_token(request)
     if isinstance(token, Response):
         return token
-    state = state_of(request)
+    store = store_of(request)
     try:
         limit = parse_limit(request)
         sort_dir = parse_sort_dir(request)
@@ -118,7 +123,7 @@ async def list_images(request: Request) -> Response:
         if sort_key not in SORT_KEYS:
             raise ParamError(f"Invalid sort key: {sort_key}. It should be one of the following:"
                              f" {', '.join(SORT_KEYS)}.")
-        images = _filter(state.store.visible_images(token.tenant_id), request, token.tenant_id)
+        images = _filter(store.visible_images(token.tenant_id), request, token.tenant_id)
     except ParamError as exc:
         return glance_error(request, 400, str(exc))
 
@@ -147,7 +152,7 @@ async def show_image(request: Request) -> Response:
     if isinstance(token, Response):
         return token
     image_id = request.path_params["image_id"]
-    image = state_of(request).store.get_image(image_id)
+    image = store_of(request).get_image(image_id)
     if image is None or not visible(image, token.tenant_id):
         return glance_error(request, 404, f"No image found with ID {image_id}")
     return json_response(image_json(image), headers={"x-openstack-request-id": request_id()})
@@ -157,15 +162,15 @@ async def image_file(request: Request) -> Response:
     token = glance_token(request)
     if isinstance(token, Response):
         return token
-    state = state_of(request)
+    store = store_of(request)
     image_id = request.path_params["image_id"]
-    image = state.store.get_image(image_id)
+    image = store.get_image(image_id)
     if image is None or not visible(image, token.tenant_id):
         return glance_error(request, 404, f"No image found with ID {image_id}")
     if image.status == "deactivated":
         return glance_error(request, 403, "The requested image has been deactivated. "
                             "Image data download is forbidden.")
-    path = state.store.image_path(image.id)
+    path = store.image_path(image.id)
     if image.status != "active" or not path.exists():
         return Response(status_code=204, headers={"x-openstack-request-id": request_id()})
     size = path.stat().st_size

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 from imgtools.emulator.engine import TaskFailure
 from imgtools.emulator.objects import resolve_dlo
 from imgtools.emulator.state import EmulatorState
-from imgtools.emulator.store import ImageRow, TaskRow
+from imgtools.emulator.store import ImageRow, Store, TaskRow
 from imgtools.emulator.vhd import FOOTER_SIZE, VhdProblem, check_footer
 
 __all__ = ["ImportHandler"]
@@ -32,13 +32,14 @@ class ImportJob:
     def __init__(self, handler: ImportHandler, task: TaskRow, name: str,
                  sources: list[tuple[Path, int]]) -> None:
         self.state = handler.state
+        self.store = handler.store
         self.task = task
         self.name = name
         self.sources = sources
         self.total = sum(size for _, size in sources)
         self.done = 0
         self.image_id = str(uuid.uuid4())
-        self.path = self.state.store.image_path(self.image_id)
+        self.path = self.store.image_path(self.image_id)
         self._out: BinaryIO | None = None
         self._index = 0
         self._offset = 0
@@ -82,7 +83,7 @@ class ImportJob:
         now = self.state.clock.now()
         props = {"disk_format": "vhd", "container_format": "bare", "image_type": "import",
                  "com.rackspace__1__options": "0", "os_type": "linux"}
-        self.state.store.put_image(ImageRow(
+        self.store.put_image(ImageRow(
             self.image_id, self.task.owner, self.name, "active", "private", size,
             self._md5.hexdigest(), now, now, props, [], self.image_id))
         return {"image_id": self.image_id}
@@ -99,8 +100,9 @@ class ImportHandler:
     type = "import"
     unknown_error = UNKNOWN
 
-    def __init__(self, state: EmulatorState) -> None:
+    def __init__(self, state: EmulatorState, store: Store | None = None) -> None:
         self.state = state
+        self.store = store if store is not None else state.store
 
     def check_input(self, task_input: Any) -> str | None:
         source = task_input.get("import_from") if isinstance(task_input, dict) else None
@@ -121,7 +123,7 @@ class ImportHandler:
         if (not isinstance(props, dict) or set(props) != {"name"}
                 or not isinstance(props["name"], str)):
             raise TaskFailure(BAD_PROPERTIES)
-        store, now = self.state.store, self.state.clock.now()
+        store, now = self.store, self.state.clock.now()
         account = self.state.account_for(task.owner)
         container, _, name = task.input["import_from"].partition("/")
         obj = store.get_object(account, container, name, now)

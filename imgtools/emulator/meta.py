@@ -109,17 +109,24 @@ async def info(request: Request) -> Response:
         return denied
     state = state_of(request)
     config = state.config
-    tenants = {}
-    for user in config.users:
-        tenants[user.tenant_id] = {
-            spec.slug: image_id_for(user.tenant_id, spec.slug, config.seed)
-            for spec in IMAGE_SPECS}
-    base = {spec.slug: image_id_for(BASE_IMAGES_OWNER, spec.slug, config.seed)
-            for spec in BASE_SPECS}
+    root = f"{request.url.scheme}://{request.url.netloc}"
+    host = request.url.hostname or "127.0.0.1"
+    regions: dict[str, Any] = {}
+    for region in config.regions:
+        where = "" if region == state.default_region else region
+        tenants = {user.tenant_id: {spec.slug: image_id_for(user.tenant_id, spec.slug,
+                                                            config.seed, where)
+                                    for spec in IMAGE_SPECS} for user in config.users}
+        base = {spec.slug: image_id_for(BASE_IMAGES_OWNER, spec.slug, config.seed, where)
+                for spec in BASE_SPECS}
+        regions[region] = {"images": tenants, "base_images": base,
+                           "url": state.region_base(request.url.scheme, host, region, root)}
+    default = regions[state.default_region]
     return json_response({
         "users": [{"username": u.username, "tenant_id": u.tenant_id, "roles": list(u.roles)}
                   for u in config.users],
-        "images": tenants, "base_images": base,
+        "default_region": state.default_region, "regions": regions,
+        "images": default["images"], "base_images": default["base_images"],
         "segment_size": config.segment_size, "export_speed": config.export_speed,
         "pending_delay": config.pending_delay, "task_ttl": config.task_ttl,
         "token_ttl": config.token_ttl})

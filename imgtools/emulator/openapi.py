@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from imgtools.emulator.image_patch import PATCH_MEDIA_TYPES
 from imgtools.emulator.images import SORT_KEYS as IMAGE_SORT_KEYS
 from imgtools.emulator.images import STATUSES as IMAGE_STATUSES
 from imgtools.emulator.schemas import IMAGE_SCHEMA, TASK_SCHEMA, TASK_STATUSES, TASK_TYPES
@@ -167,7 +168,21 @@ def openapi_document(server_url: str = "", accounts: list[str] | None = None) ->
             "summary": "Show an image", "parameters": [_p("image_id")],
             "responses": {"200": {"description": "The image", "content": {"application/json": {
                 "schema": _ref("Image")}}},
-                "401": _GLANCE_ERRORS["401"], "404": _error("No such image (or not visible)")}}},
+                "401": _GLANCE_ERRORS["401"], "404": _error("No such image (or not visible)")}},
+            "patch": {
+                "summary": "Change an image's attributes, properties and tags (JSON patch)",
+                "parameters": [_p("image_id")],
+                "requestBody": {"required": True, "content": {
+                    media: {"schema": _ref("ImagePatch")} for media in PATCH_MEDIA_TYPES}},
+                "responses": {
+                    "200": {"description": "The changed image", "content": {
+                        "application/json": {"schema": _ref("Image")}}},
+                    **_GLANCE_ERRORS,
+                    "403": _error("Read-only or reserved attribute, or not the owner's"),
+                    "404": _error("No such image (or not visible)"),
+                    "409": _error("Property does not exist (or, v2.0, already present)"),
+                    "413": _error("Property or tag quota exceeded, or body too large"),
+                    "415": _error("Not a JSON-patch media type")}}},
         "/v2/images/{image_id}/file": {"get": {
             "summary": "Download the image's bytes (single Range supported)",
             "parameters": [_p("image_id")],
@@ -308,6 +323,12 @@ def openapi_document(server_url: str = "", accounts: list[str] | None = None) ->
                                     "description": "Checked by the worker: anything but "
                                                    "{\"name\": ...} fails the task."}}},
             "Image": image,
+            # v2.1 operation objects; v2.0 ones name the operation as a member instead.
+            "ImagePatch": {"type": "array", "items": {
+                "type": "object", "required": ["op", "path"], "properties": {
+                    "op": {"type": "string", "enum": ["add", "remove", "replace"]},
+                    "path": {"type": "string", "pattern": "^/"},
+                    "value": {"description": "Required by add and replace"}}}},
             "GlanceError": {"type": "object", "required": ["message", "code", "title"],
                             "properties": {"message": {"type": "string"},
                                            "code": {"type": "string"},

@@ -1,6 +1,6 @@
 """First-start content: deterministic images per tenant, and optional task history.
 
-Image bytes are seeded pseudo-random data ending in a VHD footer, so they are the same for
+Image bytes are dynamic VHDs of seeded pseudo-random data (``vhd.py``), the same for
 the same ``seed`` on every machine, and an exported image can be imported again.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from imgtools.emulator.state import EmulatorState
 from imgtools.emulator.store import ImageRow, TaskRow
-from imgtools.emulator.vhd import FOOTER_SIZE, make_footer
+from imgtools.emulator.vhd import FOOTER_SIZE, VHD_EPOCH, seeded_fill, vhd_pieces
 
 __all__ = ["BASE_IMAGES_OWNER", "IMAGE_SPECS", "image_id_for", "seed_images", "seed_tasks"]
 
@@ -22,6 +22,8 @@ NAMESPACE = uuid.UUID("6f1c2c64-8c1e-4a43-9b7e-4f1d0e6a5b10")
 BASE_IMAGES_OWNER = "657197"
 #: 2024-01-01T00:00:00Z: seeded images have fixed, reproducible timestamps.
 EPOCH = 1704067200.0
+#: The smallest seeded image: a fixed VHD of one sector.
+MIN_IMAGE_SIZE = 2 * FOOTER_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,26 +58,40 @@ BASE_SPECS: tuple[ImageSpec, ...] = (
 )
 
 
-def image_id_for(tenant: str, slug: str, seed: int = 0) -> str:
-    """The id of a seeded image, e.g. ``image_id_for("100001", "web")``."""
-    return str(uuid.uuid5(NAMESPACE, f"{seed}:{tenant}:{slug}"))
+def image_id_for(tenant: str, slug: str, seed: int = 0, region: str = "") -> str:
+    """The id of a seeded image, e.g. ``image_id_for("100001", "web")``; ``region`` is ""
+    for the default region (the ids of a single-region emulator) or another region's name."""
+    where = f"{region}:" if region else ""
+    return str(uuid.uuid5(NAMESPACE, f"{seed}:{where}{tenant}:{slug}"))
 
 
-def _write_image(state: EmulatorState, owner: str, spec: ImageSpec, index: int,
+def _id_region(state: EmulatorState, region: str) -> str:
+    return "" if region == state.default_region else region
+
+
+def _write_image(state: EmulatorState, region: str, owner: str, spec: ImageSpec, index: int,
                  visibility: str) -> None:
     config = state.config
-    image_id = image_id_for(owner, spec.slug, config.seed)
-    if state.store.get_image(image_id) is not None:
+    store = state.store_in(region)
+    image_id = image_id_for(owner, spec.slug, config.seed, _id_region(state, region))
+    if store.get_image(image_id) is not None:
         return
-    size = max(FOOTER_SIZE * 2, int(config.image_size * spec.factor))
-    rng = random.Random(f"{config.seed}:{image_id}")
-    data = rng.randbytes(size - FOOTER_SIZE) + make_footer(size - FOOTER_SIZE,
-                                                           uuid.UUID(image_id))
-    path = state.store.image_path(image_id)
+    # Each region's images differ: their ids, bytes, sizes, dates and names.
+    position = state.config.regions.index(region)
+    factor = spec.factor * (1.0 - 0.125 * (position % 4)) if position else spec.factor
+    size = max(MIN_IMAGE_SIZE, int(config.image_size * factor))
+    pieces = vhd_pieces(size, uuid.UUID(image_id), seeded_fill(f"{config.seed}:{image_id}"),
+                        int(EPOCH - VHD_EPOCH + index * 86400))
+    path = store.image_path(image_id)
     tmp = path.with_suffix(".part")
-    tmp.write_bytes(data)
+    md5 = hashlib.md5()
+    with open(tmp, "wb") as handle:
+        for piece in pieces:
+            md5.update(piece)
+            handle.write(piece)
     tmp.replace(path)
-    created = EPOCH + index * 86400.0
+    created = EPOCH + index * 86400.0 + position * 3600.0
+    name = spec.name if not position else f"{spec.name} [{region}]"
     props = {
         "disk_format": "vhd", "container_format": "ovf",
         "image_type": "base" if visibility == "public" else "snapshot",
@@ -87,19 +103,21 @@ def _write_image(state: EmulatorState, owner: str, spec: ImageSpec, index: int,
         "org.openstack__1__os_distro": f"org.{spec.distro}",
         "org.openstack__1__architecture": "x64",
     }
-    state.store.put_image(ImageRow(
-        image_id, owner, spec.name, spec.status, visibility, size,
-        hashlib.md5(data).hexdigest(), created, created + 3600.0, props, list(spec.tags),
+    store.put_image(ImageRow(
+        image_id, owner, name, spec.status, visibility, size,
+        md5.hexdigest(), created, created + 3600.0, props, list(spec.tags),
         image_id))
 
 
-def seed_images(state: EmulatorState) -> None:
-    """Give every configured tenant its images, and create the public base images (idempotent)."""
+def seed_images(state: EmulatorState, region: str | None = None) -> None:
+    """Give every configured tenant its images in ``region`` (the default one when ``None``),
+    and create the region's public base images (idempotent)."""
+    region = region or state.default_region
     for index, spec in enumerate(BASE_SPECS):
-        _write_image(state, BASE_IMAGES_OWNER, spec, index, "public")
+        _write_image(state, region, BASE_IMAGES_OWNER, spec, index, "public")
     for user in state.config.users:
         for index, spec in enumerate(IMAGE_SPECS):
-            _write_image(state, user.tenant_id, spec, index + 10, "private")
+            _write_image(state, region, user.tenant_id, spec, index + 10, "private")
 
 
 _FAILURES = (
@@ -119,19 +137,27 @@ _IMPORT_FAILURES = (
 _CONTAINERS = ("exports", "backups", "nightly", "dr-copies")
 
 
-def seed_tasks(state: EmulatorState, count: int, tenant: str | None = None) -> int:
-    """Insert ``count`` finished tasks of mixed types, outcomes and ages into ``tenant``
-    (the first user's by default), once per data dir. Returns how many were inserted."""
+def seed_tasks(state: EmulatorState, count: int, tenant: str | None = None,
+               region: str | None = None) -> int:
+    """Insert ``count`` finished tasks of mixed types, outcomes and ages into ``tenant`` (every
+    configured tenant when ``None``) in ``region`` (the default one when ``None``), once per
+    data dir. Each tenant and region gets its own history. Returns how many were inserted."""
     if count <= 0:
         return 0
-    tenant = tenant or state.config.users[0].tenant_id
+    region = region or state.default_region
+    if tenant is None:
+        tenants = dict.fromkeys(u.tenant_id for u in state.config.users)
+        return sum(seed_tasks(state, count, t, region) for t in tenants)
+    store = state.store_in(region)
     key = f"seeded_tasks:{tenant}"
-    if state.store.get_meta(key) is not None:
+    if store.get_meta(key) is not None:
         return 0
     config = state.config
-    rng = random.Random(f"{config.seed}:tasks:{tenant}")
+    id_region = _id_region(state, region)
+    # The default region keeps the history a single-region emulator seeded.
+    rng = random.Random(f"{config.seed}:tasks:{id_region + ':' if id_region else ''}{tenant}")
     now = state.clock.now()
-    images = [image_id_for(tenant, spec.slug, config.seed) for spec in IMAGE_SPECS]
+    images = [image_id_for(tenant, spec.slug, config.seed, id_region) for spec in IMAGE_SPECS]
     # Ages stay inside the TTL, or the purge would remove them at once.
     span = max(60.0, config.task_ttl * 0.9)
     rows: list[TaskRow] = []
@@ -168,8 +194,8 @@ def seed_tasks(state: EmulatorState, count: int, tenant: str | None = None) -> i
     rows.sort(key=lambda row: row.created_at)
     inserted = 0
     for start in range(0, len(rows), 20000):
-        state.store.insert_tasks(rows[start:start + 20000])
+        store.insert_tasks(rows[start:start + 20000])
         inserted += len(rows[start:start + 20000])
-    state.store.set_meta(key, str(inserted))
+    store.set_meta(key, str(inserted))
     state.stats.event("tasks_seeded", inserted)
     return inserted

@@ -74,6 +74,8 @@ class EmulatorHandle:
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._log: Any = None
+        #: Ports of the regions after the default one (which is ``port``); kept on restart.
+        self.region_ports: dict[str, int] = {}
 
     # -- addresses --------------------------------------------------------------------------
     @property
@@ -87,10 +89,50 @@ class EmulatorHandle:
 
     @property
     def image_endpoint(self) -> str:
+        """The default region's Cloud Images endpoint (the root ``/v2``)."""
         return f"{self.url}/v2"
 
-    def storage_url(self, tenant_id: str) -> str:
-        return f"{self.url}/v1/MossoCloudFS_{tenant_id}"
+    @property
+    def regions(self) -> tuple[str, ...]:
+        """The regions served; the first is the default one."""
+        return self.config.regions
+
+    @property
+    def default_region(self) -> str:
+        return self.config.regions[0]
+
+    def _region(self, region: str | None) -> str:
+        if region is None:
+            return self.default_region
+        for name in self.config.regions:
+            if name.upper() == region.upper():
+                return name
+        raise KeyError(f"the emulator serves no region {region!r} "
+                       f"(it serves {', '.join(self.config.regions)})")
+
+    def region_url(self, region: str | None = None) -> str:
+        """``http://host:port`` of ``region`` (``None``: the default region, ``url``); each
+        region listens on its own port."""
+        name = self._region(region)
+        port = self.port if name == self.default_region else self.region_ports.get(name)
+        if not port:
+            raise RuntimeError(f"region {name} has no port yet: start the emulator first")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{port}"
+
+    def image_endpoint_for(self, region: str | None = None) -> str:
+        """``region``'s Cloud Images endpoint, as the catalog gives it (``None``: default)."""
+        return f"{self.region_url(region)}/v2"
+
+    def storage_url(self, tenant_id: str, region: str | None = None, *,
+                    servicenet: bool = False) -> str:
+        """A Cloud Files account's URL in ``region`` (``None``: the default region), as the
+        catalog's ``publicURL``, or its ``internalURL`` with ``servicenet=True``."""
+        from imgtools.emulator.regions import internal_storage_url, storage_url
+
+        base = self.region_url(region)
+        return internal_storage_url(base, tenant_id) if servicenet else \
+            storage_url(base, tenant_id)
 
     @property
     def pid(self) -> int | None:
@@ -160,58 +202,89 @@ class EmulatorHandle:
         """Move the emulator's clock forward (tokens and tasks expire sooner)."""
         self._json("POST", "/_emulator/clock", {"advance": seconds})
 
-    def image_id(self, slug: str = "web", tenant_id: str | None = None) -> str:
-        """The id of a seeded image: web, db, small, windows, rhel, old (deactivated)."""
-        from imgtools.emulator.seed import image_id_for
+    def image_id(self, slug: str = "web", tenant_id: str | None = None,
+                 region: str | None = None) -> str:
+        """The id of a seeded image: web, db, small, windows, rhel, old (deactivated), or the
+        public base-ubuntu and base-windows; in ``region`` (``None``: the default region)."""
+        from imgtools.emulator.seed import BASE_IMAGES_OWNER, BASE_SPECS, image_id_for
 
-        return image_id_for(tenant_id or self.tenant_of("demo"), slug, self.config.seed)
+        name = self._region(region)
+        if tenant_id is None:
+            is_base = slug in {spec.slug for spec in BASE_SPECS}
+            tenant_id = BASE_IMAGES_OWNER if is_base else self.tenant_of("demo")
+        return image_id_for(tenant_id, slug, self.config.seed,
+                            "" if name == self.default_region else name)
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> EmulatorHandle:
-        sock = bind_socket(self.host, self.port)
-        self.port = sock.getsockname()[1]
+        socks: dict[str, socket.socket] = {}
+        try:
+            for region in self.config.regions:
+                wanted = self.port if region == self.default_region else \
+                    self.region_ports.get(region, 0)
+                socks[region] = bind_socket(self.host, wanted)
+                bound = socks[region].getsockname()[1]
+                if region == self.default_region:
+                    self.port = bound
+                else:
+                    self.region_ports[region] = bound
+        except BaseException:
+            for sock in socks.values():
+                sock.close()
+            raise
         try:
             if self.subprocess:
-                self._spawn(sock)
+                self._spawn(socks)
             else:
-                self._run_thread(sock)
+                self._run_thread(socks)
             self._wait_ready()
         finally:
             if self.subprocess:
-                sock.close()  # the child has its own copy
+                for sock in socks.values():
+                    sock.close()  # the child has its own copies
         return self
 
-    def _spawn(self, sock: socket.socket) -> None:
+    def _ports(self) -> dict[str, int]:
+        return {region: self.port if region == self.default_region else
+                self.region_ports[region] for region in self.config.regions}
+
+    def _spawn(self, socks: dict[str, socket.socket]) -> None:
         config_path = self.data_dir / "emulator-config.json"
         config_path.write_text(self.config.to_json())
         config_path.chmod(0o600)
+        sock = socks[self.default_region]
         cmd = [sys.executable, "-m", "imgtools.emulator", "--config", str(config_path),
                "--data-dir", str(self.data_dir), "--host", self.host, "--port", str(self.port),
                "--fd", str(sock.fileno()), "--parent-pid", str(os.getpid())]
+        for region, other in socks.items():
+            if region != self.default_region:
+                cmd += ["--region-fd", f"{region}={other.fileno()}"]
         self._log = open(self.data_dir / "emulator.log", "ab")  # noqa: SIM115 - kept open
         env = {k: v for k, v in os.environ.items() if not k.startswith("IMGTOOLS_EMULATOR_")}
         self._process = sp.Popen(cmd, stdout=self._log, stderr=sp.STDOUT, env=env,
-                                 pass_fds=(sock.fileno(),))
+                                 pass_fds=tuple(s.fileno() for s in socks.values()))
 
-    def _run_thread(self, sock: socket.socket) -> None:
+    def _run_thread(self, socks: dict[str, socket.socket]) -> None:
         from imgtools.emulator.app import build_app
 
-        app, _ = build_app(self.config, self.data_dir)
+        app, _ = build_app(self.config, self.data_dir, self._ports())
         server = _uvicorn_server(app)
         self._server = server
 
         def run() -> None:
             try:
-                server.run(sockets=[sock])
+                server.run(sockets=list(socks.values()))
             finally:
-                sock.close()
+                for sock in socks.values():
+                    sock.close()
 
         self._thread = threading.Thread(target=run, name="imgtools-emulator", daemon=True)
         self._thread.start()
 
     def _wait_ready(self) -> None:
         # Seeding history happens before the first answer: allow for it (~10k tasks/s).
-        timeout = READY_TIMEOUT + self.config.seed_tasks / 2000
+        histories = len(self.config.regions) * len({u.tenant_id for u in self.config.users})
+        timeout = READY_TIMEOUT + self.config.seed_tasks * histories / 2000
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:

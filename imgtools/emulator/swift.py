@@ -21,7 +21,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from imgtools.emulator.auth import current_token, state_of
+from imgtools.emulator.auth import current_token, state_of, store_of
 from imgtools.emulator.clock import http_date, swift_time
 from imgtools.emulator.errors import swift_error
 from imgtools.emulator.objects import ObjectWriter, resolve_dlo
@@ -62,6 +62,7 @@ class _Ctx:
     def __init__(self, request: Request) -> None:
         self.request = request
         self.state: EmulatorState = state_of(request)
+        self.store = store_of(request)
         self.account: str = request.path_params["account"]
         self.now = self.state.clock.now()
 
@@ -140,7 +141,7 @@ async def account(request: Request) -> Response:
     denied = ctx.authorize()
     if denied is not None:
         return denied
-    store = ctx.state.store
+    store = ctx.store
     if request.method == "POST":
         return Response(status_code=204, headers=_base_headers())
     if request.method not in ("GET", "HEAD"):
@@ -184,7 +185,7 @@ async def container(request: Request) -> Response:
     denied = ctx.authorize()
     if denied is not None:
         return denied
-    store, name = ctx.state.store, request.path_params["container"]
+    store, name = ctx.store, request.path_params["container"]
     method = request.method
     if method == "PUT":
         if len(name.encode()) > MAX_CONTAINER_NAME:
@@ -227,7 +228,7 @@ async def container(request: Request) -> Response:
 
 def _object_listing(ctx: _Ctx, name: str, params: dict[str, str],
                     limit: int) -> list[dict[str, Any]]:
-    store = ctx.state.store
+    store = ctx.store
     delimiter, prefix = params["delimiter"], params["prefix"]
     items: list[dict[str, Any]] = []
     marker = params["marker"]
@@ -266,7 +267,7 @@ async def obj(request: Request) -> Response:
     method = request.method
     if method == "PUT":
         return await _put_object(ctx, cname, oname)
-    store = ctx.state.store
+    store = ctx.store
     if store.get_container(ctx.account, cname) is None:
         return _error(request, 404)
     row = store.get_object(ctx.account, cname, oname, ctx.now)
@@ -300,7 +301,7 @@ def _delete_at(request: Request, now: float) -> float | Response | None:
 
 
 async def _put_object(ctx: _Ctx, cname: str, oname: str) -> Response:
-    request, store = ctx.request, ctx.state.store
+    request, store = ctx.request, ctx.store
     if len(oname.encode()) > MAX_OBJECT_NAME:
         return _error(request, 400, f"Object name length of {len(oname.encode())} longer than "
                       f"{MAX_OBJECT_NAME}")
@@ -365,7 +366,7 @@ def _if_range_holds(if_range: str | None, headers: dict[str, str]) -> bool:
 
 
 def _get_object(ctx: _Ctx, row: ObjectRow) -> Response:
-    request, store = ctx.request, ctx.state.store
+    request, store = ctx.request, ctx.store
     headers = {**_base_headers(), "content-type": row.content_type,
                "last-modified": http_date(row.created), "x-timestamp": _timestamp(row.created),
                "accept-ranges": "bytes", **row.meta}

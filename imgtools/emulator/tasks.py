@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from imgtools.emulator.auth import state_of
+from imgtools.emulator.auth import region_of, state_of, store_of
 from imgtools.emulator.clock import iso_z
 from imgtools.emulator.engine import TaskHandler
 from imgtools.emulator.errors import glance_error, json_response, request_id
@@ -148,7 +148,7 @@ async def create_task(request: Request) -> Response:
         body = _validate(body)
     except _BadTask as exc:
         return glance_error(request, 400, str(exc))
-    handlers: dict[str, TaskHandler] = request.app.state.handlers
+    handlers: dict[str, TaskHandler] = request.app.state.handlers[region_of(request)]
     handler = handlers[body["type"]]
     problem = handler.check_input(body["input"])
     if problem is not None:
@@ -156,7 +156,7 @@ async def create_task(request: Request) -> Response:
     now = state.clock.now()
     task = TaskRow(str(uuid.uuid4()), token.tenant_id, body["type"], "pending", body["input"],
                    None, "", now, now, None)
-    state.store.insert_task(task)
+    store_of(request).insert_task(task)
     state.stats.event("tasks_created")
     state.wakeup.set()
     location = f"{str(request.base_url).rstrip('/')}/v2/tasks/{task.id}"
@@ -198,12 +198,12 @@ async def tasks_collection(request: Request) -> Response:
         if marker is not None:
             if not _UUID.match(marker):
                 raise ParamError("Invalid marker format")
-            marker_row = state.store.get_task(marker, token.tenant_id, now)
+            marker_row = store_of(request).get_task(marker, token.tenant_id, now)
             if marker_row is None:
                 raise ParamError(f"Task with the given id {marker} was not found")
     except ParamError as exc:
         return glance_error(request, 400, str(exc))
-    rows = state.store.list_task_stubs(token.tenant_id, now, filters=filters,
+    rows = store_of(request).list_task_stubs(token.tenant_id, now, filters=filters,
                                        sort_key=sort_key, sort_dir=sort_dir, limit=limit,
                                        marker=marker_row)
     envelope: dict[str, Any] = links(request, "/v2/tasks", len(rows), limit,
@@ -227,7 +227,7 @@ async def task_item(request: Request) -> Response:
         return _not_allowed(request, "GET, DELETE")
     state = state_of(request)
     task_id = request.path_params["task_id"]
-    task = state.store.get_task(task_id, token.tenant_id, state.clock.now())
+    task = store_of(request).get_task(task_id, token.tenant_id, state.clock.now())
     if task is None:
         return glance_error(request, 404, f"Could not find task {task_id}")
     return json_response(task_json(task, state.config.empty_message),
