@@ -342,7 +342,8 @@ class TokenAuth(httpx.Auth):
 
 class IdentityAuth(httpx.Auth):
     """Log in through identity v2.0, renew the token before it expires, and on a 401
-    re-authenticate once and send the request again.
+    re-authenticate once and send the request again. Given to the retry transport as its
+    ``TokenRenewer``, it also puts the current token on every repeated attempt.
 
     ``sync_client`` / ``async_client`` carry the identity requests (with retries). A lock makes
     concurrent requests that meet the same expired token log in only once.
@@ -398,14 +399,21 @@ class IdentityAuth(httpx.Auth):
             assert self.session is not None
             return self.session.token.reveal()
 
+    def renew(self, request: httpx.Request, *, refused: bool) -> None:
+        """``TokenRenewer``: called by the retry transport before every repeated attempt."""
+        sent = request.headers.get("X-Auth-Token")
+        if sent is not None:
+            request.headers["X-Auth-Token"] = self._token_sync(rejected=sent if refused else None)
+
     def sync_auth_flow(self, request: httpx.Request
                        ) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self._token_sync()
-        request.headers["X-Auth-Token"] = token
+        request.headers["X-Auth-Token"] = self._token_sync()
         response = yield request
         if response.status_code == 401:
             response.read()
-            request.headers["X-Auth-Token"] = self._token_sync(rejected=token)
+            # The token last sent: the retry transport may have renewed it on the way.
+            rejected = request.headers["X-Auth-Token"]
+            request.headers["X-Auth-Token"] = self._token_sync(rejected=rejected)
             yield request
 
     # -- async ----------------------------------------------------------------------------------
@@ -433,12 +441,19 @@ class IdentityAuth(httpx.Auth):
             assert self.session is not None
             return self.session.token.reveal()
 
+    async def arenew(self, request: httpx.Request, *, refused: bool) -> None:
+        """``TokenRenewer``, awaited."""
+        sent = request.headers.get("X-Auth-Token")
+        if sent is not None:
+            request.headers["X-Auth-Token"] = await self._token_async(
+                rejected=sent if refused else None)
+
     async def async_auth_flow(self, request: httpx.Request
                               ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        token = await self._token_async()
-        request.headers["X-Auth-Token"] = token
+        request.headers["X-Auth-Token"] = await self._token_async()
         response = yield request
         if response.status_code == 401:
             await response.aread()
-            request.headers["X-Auth-Token"] = await self._token_async(rejected=token)
+            rejected = request.headers["X-Auth-Token"]
+            request.headers["X-Auth-Token"] = await self._token_async(rejected=rejected)
             yield request

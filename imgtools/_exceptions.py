@@ -12,7 +12,8 @@ Every error is an ``ImgToolsError``; none of them carries a token, API key or pa
     ├── ServiceError                talking to the service went wrong
     │   ├── TransportError          network failure that retries did not fix
     │   ├── ResponseError           an answer imgtools cannot understand (damaged, truncated)
-    │   ├── ExportNotConfirmed      POST /v2/tasks got no answer and no matching task was found
+    │   ├── TaskNotConfirmed        POST /v2/tasks got no answer and its task was not found
+    │   │   └── ExportNotConfirmed  ... for an export (.image_id, .container, .lookup())
     │   └── APIError                an HTTP error status (.status_code, .message, .request_id)
     │       ├── AuthError           401 / 403
     │       ├── NotFound            404
@@ -26,7 +27,9 @@ Every error is an ``ImgToolsError``; none of them carries a token, API key or pa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from imgtools._models import Task
@@ -49,6 +52,7 @@ __all__ = [
     "ServiceError",
     "TaskError",
     "TaskFailed",
+    "TaskNotConfirmed",
     "TaskTimeout",
     "TransportError",
     "ValidationError",
@@ -119,11 +123,36 @@ class ResponseError(ServiceError):
     """The service answered with something imgtools cannot understand."""
 
 
-class ExportNotConfirmed(ServiceError):
-    """``POST /v2/tasks`` got no usable answer and no matching task could be found.
+class TaskNotConfirmed(ServiceError):
+    """``POST /v2/tasks`` was sent, but neither its answer nor its task could be found.
 
-    The task may or may not exist: list recent export tasks before trying again.
+    The task may or may not exist. What finds it later: ``task_type``, ``input`` (the task's
+    input as sent), ``posted_at`` (UTC, when the first such POST was sent) and ``lookup()``,
+    which looks again and returns the task's handle, or ``None`` when the service holds no
+    such task (an ``AsyncClient``'s is awaited). Asking the same client for the same task
+    again looks for it first, too, and creates another only when there is none.
     """
+
+    def __init__(self, message: str, *, task_type: str, input: Mapping[str, Any],
+                 posted_at: datetime, lookup: Callable[[], Any]) -> None:
+        super().__init__(message)
+        self.task_type = task_type
+        self.input = input
+        self.posted_at = posted_at
+        self.lookup = lookup
+
+
+class ExportNotConfirmed(TaskNotConfirmed):
+    """The export ``POST /v2/tasks`` was sent, but neither its answer nor its task could be
+    found (see ``TaskNotConfirmed``); ``image_id`` and ``container`` say which export."""
+
+    @property
+    def image_id(self) -> str:
+        return str(self.input["image_uuid"])
+
+    @property
+    def container(self) -> str:
+        return str(self.input["receiving_swift_container"])
 
 
 class APIError(ServiceError):
@@ -141,7 +170,18 @@ class APIError(ServiceError):
 
 
 class AuthError(APIError):
-    """401 or 403: the token is missing, expired or lacks the right role."""
+    """401 or 403: the token is missing, expired or lacks the right role.
+
+    ``renewable`` is true for a 401 that a new login may cure (the client logs in with a
+    username and key, and identity accepted them): waits ride it out. A refused bare token, a
+    403 or identity refusing the credentials is final.
+    """
+
+    def __init__(self, message: str, *, status_code: int, method: str = "", path: str = "",
+                 request_id: str | None = None, renewable: bool = False) -> None:
+        super().__init__(message, status_code=status_code, method=method, path=path,
+                         request_id=request_id)
+        self.renewable = renewable
 
 
 class NotFound(APIError):

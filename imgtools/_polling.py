@@ -3,8 +3,10 @@ waiting with ``wait_all``.
 
 This loop repeats while a *task* is not finished; repeating one failed *HTTP request* is the
 transport's job (``_transport.py``). While waiting, network trouble and 5xx/413/429 answers are
-ridden out until the deadline (with ``Retry-After`` obeyed); a 401 that re-authentication cannot
-fix, a vanished task or a damaged answer end the wait with their own error.
+ridden out until the deadline (with ``Retry-After`` obeyed), and so is a 401 while the identity
+service still accepts the credentials (each poll logs in again); a bare token that expired,
+credentials identity refuses, a vanished task or a damaged answer end the wait with their own
+error.
 
 Batch waiting asks the list endpoint which tasks are still ``pending`` or ``processing`` (a few
 pages of up to 1000 stubs for any number of tasks) and fetches details only for tasks that left
@@ -19,7 +21,6 @@ import asyncio
 import dataclasses
 import math
 import random
-import time
 from collections import deque
 from collections.abc import (
     AsyncIterator,
@@ -33,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from imgtools import testing
 from imgtools._config import (
     DEFAULT_POLL_INITIAL,
     DEFAULT_POLL_JITTER,
@@ -43,6 +45,7 @@ from imgtools._config import (
 )
 from imgtools._exceptions import (
     APIError,
+    AuthError,
     ImgToolsError,
     NotFound,
     RateLimited,
@@ -197,6 +200,10 @@ def _transient(exc: ImgToolsError) -> bool:
     """Trouble worth riding out while waiting: the next poll may well succeed."""
     if isinstance(exc, TransportError | RateLimited):
         return True
+    if isinstance(exc, AuthError):
+        # A 401 with credentials identity still accepts: the next poll logs in again. A refused
+        # bare token, a 403 or refused credentials end the wait.
+        return exc.renewable
     return isinstance(exc, APIError) and exc.status_code >= 500
 
 
@@ -243,6 +250,11 @@ _Outcome = tuple[Task, float | None] | ImgToolsError
 _R = TypeVar("_R")
 
 
+def _now() -> float:
+    # The testing switch may put a fake clock here (``imgtools.testing.use_clock``).
+    return testing.clock().monotonic()
+
+
 def _drive(steps: Generator[_Step, Any, _R], client: Client) -> _R:
     """Run a sans-IO wait loop with blocking I/O: do each step it yields and send back the
     answer (an ``ImgToolsError`` is sent back, not raised)."""
@@ -260,7 +272,7 @@ def _drive(steps: Generator[_Step, Any, _R], client: Client) -> _R:
         elif isinstance(step, _Fetch):
             answer = _fetch_side_by_side(client, step.ids)
         else:
-            time.sleep(step)
+            testing.clock().sleep(step)
             answer = None
 
 
@@ -296,7 +308,12 @@ async def _adrive(steps: Generator[_Step, Any, _R], client: AsyncClient) -> _R:
         elif isinstance(step, _Fetch):
             answer = await _afetch_side_by_side(client, step.ids)
         else:
-            await asyncio.sleep(step)
+            clock = testing.clock()
+            if clock is testing.REAL_CLOCK:
+                await asyncio.sleep(step)
+            else:  # virtual time: let the loop run, then move the clock on
+                clock.sleep(step)
+                await asyncio.sleep(0)
             answer = None
 
 
@@ -325,7 +342,7 @@ class _Pace:
 
     def __init__(self, policy: PollPolicy, limit: float | None) -> None:
         self.policy = policy
-        self.started = time.monotonic()
+        self.started = _now()
         self.deadline = None if limit is None else self.started + limit
         self.attempt = 0
         self._took: deque[float] = deque(maxlen=LATENCY_WINDOW)
@@ -391,7 +408,7 @@ class _ExportTaskBase:
         # A task just seen is not asked about again at once.
         fresh = self._task is not None
         while True:
-            polled = time.monotonic()
+            polled = _now()
             asked = not fresh
             if fresh:
                 fresh = False
@@ -408,7 +425,7 @@ class _ExportTaskBase:
                         on_update(task)
                     if task.done:
                         return _finish(task)
-            now = time.monotonic()
+            now = _now()
             if pace.expired(now):
                 if self._task is None:
                     raise TransportError(f"task {self.id}: no answer from the service within "
@@ -648,7 +665,7 @@ class _Batch:
             processing=sum(1 for s in statuses if s is TaskStatus.PROCESSING),
             errors=len(self.errors),
             rounds=self.rounds,
-            elapsed=time.monotonic() - started,
+            elapsed=_now() - started,
         )
 
     def result(self) -> WaitAllResult:
@@ -704,7 +721,7 @@ def _batch_steps(batch: _Batch, limit: float | None, policy: PollPolicy,
     cost = _RoundCost()
     while True:
         retry_after: float | None = None
-        began = time.monotonic()
+        began = _now()
         if not batch.finished:
             try:
                 retry_after = yield from _round(batch, record, cost)
@@ -716,7 +733,7 @@ def _batch_steps(batch: _Batch, limit: float | None, policy: PollPolicy,
             on_progress(batch.progress(pace.started))
         if batch.finished:
             return batch.result()
-        now = time.monotonic()
+        now = _now()
         if pace.expired(now):
             return batch.result()
         yield pace.sleep(began, now, retry_after, expect=cost.expect(len(batch.open)))
@@ -753,7 +770,7 @@ def _round(batch: _Batch, record: Callable[[list[Task]], Any], cost: _RoundCost
     batch.rounds += 1
     batch.start_round()
     retry_after: float | None = None
-    began, pages_read = time.monotonic(), 0
+    began, pages_read = _now(), 0
     for status in batch.statuses_to_list():
         pages = yield _List(status)
         if isinstance(pages, ImgToolsError):
@@ -764,13 +781,13 @@ def _round(batch: _Batch, record: Callable[[list[Task]], Any], cost: _RoundCost
             if changed:
                 record(changed)
             retry_after = after if after is not None else retry_after
-    listed = time.monotonic()
+    listed = _now()
     cost.listed(listed - began, pages_read)
     finished = batch.left_the_lists()
     if not finished:
         return retry_after
     outcomes: list[_Outcome] = yield _Fetch(tuple(finished))
-    cost.fetched(time.monotonic() - listed, len(finished))
+    cost.fetched(_now() - listed, len(finished))
     problem: ImgToolsError | None = None
     for task_id, outcome in zip(finished, outcomes, strict=True):
         if isinstance(outcome, NotFound):
