@@ -20,6 +20,7 @@ new process makes no duplicate either. All of it is written for any task type an
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import logging
 import os
@@ -30,7 +31,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -68,6 +69,7 @@ from imgtools._exceptions import (
     ExportExists,
     ExportNotConfirmed,
     ImgToolsError,
+    ImportNotConfirmed,
     NotExportable,
     NotFound,
     RateLimited,
@@ -87,12 +89,21 @@ from imgtools._files import (
     tqdm_progress,
 )
 from imgtools._http import raise_for_status, retry_after_seconds
+from imgtools._imports import (
+    AsyncImportTask,
+    ImportTask,
+    describe_import,
+    op_import_preflight,
+    validate_import_args,
+)
 from imgtools._models import Image, Task, TaskStatus, parse_time
 from imgtools._polling import (
     DEFAULT,
     AsyncExportTask,
+    AsyncTaskHandle,
     ExportTask,
     PollPolicy,
+    TaskHandle,
     TaskRef,
     Timeout,
     WaitAllResult,
@@ -102,6 +113,7 @@ from imgtools._polling import (
     async_wait_all,
     wait_all,
 )
+from imgtools._regions import catalog_regions, region_session, servicenet_wanted, settle
 from imgtools._transport import (
     READ_BODY_EXTENSION,
     AsyncRetryTransport,
@@ -236,15 +248,17 @@ class _BaseClient(Generic[_TransportT]):
                  wait_timeout: float | None = DEFAULT_WAIT_TIMEOUT,
                  log: TaskRecorder | bool | None = True, verify: bool = True,
                  transport: _TransportT | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None,
+                 servicenet: bool | None = None) -> None:
+        env = os.environ if environ is None else environ
         creds = resolve_credentials(endpoint=endpoint, token=token, files_endpoint=files_endpoint,
                                     username=username, api_key=api_key, password=password,
                                     region=region, identity_url=identity_url,
-                                    tenant_id=tenant_id,
-                                    environ=os.environ if environ is None else environ)
+                                    tenant_id=tenant_id, environ=env)
         if creds is None:
             raise no_credentials_error()
         self._creds = creds
+        self._servicenet = servicenet_wanted(servicenet, env)
         self.stats = Stats()
         """Counters: ``requests``, ``retries``, ``reauths``, ``rate_limited``."""
         self.poll = poll if poll is not None else PollPolicy()
@@ -289,8 +303,54 @@ class _BaseClient(Generic[_TransportT]):
 
     @property
     def tenant_id(self) -> str | None:
-        """Your tenant (the ``owner`` of your images), if known."""
+        """Your tenant (the ``owner`` of your images), if known: from the login, or with a bare
+        token from ``tenant_id=`` or a ``.../MossoCloudFS_<digits>`` storage URL."""
         return None if self._session is None else self._session.tenant_id
+
+    @property
+    def region(self) -> str | None:
+        """The region this client works in (as the catalog spells it), if known: after a
+        login always; with a bare token only when given (``region=``, ``RAX_REGION``)."""
+        return None if self._session is None else self._session.region
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        """Every region the login's service catalog offers (empty for a bare token)."""
+        return catalog_regions(self._session)
+
+    @property
+    def servicenet(self) -> bool:
+        """True when Cloud Files is reached over ServiceNet (the catalog's ``internalURL``)."""
+        return self._servicenet
+
+    def in_region(self, region: str) -> Self:
+        """The same login in another region: a client sharing this one's auth (one token, one
+        renewal), counters and audit log, with that region's endpoints; no request is sent.
+        ``UnknownRegion`` (listing the catalog's regions) for a region not offered,
+        ``MissingSetting`` for a bare token (it has no catalog). Close it on its own; its
+        logins go through this client's identity connection, so close this one last."""
+        if self._session is None:
+            raise ConfigurationError("the client has not logged in yet: await client.open() "
+                                     "first")
+        session = region_session(self._session, region, servicenet=self._servicenet)
+        self.log  # noqa: B018 - made now if it is the default, so the twin shares it
+        twin = copy.copy(self)
+        twin._fork(session)
+        return twin
+
+    def _fork(self, session: Session) -> None:
+        """Make a fresh copy of a client its own: ``session``'s endpoints, its own connections
+        and task bookkeeping; the auth, stats, log and secrets stay shared."""
+        self._session = session
+        self._claimed = set()
+        self._attempts = {}
+        self._identity_http = None  # the original's: closing the twin leaves it open
+        self._http = self._storage_http = None
+        self._open_http(session)
+
+    def _open_http(self, session: Session) -> None:
+        """Open the API connections at the session's endpoints (each client its own kind)."""
+        raise NotImplementedError
 
     @property
     def log(self) -> TaskRecorder | None:
@@ -308,7 +368,7 @@ class _BaseClient(Generic[_TransportT]):
     def __repr__(self) -> str:
         who = self._creds.username or self._creds.source
         return (f"{type(self).__name__}(endpoint={self.endpoint!r}, user={who!r}, "
-                f"tenant={self.tenant_id!r})")
+                f"tenant={self.tenant_id!r}, region={self.region!r})")
 
     def _token_login(self) -> tuple[httpx.Auth, Session]:
         """A token needs no login: its auth and session (``endpoint`` + ``token`` credentials)."""
@@ -322,6 +382,7 @@ class _BaseClient(Generic[_TransportT]):
             session.files_endpoint = self._creds.files_endpoint
         if self._creds.tenant_id and not session.tenant_id:
             session.tenant_id = self._creds.tenant_id
+        session = settle(session, self._creds, servicenet=self._servicenet)
         if not self._verify:
             for url in (session.image_endpoint, session.files_endpoint):
                 host = httpx.URL(url).host if url else "localhost"
@@ -556,7 +617,7 @@ class _BaseClient(Generic[_TransportT]):
             self._attempts.pop(_attempt_key(task_type, task_input), None)
         return found
 
-    def _op_create_task(self, task_type: str, task_input: Mapping[str, str], what: str, *,
+    def _op_create_task(self, task_type: str, task_input: Mapping[str, Any], what: str, *,
                         live: bool, check: str) -> _Op[Task]:
         """``POST /v2/tasks``: ends in the task, or, once the POST may have been sent, in a
         ``TaskNotConfirmed`` that can look the task up later (never in another error).
@@ -632,7 +693,8 @@ class _BaseClient(Generic[_TransportT]):
     def _not_confirmed(self, attempt: _Attempt, cause: str, what: str, check: str
                        ) -> TaskNotConfirmed:
         since = datetime.fromtimestamp(attempt.posted_at - self._reconcile_skew, UTC)
-        error = ExportNotConfirmed if attempt.task_type == "export" else TaskNotConfirmed
+        error = {"export": ExportNotConfirmed,
+                 "import": ImportNotConfirmed}.get(attempt.task_type, TaskNotConfirmed)
         return error(
             f"POST /v2/tasks ({what}): {cause}, and no such {attempt.task_type} task was found "
             f"created since {since:%Y-%m-%d %H:%M:%S} UTC. It may still appear: call the "
@@ -805,6 +867,16 @@ class _BaseClient(Generic[_TransportT]):
         return Exportability(True)
 
 
+def _handle(client: Client, task: Task) -> ExportTask | ImportTask:
+    """The handle of a task's own kind."""
+    return ImportTask(client, task) if task.type == "import" else ExportTask(client, task)
+
+
+def _ahandle(client: AsyncClient, task: Task) -> AsyncExportTask | AsyncImportTask:
+    return (AsyncImportTask(client, task) if task.type == "import"
+            else AsyncExportTask(client, task))
+
+
 # -- the sync client --------------------------------------------------------------------------
 
 
@@ -837,9 +909,14 @@ class Client(_BaseClient[httpx.BaseTransport]):
             auth = identity
         else:
             auth, session = self._token_login()
-        image_endpoint = self._adopt(auth, session)
+        self._adopt(auth, session)
+        assert self._session is not None
+        self._open_http(self._session)
+
+    def _open_http(self, session: Session) -> None:
+        assert session.image_endpoint is not None
         self._http = httpx.Client(transport=self._transport(),
-                                  **self._client_options(image_endpoint))
+                                  **self._client_options(session.image_endpoint))
         if session.files_endpoint:
             self._storage_http = httpx.Client(transport=self._transport(bulk=True),
                                               **self._client_options(session.files_endpoint))
@@ -931,10 +1008,10 @@ class Client(_BaseClient[httpx.BaseTransport]):
     def _fetch_task(self, task_id: str) -> tuple[Task, float | None]:
         return self._run(self._op_get_task(task_id))
 
-    def _lookup(self, attempt: _Attempt) -> Callable[[], ExportTask | None]:
-        def lookup() -> ExportTask | None:
+    def _lookup(self, attempt: _Attempt) -> Callable[[], TaskHandle | None]:
+        def lookup() -> TaskHandle | None:
             task = self._run(self._op_look_up(attempt))
-            return None if task is None else ExportTask(self, task)
+            return None if task is None else _handle(self, task)
 
         return lookup
 
@@ -1020,9 +1097,44 @@ class Client(_BaseClient[httpx.BaseTransport]):
                                    preflight=preflight)
         return handle.wait(limit, poll=poll, on_update=on_update)
 
-    def resume(self, task_id: str) -> ExportTask:
-        """``ExportTask.resume(client, task_id)``: follow a task created elsewhere."""
-        return ExportTask.resume(self, task_id)
+    def resume(self, task_id: str) -> ExportTask | ImportTask:
+        """Follow a task created elsewhere (one GET): an ``ImportTask`` for an import, else an
+        ``ExportTask``."""
+        handle = ExportTask.resume(self, task_id)
+        return _handle(self, handle.task) if handle.task is not None else handle
+
+    # -- imports ----------------------------------------------------------------------------
+
+    def begin_import(self, location: str, *, name: str, format: str = "vhd",
+                     preflight: bool = True) -> ImportTask:
+        """Start importing the VHD at ``location`` (``container/object`` in this region's
+        Cloud Files) as a new image called ``name``; returns at once with the task.
+
+        Arguments are checked locally first (``ValidationError``, nothing sent). The preflight
+        (on by default) raises ``ImportSourceNotFound``, ``ImportTooLarge`` (over
+        ``IMPORT_SIZE_LIMIT``; a DLO counts its segments) or ``ImportInProgress`` before
+        ``POST /v2/tasks``. A lost answer is reconciled as for exports: the task, or
+        ``ImportNotConfirmed`` (never a second import).
+        """
+        container, obj, task_input = validate_import_args(location, name, format)
+        what, check = describe_import(task_input)
+        earlier = self._run(self._op_earlier("import", task_input, what, check))
+        if earlier is not None:
+            return ImportTask(self, earlier)
+        if preflight:
+            self._run(op_import_preflight(self, container, obj, task_input))
+        return ImportTask(self, self._run(self._op_create_task("import", task_input, what,
+                                                               live=preflight, check=check)))
+
+    def import_(self, location: str, *, name: str, format: str = "vhd", preflight: bool = True,
+                timeout: Timeout = DEFAULT, poll: PollPolicy | None = None,
+                on_update: OnUpdate | None = None) -> Task:
+        """``begin_import(...)`` then ``wait(...)``: the finished task (``task.image_id`` is
+        the new image), or ``ImportFailed`` (``.failure``: an ``ImportFailure``) /
+        ``TaskTimeout``."""
+        limit = self._wait_timeout(timeout)
+        handle = self.begin_import(location, name=name, format=format, preflight=preflight)
+        return handle.wait(limit, poll=poll, on_update=on_update)
 
     def wait_all(self, tasks: Iterable[TaskRef], *, timeout: Timeout = DEFAULT,
                  poll: PollPolicy | None = None,
@@ -1140,14 +1252,26 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
                 auth = identity
             else:
                 auth, session = self._token_login()
-            image_endpoint = self._adopt(auth, session)
-            if session.files_endpoint:
-                self._storage_http = httpx.AsyncClient(
-                    transport=self._transport(), **self._client_options(session.files_endpoint))
-            # Last: a set _http is what tells open() the client is ready.
-            self._http = httpx.AsyncClient(transport=self._transport(),
-                                           **self._client_options(image_endpoint))
+            self._adopt(auth, session)
+            assert self._session is not None
+            self._open_http(self._session)
         return self
+
+    def _open_http(self, session: Session) -> None:
+        assert session.image_endpoint is not None
+        if session.files_endpoint:
+            self._storage_http = httpx.AsyncClient(
+                transport=self._transport(), **self._client_options(session.files_endpoint))
+        # Last: a set _http is what tells open() the client is ready.
+        self._http = httpx.AsyncClient(transport=self._transport(),
+                                       **self._client_options(session.image_endpoint))
+
+    def _fork(self, session: Session) -> None:
+        # The original's locks and worker-thread connections are its own.
+        self._ready_lock = None
+        self._blocking = []
+        self._blocking_storage = None
+        super()._fork(session)
 
     @property
     def _storage(self) -> httpx.AsyncClient:
@@ -1251,9 +1375,9 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
         return await self._run(self._op_get_task(task_id))
 
     def _lookup(self, attempt: _Attempt) -> Callable[[], Any]:
-        async def lookup() -> AsyncExportTask | None:
+        async def lookup() -> AsyncTaskHandle | None:
             task = await self._run(self._op_look_up(attempt))
-            return None if task is None else AsyncExportTask(self, task)
+            return None if task is None else _ahandle(self, task)
 
         return lookup
 
@@ -1330,9 +1454,35 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
                                          preflight=preflight)
         return await handle.wait(limit, poll=poll, on_update=on_update)
 
-    async def resume(self, task_id: str) -> AsyncExportTask:
+    async def resume(self, task_id: str) -> AsyncExportTask | AsyncImportTask:
         """As ``Client.resume``."""
-        return await AsyncExportTask.resume(self, task_id)
+        handle = await AsyncExportTask.resume(self, task_id)
+        return _ahandle(self, handle.task) if handle.task is not None else handle
+
+    # -- imports ----------------------------------------------------------------------------
+
+    async def begin_import(self, location: str, *, name: str, format: str = "vhd",
+                           preflight: bool = True) -> AsyncImportTask:
+        """As ``Client.begin_import``."""
+        container, obj, task_input = validate_import_args(location, name, format)
+        what, check = describe_import(task_input)
+        earlier = await self._run(self._op_earlier("import", task_input, what, check))
+        if earlier is not None:
+            return AsyncImportTask(self, earlier)
+        if preflight:
+            await self._run(op_import_preflight(self, container, obj, task_input))
+        return AsyncImportTask(self, await self._run(self._op_create_task(
+            "import", task_input, what, live=preflight, check=check)))
+
+    async def import_(self, location: str, *, name: str, format: str = "vhd",
+                      preflight: bool = True, timeout: Timeout = DEFAULT,
+                      poll: PollPolicy | None = None,
+                      on_update: OnUpdate | None = None) -> Task:
+        """As ``Client.import_``."""
+        limit = self._wait_timeout(timeout)
+        handle = await self.begin_import(location, name=name, format=format,
+                                         preflight=preflight)
+        return await handle.wait(limit, poll=poll, on_update=on_update)
 
     async def wait_all(self, tasks: Iterable[TaskRef], *, timeout: Timeout = DEFAULT,
                        poll: PollPolicy | None = None,

@@ -1,5 +1,5 @@
-"""Following tasks to the end: ``PollPolicy``, ``ExportTask`` (and its async twin) and batch
-waiting with ``wait_all``.
+"""Following tasks to the end: ``PollPolicy``, ``TaskHandle`` (``ExportTask``, and
+``ImportTask`` in ``_imports.py``; each with its async twin) and batch waiting with ``wait_all``.
 
 This loop repeats while a *task* is not finished; repeating one failed *HTTP request* is the
 transport's job (``_transport.py``). While waiting, network trouble and 5xx/413/429 answers are
@@ -32,7 +32,7 @@ from collections.abc import (
 )
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 from imgtools import testing
 from imgtools._config import (
@@ -47,6 +47,7 @@ from imgtools._exceptions import (
     APIError,
     AuthError,
     ImgToolsError,
+    ImportFailed,
     NotFound,
     RateLimited,
     TaskFailed,
@@ -63,8 +64,10 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT",
     "AsyncExportTask",
+    "AsyncTaskHandle",
     "ExportTask",
     "PollPolicy",
+    "TaskHandle",
     "WaitAllResult",
     "WaitProgress",
 ]
@@ -213,8 +216,10 @@ def _retry_after(exc: ImgToolsError) -> float | None:
 
 def _finish(task: Task) -> Task:
     if task.status is TaskStatus.FAILURE:
-        raise TaskFailed(f"task {task.id} failed: {task.message or 'the service gave no reason'}",
-                         task=task)
+        # An import's failure carries its category (ImportFailed is a TaskFailed).
+        error = ImportFailed if task.type == "import" else TaskFailed
+        raise error(f"task {task.id} failed: {task.message or 'the service gave no reason'}",
+                    task=task)
     return task
 
 
@@ -439,8 +444,9 @@ class _ExportTaskBase:
         return task if task is not None and task.done and not task.is_stub else None
 
 
-class ExportTask(_ExportTaskBase):
-    """An export task followed through a ``Client``; made by ``begin_export`` or ``resume``."""
+class TaskHandle(_ExportTaskBase):
+    """A task followed through a ``Client`` (``wait``, ``refresh``, ``resume``); its kinds are
+    ``ExportTask`` and ``ImportTask``."""
 
     def __init__(self, client: Client, task: Task | str) -> None:
         if isinstance(task, Task):
@@ -450,7 +456,7 @@ class ExportTask(_ExportTaskBase):
         self.client = client
 
     @classmethod
-    def resume(cls, client: Client, task_id: str) -> ExportTask:
+    def resume(cls, client: Client, task_id: str) -> Self:
         """Pick up a task created elsewhere (another kernel, yesterday's runbook); one GET."""
         handle = cls(client, task_id)
         handle.refresh()
@@ -475,8 +481,12 @@ class ExportTask(_ExportTaskBase):
         return _drive(steps, self.client)
 
 
-class AsyncExportTask(_ExportTaskBase):
-    """The async twin of ``ExportTask``: ``await task.wait()`` never blocks the event loop, so a
+class ExportTask(TaskHandle):
+    """An export task followed through a ``Client``; made by ``begin_export`` or ``resume``."""
+
+
+class AsyncTaskHandle(_ExportTaskBase):
+    """The async twin of ``TaskHandle``: ``await task.wait()`` never blocks the event loop, so a
     Jupyter widget callback can start it with ``asyncio.get_running_loop().create_task``."""
 
     def __init__(self, client: AsyncClient, task: Task | str) -> None:
@@ -487,7 +497,7 @@ class AsyncExportTask(_ExportTaskBase):
         self.client = client
 
     @classmethod
-    async def resume(cls, client: AsyncClient, task_id: str) -> AsyncExportTask:
+    async def resume(cls, client: AsyncClient, task_id: str) -> Self:
         """Pick up a task created elsewhere; one GET."""
         handle = cls(client, task_id)
         await handle.refresh()
@@ -504,6 +514,10 @@ class AsyncExportTask(_ExportTaskBase):
         steps = self._steps(self.client._wait_timeout(timeout), poll or self.client.poll,
                             on_update)
         return await _adrive(steps, self.client)
+
+
+class AsyncExportTask(AsyncTaskHandle):
+    """The async twin of ``ExportTask``."""
 
 
 # -- batch waiting ---------------------------------------------------------------------------
@@ -568,7 +582,7 @@ class WaitAllResult:
                 f"timed_out={len(self.timed_out)}, errors={len(self.errors)})")
 
 
-TaskRef = Task | str | ExportTask | AsyncExportTask
+TaskRef = Task | str | TaskHandle | AsyncTaskHandle
 
 _LISTED = (TaskStatus.PENDING, TaskStatus.PROCESSING)
 
@@ -577,14 +591,14 @@ class _Batch:
     """The bookkeeping of ``wait_all``, without I/O: what to list, what left the lists."""
 
     def __init__(self, tasks: Iterable[TaskRef]) -> None:
-        self.handles: dict[str, list[ExportTask | AsyncExportTask]] = {}
+        self.handles: dict[str, list[TaskHandle | AsyncTaskHandle]] = {}
         self.last: dict[str, Task] = {}
         self.open: dict[str, TaskStatus | None] = {}  # unfinished id -> last status (None = ?)
         self.final: dict[str, Task] = {}
         self.errors: dict[str, ImgToolsError] = {}
         self.rounds = 0
         for ref in tasks:
-            if isinstance(ref, ExportTask | AsyncExportTask):
+            if isinstance(ref, TaskHandle | AsyncTaskHandle):
                 task_id, task = ref.id, ref.task
                 self.handles.setdefault(task_id, []).append(ref)
             elif isinstance(ref, Task):
