@@ -1,16 +1,23 @@
 """The command line's regions and imports against the emulator: ``--region``,
-``imgtools import``, and ``tasks``/``audit`` with ``--region all``."""
+``imgtools import``, and ``tasks``/``audit`` with ``--region all``; and the README's example of
+regions and imports, run as written."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import re
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 from client_support import DEMO, fresh_container
 
+from imgtools._embedded import CREDENTIAL_VARIABLES
 from imgtools.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, main
 from imgtools.emulator import EmulatorHandle
 from imgtools.emulator import vhd as vhd_format
@@ -111,3 +118,19 @@ def test_tasks_and_audit_over_every_region(as_demo: EmulatorHandle,
     table = {line.split()[0]: line.split() for line in section.strip().splitlines()[2:]}
     assert {"DFW", "IAD", "ORD", "total"} <= set(table)
     assert int(table["total"][-1]) == sum(int(table[r][-1]) for r in table if r != "total")
+
+
+def test_the_readmes_regions_example_runs(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### Regions, ServiceNet and imports", 1)[1]
+    block = re.search(r"```py\n(.*?)```", section, flags=re.S)
+    assert block is not None
+    env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARIABLES}
+    env["IMGTOOLS_LOG"] = str(tmp_path / "log.sqlite")
+    proc = subprocess.run([sys.executable, "-c", block.group(1)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "DFW 100001 ('ORD', 'DFW', 'IAD')"
+    assert re.fullmatch(r"[0-9a-f-]{36} .+ \(copy\)", lines[1])
+    assert lines[2:] == ["not in IAD", "object not found"]
