@@ -71,7 +71,7 @@ CREDENTIAL_VARIABLES = ("API_ENDPOINT", "AUTH_TOKEN", "FILES_ENDPOINT", "RAX_USE
                         "RAX_API_KEY", "RAX_REGION", "IMGTOOLS_USERNAME", "IMGTOOLS_API_KEY",
                         "OS_USERNAME", "OS_PASSWORD", "OS_AUTH_URL", "OS_REGION_NAME",
                         "IMGTOOLS_IDENTITY_URL", "IMGTOOLS_TENANT_ID", "OS_TENANT_ID",
-                        "OS_PROJECT_ID", "RAX_SERVICENET")
+                        "OS_PROJECT_ID")
 _CREDENTIAL_OPTIONS = ("endpoint", "token", "files_endpoint", "username", "api_key", "password",
                        "region", "identity_url", "tenant_id")
 
