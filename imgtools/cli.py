@@ -31,8 +31,8 @@ EXIT_TIMEOUT = 3
 EXIT_SERVICE = 4
 
 # Columns of the one-line-per-task table; the rest stays available in json/csv.
-TABLE_COLUMNS = ["id", "type", "status", "created_at", "duration", "image_id", "container",
-                 "export_location", "message"]
+TABLE_COLUMNS = ["region", "id", "type", "status", "created_at", "duration", "image_id",
+                 "container", "export_location", "message"]
 
 
 def _exit_code(error: BaseException) -> int:
@@ -48,7 +48,22 @@ def _exit_code(error: BaseException) -> int:
 def _connect(args: argparse.Namespace) -> Any:
     import imgtools
 
-    return imgtools.connect(emulator=True if args.emulator else None)
+    region = getattr(args, "region", None)
+    if region is not None and region.lower() == ALL_REGIONS:
+        if args.command not in ("tasks", "audit"):
+            raise ValidationError(f"--region all works with tasks and audit only, not "
+                                  f"{args.command}", field="region")
+        region = None
+    return imgtools.connect(emulator=True if args.emulator else None, region=region)
+
+
+#: ``--region all``: every region of the login's service catalog.
+ALL_REGIONS = "all"
+
+
+def _all_regions(args: argparse.Namespace) -> bool:
+    region = getattr(args, "region", None)
+    return region is not None and region.lower() == ALL_REGIONS
 
 
 def _print_frame(frame: Any, fmt: str, out: TextIO) -> None:
@@ -100,6 +115,19 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
+    client = _connect(args)
+    with client:
+        handle = client.begin_import(args.location, name=args.name,
+                                     preflight=not args.no_preflight)
+        if not args.wait:
+            _print_task(handle.task, args.format, out)
+            return EXIT_OK
+        task = handle.wait(timeout=args.timeout, on_update=_poll_note if args.verbose else None)
+        _print_task(task, args.format, out)
+    return EXIT_OK
+
+
 def cmd_task(args: argparse.Namespace, out: TextIO) -> int:
     client = _connect(args)
     with client:
@@ -111,19 +139,25 @@ def _frame_for(args: argparse.Namespace) -> Any:
     from imgtools._tasklog import TaskLog
     from imgtools.history import filter_tasks, log_frame, merged, tasks_frame
 
-    if args.region is not None and "all" in args.region:
-        args.region = None  # every region: no filter
-
+    every = _all_regions(args)
+    region = None if every or args.region is None else args.region
     if args.source == "log":
         with TaskLog() as log:
             frame = log_frame(log, since=args.since, status=args.status, type=args.type,
-                              region=args.region, account=args.account)
+                              region=region, account=args.account)
         return frame
     client = _connect(args)
     with client:
-        frame = tasks_frame(client) if args.source == "service" else merged(client)
+        if every:
+            from imgtools._region_frames import frame_by_region
+
+            frame = frame_by_region(client, with_log=args.source == "all")
+        else:
+            frame = tasks_frame(client) if args.source == "service" else merged(client)
+        # The connection chose the service's region; the log's rows are filtered to it.
         frame = filter_tasks(frame, since=args.since, status=args.status, type=args.type,
-                             region=args.region, account=args.account)
+                             region=region if args.source != "service" else None,
+                             account=args.account)
         if getattr(args, "details", "none") != "none":
             from imgtools.details import fetch_details
 
@@ -143,12 +177,18 @@ def cmd_tasks(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_audit(args: argparse.Namespace, out: TextIO) -> int:
     from imgtools.history import summary
 
-    report = summary(_frame_for(args), by=args.by)
+    frame = _frame_for(args)
+    report = summary(frame, by=args.by)
     if report.without_details or report.not_fetched:
         print(f"imgtools: {report.without_details} task(s) in view have no details anywhere "
               f"(purged from the service, never seen in full here); {report.not_fetched} "
               "listed but not fetched", file=sys.stderr)
-    for name, table in report.tables.items():
+    tables = dict(report.tables)
+    if "region" in frame.columns and args.by != "region":
+        from imgtools._region_frames import region_counts
+
+        tables["by_region"] = region_counts(frame)
+    for name, table in tables.items():
         if args.format == "json":
             out.write(json.dumps({name: json.loads(table.to_json(orient="split",
                                                                  date_format="iso"))}) + "\n")
@@ -260,7 +300,8 @@ def _positive_float(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imgtools",
-        description="Export Cloud Images to Cloud Files, follow tasks, audit them.",
+        description="Export Cloud Images to Cloud Files (and import them), follow tasks, "
+                    "audit them.",
         epilog="Credentials: API_ENDPOINT + AUTH_TOKEN (+ FILES_ENDPOINT), or RAX_USERNAME + "
                "RAX_API_KEY (+ RAX_REGION). Exit codes: 0 done, 1 task failed, 2 bad input "
                "or configuration, 3 timeout, 4 service or network error.")
@@ -268,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--emulator", action="store_true",
                         help="with no credentials set, use a local emulator for this command")
     common.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
+    common.add_argument("--region", default=None,
+                        help="the region to work in (default: RAX_REGION, else your default "
+                             "region); tasks and audit also take 'all'")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[[argparse.Namespace, TextIO], int], help: str,
@@ -290,6 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_positive_float, default=None,
                    help="seconds to wait with --wait (default: the client's, 3600)")
 
+    p = add("import", cmd_import, "start an import task: a VHD in Cloud Files becomes an image")
+    p.add_argument("location", metavar="CONTAINER/OBJECT",
+                   help="the VHD (or its DLO manifest) in this region's Cloud Files")
+    p.add_argument("--name", required=True, help="the new image's name")
+    p.add_argument("--wait", action="store_true", help="poll until the task finishes")
+    p.add_argument("--no-preflight", action="store_true",
+                   help="skip the checks made before the task is created")
+    p.add_argument("--timeout", type=_positive_float, default=None,
+                   help="seconds to wait with --wait (default: the client's, 3600)")
+
     p = add("task", cmd_task, "show one task")
     p.add_argument("task_id")
 
@@ -302,9 +356,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--since", help="only tasks created since, e.g. 7d, 12h, 2026-11-01")
         p.add_argument("--status", choices=("pending", "processing", "success", "failure"))
         p.add_argument("--type", choices=("export", "import"))
-        p.add_argument("--region", action="append",
-                       help="only tasks seen in this region (repeat for several; 'all': every "
-                            "region)")
         p.add_argument("--account", action="append",
                        help="only tasks of this account (tenant id; repeat for several)")
         if name == "audit":

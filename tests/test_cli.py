@@ -156,15 +156,19 @@ def test_tasks_and_audit_filter_by_region_and_account(as_demo: EmulatorHandle,
     code, out, _ = run("tasks", "--from", "log", "--format", "json", capsys=capsys)
     logged = {r["id"]: r for r in json.loads(out)}
     account = logged[str(task["id"])]["account"]
-    assert account and logged[str(task["id"])]["region"] is None  # region: not known yet
+    assert account and logged[str(task["id"])]["region"] == "ORD"  # the login's default region
     for source in ("log", "service", "all"):
         code, out, _ = run("tasks", "--from", source, "--account", str(account),
                            "--account", "another", "--format", "json", capsys=capsys)
         assert code == EXIT_OK and str(task["id"]) in {r["id"] for r in json.loads(out)}
         code, out, _ = run("tasks", "--from", source, "--account", "another", capsys=capsys)
         assert code == EXIT_OK and out.strip() == "no tasks"
-        code, out, _ = run("tasks", "--from", source, "--region", "ORD", capsys=capsys)
-        assert code == EXIT_OK and out.strip() == "no tasks"
+        code, out, _ = run("tasks", "--from", source, "--region", "ORD", "--format", "json",
+                           capsys=capsys)
+        assert code == EXIT_OK and str(task["id"]) in {r["id"] for r in json.loads(out)}
+        code, out, _ = run("tasks", "--from", source, "--region", "DFW", "--format", "json",
+                           capsys=capsys)
+        assert code == EXIT_OK and str(task["id"]) not in {r["id"] for r in json.loads(out)}
         code, out, _ = run("tasks", "--from", source, "--region", "all", "--format", "json",
                            capsys=capsys)
         assert code == EXIT_OK and str(task["id"]) in {r["id"] for r in json.loads(out)}
