@@ -413,7 +413,7 @@ class Files:
 
     def copy_export(self, location: str, target: Files, target_location: str | None = None,
                     *, workers: int | None = None, tries: int | None = None,
-                    listing_delay: float | None = None,
+                    listing_reads: int | None = None, listing_delay: float | None = None,
                     progress: Progress | None = None) -> CopyResult:
         """Copy the export at ``location`` to ``target`` (another account or region's
         ``Files``), under ``target_location`` (default: the same ``<container>/<object>``),
@@ -422,13 +422,14 @@ class Files:
         what is missing or wrong at the target; the manifest comes last. Returns a
         ``CopyResult``; see ``imgtools._copy`` for the checks and errors. ``None`` options
         take their named defaults (``DEFAULT_COPY_WORKERS``, ``COPY_SEGMENT_TRIES``,
-        ``DEFAULT_LISTING_DELAY``)."""
+        ``LISTING_READS_MAX``, ``DEFAULT_LISTING_DELAY``)."""
         from imgtools import _copy
 
         return _copy.copy_export(
             self, location, target, target_location,
             workers=_copy.DEFAULT_COPY_WORKERS if workers is None else workers,
             tries=_copy.COPY_SEGMENT_TRIES if tries is None else tries,
+            listing_reads=_copy.LISTING_READS_MAX if listing_reads is None else listing_reads,
             listing_delay=_copy.DEFAULT_LISTING_DELAY if listing_delay is None
             else listing_delay,
             progress=progress)
@@ -481,12 +482,14 @@ class AsyncFiles:
 
     async def copy_export(self, location: str, target: AsyncFiles | Files,
                           target_location: str | None = None, *, workers: int | None = None,
-                          tries: int | None = None, listing_delay: float | None = None,
+                          tries: int | None = None, listing_reads: int | None = None,
+                          listing_delay: float | None = None,
                           progress: Progress | None = None) -> CopyResult:
         """``Files.copy_export`` on a worker thread (its own threads stream the segments)."""
         files = target._files if isinstance(target, AsyncFiles) else target
         return await asyncio.to_thread(self._files.copy_export, location, files,
                                        target_location, workers=workers, tries=tries,
+                                       listing_reads=listing_reads,
                                        listing_delay=listing_delay, progress=progress)
 
 
