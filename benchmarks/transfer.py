@@ -7,9 +7,9 @@ A 1 GiB export is laid out in the default region (ORD) as ``benchmarks/download.
 out (``--segments`` equal segments, or ``--segment-mib 1000`` as Cloud Images does), then
 copied to another region (DFW) of the same emulator, alternating the contenders each round:
 
-- ``imgtools``: ``Files.copy_export`` in a child process (timed from outside, start-up and
-  log-in included, as the peer's commands are) : ``DEFAULT_COPY_WORKERS`` segments at once, each
-  GET feeding its PUT, MD5-checked and sent as the ETag, nothing on local disk;
+- ``imgtools``: ``Files.copy_export`` in a child process, timed from outside (start-up and
+  log-in included, as the peer's commands are): ``DEFAULT_COPY_WORKERS`` segments at once,
+  each GET feeding its PUT, MD5-checked and sent as the ETag, nothing on local disk;
 - ``swift download + upload``: what the transfer how-to describes, with python-swiftclient's
   command line: ``swift download`` of the export to a local file, then ``swift upload`` of
   the file to the other region as a DLO with segments of the same size (its defaults: 10

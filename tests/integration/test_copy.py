@@ -418,3 +418,36 @@ def test_a_segment_damaged_at_the_source_never_completes_at_the_target(
         assert "the source's bytes hash to" in str(caught.value)
         with pytest.raises(NotFound):
             away.files.head_object(location.split("/")[0], caught.value.name)
+
+
+# -- the transport under the copy -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sized", [True, False], ids=["Content-Length", "chunked"])
+def test_bulk_transport_sends_a_streamed_body_as_it_comes(emu: EmulatorHandle,
+                                                          sized: bool) -> None:
+    import tracemalloc
+
+    block = random.Random(14).randbytes(1024 * 1024)
+    count = 48
+
+    def body() -> Iterator[bytes]:
+        for _ in range(count):
+            yield block  # the same object every time: the body allocates nothing itself
+
+    container = fresh_container("bulk")
+    headers = {"X-Auth-Token": emu.token()}
+    if sized:
+        headers["Content-Length"] = str(count * len(block))
+    with httpx.Client(transport=BulkTransport(), timeout=60) as http:
+        url = f"{emu.storage_url('100001')}/{container}"
+        http.put(url, headers=headers | {"Content-Length": "0"}).raise_for_status()
+        tracemalloc.start()
+        try:
+            response = http.put(f"{url}/big", content=body(), headers=headers)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        response.raise_for_status()
+    assert peak < 8 * 1024 * 1024  # never the whole 48 MiB joined up
+    assert response.headers["etag"] == _md5(block * count)
