@@ -251,10 +251,20 @@ def test_tokens_expiring_mid_copy_log_in_again_on_both_sides(
             expired.set()
             emu.advance_clock(10 ** 6)
 
-    before = (client.stats.reauths, away.stats.reauths)
+    def refused() -> dict[str, int]:
+        return {method: sum(r["count"] for r in emu.stats()["requests"]
+                            if r["method"] == method and r["status"] == 401
+                            and r["route"].endswith("{object:path}"))
+                for method in ("GET", "PUT")}
+
+    before = (client.stats.reauths, away.stats.reauths, refused())
     result = _copy(client, location, away, workers=1, progress=expire_once)
     assert expired.is_set()
     assert client.stats.reauths > before[0] and away.stats.reauths > before[1]
+    # A segment GET and a segment PUT met the expired token: the PUT was sent again whole.
+    after = refused()
+    assert after["GET"] > before[2]["GET"] and after["PUT"] > before[2]["PUT"]
+    assert result.retries >= 1
     assert result.copied == len(SIZES)
     assert _assembled(emu, AWAY, location) == content
 
