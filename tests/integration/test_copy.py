@@ -215,14 +215,17 @@ def test_a_segment_refused_every_time_fails_typed_and_leaves_no_manifest(
 # -- faults -----------------------------------------------------------------------------------
 
 
-def test_cut_source_bodies_resume_without_starting_the_segment_over(
+def test_cut_source_bodies_and_503s_resume_without_starting_the_segment_over(
         emu: EmulatorHandle, client: imgtools.Client, away: imgtools.Client) -> None:
     location, content = _lay_out(emu, seed=5)
-    # Every segment GET stops halfway, then halfway through what is left, and so on.
-    emu.set_faults(cut_body=1.0, methods="GET", paths=f"/v1/MossoCloudFS_100001/{location}-")
+    # Every segment GET that is answered stops halfway, then halfway through what is left,
+    # and so on; some are answered 503 first (seeded; only these GETs draw, one at a time).
+    emu.set_faults(cut_body=1.0, error_503=0.05, seed=21, methods="GET",
+                   paths=f"/v1/MossoCloudFS_100001/{location}-")
     result = _copy(client, location, away, workers=1)
-    assert emu.stats()["faults"]["cut_body"] >= 4 * len(SIZES)
-    assert result.retries == 0  # resumed with Range: no segment went twice
+    faults = emu.stats()["faults"]
+    assert faults["cut_body"] >= 4 * len(SIZES) and faults["error_503"] >= 1
+    assert result.retries == 0  # resumed with Range, 503s asked again: no segment went twice
     assert _assembled(emu, AWAY, location) == content
 
 
