@@ -2,12 +2,13 @@
 
     .venv/bin/python benchmarks/transfer.py [--size-mib 1024] [--segments 10]
                                             [--segment-mib 1000] [--rounds 3] [--warmup 1]
-                                            [--one-emulator]
+                                            [--two-emulators]
 
 A 1 GiB export is laid out in the default region (ORD) as ``benchmarks/download.py`` lays one
 out (``--segments`` equal segments, or ``--segment-mib 1000`` as Cloud Images does), then
-copied to region DFW of a second emulator process (real regions are separate servers;
-``--one-emulator``: DFW of the same process), alternating the contenders each round:
+copied to another region (DFW) of the same emulator (``--two-emulators``: DFW of a second
+emulator process, as real regions are separate servers; on 2 cores the three processes then
+compete for CPU), alternating the contenders each round:
 
 - ``imgtools``: ``Files.copy_export`` in a child process, timed from outside (start-up and
   log-in included, as the peer's commands are): ``DEFAULT_COPY_WORKERS`` segments at once,
@@ -199,9 +200,9 @@ def main() -> int:
     parser.add_argument("--segment-mib", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="uncounted rounds first")
-    parser.add_argument("--one-emulator", action="store_true",
-                        help="both regions in one emulator process (one event loop serves "
-                             "the source's GETs and takes the target's PUTs)")
+    parser.add_argument("--two-emulators", action="store_true",
+                        help="the target region in a second emulator process (by default one "
+                             "event loop serves the source's GETs and takes the target's PUTs)")
     args = parser.parse_args()
     size = args.size_mib * MiB
     per = args.segment_mib * MiB if args.segment_mib else -(-size // args.segments)
@@ -209,11 +210,11 @@ def main() -> int:
     config = EmulatorConfig(image_size=64 * 1024, max_object_size=max(size, per))
     try:
         with contextlib.ExitStack() as stack:
-            # Real regions are different servers: by default each side has its own emulator
-            # process, so one event loop does not both serve the GETs and take the PUTs.
+            # Real regions are different servers; on one small machine, though, a second
+            # emulator process competes with the first and the client for the same cores.
             emu = stack.enter_context(start_emulator(config=config, data_dir=work / "emu"))
-            far = emu if args.one_emulator else stack.enter_context(
-                start_emulator(config=config, data_dir=work / "emu2"))
+            far = stack.enter_context(start_emulator(config=config, data_dir=work / "emu2")) \
+                if args.two_emulators else emu
             tenant = emu.tenant_of("demo")
             tokens = (emu.token(), far.token())
             token = tokens[1]  # the target's, for checking and clearing it
