@@ -242,7 +242,7 @@ class _BaseClient(Generic[_TransportT]):
             raise no_credentials_error()
         self._creds = creds
         self.stats = Stats()
-        """Counters: ``requests``, ``retries``, ``reauths``, ``rate_limited``."""
+        """Counters: ``requests``, ``retries``, ``reauths``, ``rate_limited``, ``reconciled``."""
         self.poll = poll if poll is not None else PollPolicy()
         """The default ``PollPolicy`` of ``wait`` and ``wait_all``."""
         self.wait_timeout = validate_timeout(wait_timeout, field="wait_timeout")
@@ -671,6 +671,7 @@ class _BaseClient(Generic[_TransportT]):
             else:
                 if found is not None:
                     attempt.task = found
+                    self.stats.add("reconciled")
                 return found, None
         return None, problem
 

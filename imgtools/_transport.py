@@ -94,13 +94,15 @@ class Stats:
     """Counters of what a client did, shared by its transports and its auth; thread-safe.
 
     ``requests`` counts HTTP attempts (each retry is one more), ``retries`` the repeated ones,
-    ``reauths`` the logins after the first, ``rate_limited`` the 413/429 answers seen.
+    ``reauths`` the logins after the first, ``rate_limited`` the 413/429 answers seen,
+    ``reconciled`` the tasks found after their ``POST /v2/tasks`` answer was lost.
     """
 
     requests: int = 0
     retries: int = 0
     reauths: int = 0
     rate_limited: int = 0
+    reconciled: int = 0
     retry_reasons: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -117,7 +119,8 @@ class Stats:
         """The counters as a plain dict (a copy)."""
         with self._lock:
             return {"requests": self.requests, "retries": self.retries, "reauths": self.reauths,
-                    "rate_limited": self.rate_limited, "retry_reasons": dict(self.retry_reasons)}
+                    "rate_limited": self.rate_limited, "reconciled": self.reconciled,
+                    "retry_reasons": dict(self.retry_reasons)}
 
 
 class _RetryRules:
