@@ -14,9 +14,9 @@ no private method of the client.
 
 Batch waiting asks the list endpoint which tasks are still ``pending`` or ``processing`` (a few
 pages of up to 1000 stubs for any number of tasks) and fetches details only for tasks that left
-those lists, side by side (``Gather``). The lists are read in the order the statuses advance (pending, then processing), so
-a task missing from both has certainly finished: a task that moved from pending to processing
-between the two reads shows up in the second.
+those lists, side by side (``Gather``). The lists are read in the order the statuses advance
+(pending, then processing), so a task missing from both has certainly finished: a task that
+moved from pending to processing between the two reads shows up in the second.
 """
 
 from __future__ import annotations
