@@ -69,8 +69,11 @@ def _step(op: Op[Any], value: Any, error: BaseException | None) -> tuple[bool, A
     return False, step
 
 
-def run(op: Op[T], send: Sender) -> T:
-    """Drive ``op`` with blocking I/O."""
+def run(op: Op[T], send: Sender, *, sleep: Callable[[float], None] | None = None,
+        errors: tuple[type[BaseException], ...] = (ImgToolsError,)) -> T:
+    """Drive ``op`` with blocking I/O: ``send`` does its requests (what it raises of
+    ``errors`` is thrown into ``op``), ``sleep`` its pauses (default: the clock of
+    ``imgtools.testing``)."""
     value: Any = None
     error: BaseException | None = None
     while True:
@@ -79,13 +82,13 @@ def run(op: Op[T], send: Sender) -> T:
             return step  # type: ignore[no-any-return]
         value, error = None, None
         if isinstance(step, Sleep):
-            testing.clock().sleep(step.seconds)
+            (sleep or testing.clock().sleep)(step.seconds)
         elif isinstance(step, Gather):
             value = _gather(step.ops, send)
         else:
             try:
                 value = send(step)
-            except ImgToolsError as exc:
+            except errors as exc:
                 error = exc
 
 
@@ -103,8 +106,10 @@ def _gather(ops: Sequence[Op[Any]], send: Sender) -> list[Any]:
         return list(pool.map(lambda op: _outcome(op, send), ops))
 
 
-async def arun(op: Op[T], send: AsyncSender) -> T:
-    """Drive ``op`` with awaits; it never blocks the event loop."""
+async def arun(op: Op[T], send: AsyncSender, *,
+               sleep: Callable[[float], Awaitable[None]] | None = None,
+               errors: tuple[type[BaseException], ...] = (ImgToolsError,)) -> T:
+    """Drive ``op`` with awaits (as ``run``); it never blocks the event loop."""
     value: Any = None
     error: BaseException | None = None
     while True:
@@ -114,7 +119,9 @@ async def arun(op: Op[T], send: AsyncSender) -> T:
         value, error = None, None
         if isinstance(step, Sleep):
             clock = testing.clock()
-            if clock is testing.REAL_CLOCK:
+            if sleep is not None:
+                await sleep(step.seconds)
+            elif clock is testing.REAL_CLOCK:
                 await asyncio.sleep(step.seconds)
             else:  # virtual time: let the loop run, then move the clock on
                 clock.sleep(step.seconds)
@@ -124,7 +131,7 @@ async def arun(op: Op[T], send: AsyncSender) -> T:
         else:
             try:
                 value = await send(step)
-            except ImgToolsError as exc:
+            except errors as exc:
                 error = exc
 
 
