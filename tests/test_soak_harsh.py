@@ -19,7 +19,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -162,20 +162,35 @@ def _task_input(emu: EmulatorHandle, token: str, task_id: str) -> dict[str, Any]
     return task_input
 
 
-def _child(script: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Starts a client process; any still running when the test ends (a failed assertion) is
+    killed, so none outlives the test."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(script: str, *args: str) -> subprocess.Popen[str]:
+        child = subprocess.Popen([sys.executable, "-c", script, *args],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started.append(child)
+        return child
+
+    yield start
+    for child in started:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=30)
 
 
 @pytest.mark.slow
 def test_harsh_soak(harsh_emu: EmulatorHandle, tmp_path: Path,
+                    spawn: Callable[..., subprocess.Popen[str]],
                     capsys: pytest.CaptureFixture[str]) -> None:
     emu = harsh_emu
     log_path = tmp_path / "audit.sqlite"
     started = time.monotonic()
 
     # -- process A: create, then killed in the middle of its wait_all -------------------------
-    creator = _child(CREATE, emu.identity_url, str(log_path), SMALL,
+    creator = spawn(CREATE, emu.identity_url, str(log_path), SMALL,
                      str(EXPORTS), str(THREADS))
     assert creator.stdout is not None
     returned: dict[int, str] = {}
@@ -203,7 +218,7 @@ def test_harsh_soak(harsh_emu: EmulatorHandle, tmp_path: Path,
     # -- process B: resume from the audit log; the emulator killed and restarted meanwhile ---
     dest = tmp_path / "downloads"
     dest.mkdir()
-    resumer = _child(RESUME, emu.identity_url, str(log_path), str(dest))
+    resumer = spawn(RESUME, emu.identity_url, str(log_path), str(dest))
     assert resumer.stdout is not None
     first = resumer.stdout.readline()
     assert first.startswith("waiting"), first + (resumer.stderr.read() if resumer.stderr else "")
