@@ -332,6 +332,7 @@ class _BaseClient(Generic[_TransportT]):
         """Make a fresh copy of a client its own: ``session``'s endpoints, its own connections
         and task bookkeeping; the auth, stats, log and secrets stay shared."""
         self._session = session
+        self.__dict__.pop("ops", None)  # a cached SyncOps/AsyncOps would drive the original
         self._claimed = set()
         self._attempts = {}
         self._identity_http = None  # the original's: closing the twin leaves it open
