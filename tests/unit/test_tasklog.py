@@ -24,7 +24,7 @@ from imgtools._tasklog import TaskLog, default_log_path, parse_since
 
 T0 = datetime(2014, 2, 26, 2, 1, 13, tzinfo=UTC)
 IMAGE = "ca5e7f11-5d57-4dd7-8ace-03ab647fe6c6"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def body(task_id: str, status: str = "pending", *, minutes: int = 0, stub: bool = False,

@@ -9,17 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from client_support import (
-    DB,
-    FAST,
-    MISSING,
-    SMALL,
-    WEB,
-    clear_faults,
-    fresh_container,
-    make_client,
-    route_count,
-)
 
 import imgtools
 from imgtools import (
@@ -34,8 +23,24 @@ from imgtools import (
 )
 from imgtools._polling import _Batch, _ExportTaskBase, _Fetch, _List
 from imgtools.emulator import EmulatorHandle, start_emulator
+from tests.client_support import (
+    DB,
+    FAST,
+    MISSING,
+    SMALL,
+    WEB,
+    clear_faults,
+    fresh_container,
+    make_client,
+    route_count,
+)
 
-pytest_plugins = ["fixtures_client"]  # the emulator fixtures: emu, client, anyio_backend
+
+@pytest.fixture(scope="module")
+def emu(emulator_in_subprocess: EmulatorHandle) -> EmulatorHandle:
+    """This module's emulator: the client tests' one, in a subprocess (tests/conftest.py)."""
+    return emulator_in_subprocess
+
 
 # -- the policy -------------------------------------------------------------------------------
 

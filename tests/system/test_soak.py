@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from client_support import SMALL, make_client
 
 import imgtools
 from imgtools import ExportNotConfirmed, ExportTask, Task, TaskLog, TaskStatus
 from imgtools.emulator import EmulatorConfig, EmulatorHandle, FaultSettings, start_emulator
+from tests.client_support import SMALL, make_client
 
 #: Exports requested (one image, each into its own container).
 EXPORTS = 200
@@ -44,7 +44,7 @@ CONFIG = EmulatorConfig(token_ttl=20.0, pending_delay=0.5, image_size=64 * 1024,
                         segment_size=16 * 1024, export_speed=48 * 1024, tick=0.02,
                         faults=FAULTS)
 
-ARTIFACT = Path(__file__).parent / "artifacts" / "soak.json"
+ARTIFACT = Path(__file__).parents[1] / "artifacts" / "soak.json"
 
 
 class ObservingLog:

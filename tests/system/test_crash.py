@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from client_support import SMALL, WEB, fresh_container, make_client
 
 from imgtools import TaskLog, TaskStatus, WaitAllResult
 from imgtools.emulator import EmulatorConfig, EmulatorHandle, start_emulator
 from imgtools.emulator.engine import RESTART_MESSAGE
+from tests.client_support import SMALL, WEB, fresh_container, make_client
 
 KiB = 1024
 #: Exports in flight when the emulator dies.

@@ -10,7 +10,21 @@ from typing import Any
 
 import httpx
 import pytest
-from client_support import (
+
+import imgtools
+from imgtools import (
+    ContainerNotFound,
+    ExportExists,
+    ExportNotConfirmed,
+    NotExportable,
+    NotFound,
+    PollPolicy,
+    TaskFailed,
+    TaskStatus,
+    ValidationError,
+)
+from imgtools.emulator import EmulatorHandle
+from tests.client_support import (
     DB,
     MISSING,
     OLD,
@@ -27,21 +41,12 @@ from client_support import (
     tasks_created,
 )
 
-import imgtools
-from imgtools import (
-    ContainerNotFound,
-    ExportExists,
-    ExportNotConfirmed,
-    NotExportable,
-    NotFound,
-    PollPolicy,
-    TaskFailed,
-    TaskStatus,
-    ValidationError,
-)
-from imgtools.emulator import EmulatorHandle
 
-pytest_plugins = ["fixtures_client"]  # the emulator fixtures: emu, client
+@pytest.fixture(scope="module")
+def emu(emulator_in_subprocess: EmulatorHandle) -> EmulatorHandle:
+    """This module's emulator: the client tests' one, in a subprocess (tests/conftest.py)."""
+    return emulator_in_subprocess
+
 
 # -- images -----------------------------------------------------------------------------------
 

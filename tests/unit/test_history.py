@@ -486,9 +486,8 @@ def test_details_from_the_emulator_fetch_each_task_once(seeded: Any, log: TaskLo
 
 
 def test_merged_keeps_what_the_emulator_purged(tmp_path: Path) -> None:
-    from client_support import FAST, WEB, WINDOWS
-
     from imgtools.emulator import start_emulator
+    from tests.client_support import FAST, WEB, WINDOWS
 
     with TaskLog(tmp_path / "audit.sqlite") as audit, \
             start_emulator(config=FAST.replace(task_ttl=1.0), subprocess=True) as emu, \

@@ -13,11 +13,14 @@ from pathlib import Path
 import pytest
 
 from imgtools.emulator import EmulatorHandle
+from tests.emulator.helpers import Api
 
-pytest.register_assert_rewrite("emulator_helpers")
-from emulator_helpers import Api  # noqa: E402
 
-pytest_plugins = ["emulator_helpers"]
+@pytest.fixture(scope="module")
+def emu(emulator_in_process: EmulatorHandle) -> EmulatorHandle:
+    """This module's emulator: the emulator tests' one, in this process (tests/conftest.py)."""
+    return emulator_in_process
+
 
 BIN = Path(sys.executable).parent
 

@@ -16,12 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-from client_support import DEMO, OTHER, make_client
-from emulator_helpers import FAST, Api
 
 from imgtools import TaskStatus
 from imgtools.emulator import EmulatorHandle, image_id_for, start_emulator
 from imgtools.emulator.seed import IMAGE_SPECS
+from tests.client_support import DEMO, OTHER, make_client
+from tests.emulator.helpers import FAST, Api
 
 SECRET = b"B-SECRET-DATA-7c1d9e"
 B_CONTAINER = "b-private-4f2a"

@@ -15,12 +15,14 @@ import pytest
 
 from imgtools import Task
 from imgtools.emulator import EmulatorHandle, image_id_for
+from tests.emulator.helpers import FAST, Api
 
-pytest.register_assert_rewrite("emulator_helpers")
-from emulator_helpers import FAST, Api  # noqa: E402
 
-# The emu/api/other/anon/container fixtures.
-pytest_plugins = ["emulator_helpers"]
+@pytest.fixture(scope="module")
+def emu(emulator_in_process: EmulatorHandle) -> EmulatorHandle:
+    """This module's emulator: the emulator tests' one, in this process (tests/conftest.py)."""
+    return emulator_in_process
+
 
 def _validate(instance: Any, schema: Any) -> None:
     jsonschema_rs.validator_for(schema).validate(instance)

@@ -7,10 +7,14 @@ import uuid
 
 import pytest
 
-pytest.register_assert_rewrite("emulator_helpers")
-from emulator_helpers import Api  # noqa: E402
+from imgtools.emulator import EmulatorHandle
+from tests.emulator.helpers import Api
 
-pytest_plugins = ["emulator_helpers"]
+
+@pytest.fixture(scope="module")
+def emu(emulator_in_process: EmulatorHandle) -> EmulatorHandle:
+    """This module's emulator: the emulator tests' one, in this process (tests/conftest.py)."""
+    return emulator_in_process
 
 
 def _put(api: Api, container: str, name: str, data: bytes, **headers: str) -> int:

@@ -13,12 +13,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from client_support import FAST, WEB, WINDOWS, fresh_container
 
 from imgtools.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_SERVICE, EXIT_TIMEOUT, main
 from imgtools.emulator import EmulatorHandle, start_emulator
+from tests.client_support import FAST, WEB, WINDOWS, fresh_container
 
-pytest_plugins = ["fixtures_client"]  # emu (module-scoped, fast)
+
+@pytest.fixture(scope="module")
+def emu(emulator_in_subprocess: EmulatorHandle) -> EmulatorHandle:
+    """This module's emulator: the client tests' one, in a subprocess (tests/conftest.py)."""
+    return emulator_in_subprocess
 
 
 @pytest.fixture

@@ -20,13 +20,13 @@ from typing import Any
 
 import httpx
 import pytest
-from client_support import MISSING, Recorder, fresh_container
 
 import imgtools
 from imgtools import TaskLog, history
 from imgtools.cli import main
 from imgtools.emulator import DEFAULT_USERS, EmulatorConfig, EmulatorHandle, User, start_emulator
 from imgtools.emulator.seed import image_id_for
+from tests.client_support import MISSING, Recorder, fresh_container
 
 KEY = "k3y-Q9v7x2LmZ8"  # the API-key user's key
 PASSWORD = "pa55-W0rd-Hq4t"  # the password user's password
@@ -35,7 +35,7 @@ PW_USER = User("pwuser", "pw-api-key-Rt6y", "100012", password=PASSWORD)
 CONFIG = EmulatorConfig(users=(*DEFAULT_USERS, KEY_USER, PW_USER), image_size=64 * 1024,
                         segment_size=16 * 1024, export_speed=64 * 1024 * 1024,
                         pending_delay=0.1, tick=0.01)
-NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
+NOTEBOOKS = Path(__file__).parents[2] / "notebooks"
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from client_support import DB, FAST, WEB, WINDOWS, Recorder, fresh_container, make_client
 
 import imgtools
 from imgtools import (
@@ -27,8 +26,13 @@ from imgtools import (
 )
 from imgtools import _files as files_module
 from imgtools.emulator import EmulatorHandle, start_emulator
+from tests.client_support import DB, FAST, WEB, WINDOWS, Recorder, fresh_container, make_client
 
-pytest_plugins = ["fixtures_client"]  # emu (module-scoped, fast), client
+
+@pytest.fixture(scope="module")
+def emu(emulator_in_subprocess: EmulatorHandle) -> EmulatorHandle:
+    """This module's emulator: the client tests' one, in a subprocess (tests/conftest.py)."""
+    return emulator_in_subprocess
 
 
 def _export(client: imgtools.Client, image_id: str = WEB) -> Task:

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from client_support import DEMO, SMALL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -25,6 +24,7 @@ from schemathesis import GenerationMode
 from imgtools.emulator import EmulatorHandle, start_emulator
 from imgtools.emulator.config import EmulatorConfig
 from imgtools.emulator.openapi import openapi_document
+from tests.client_support import DEMO, SMALL
 
 #: Requests per operation; about 20 operations, so a few hundred requests in all.
 EXAMPLES = 20

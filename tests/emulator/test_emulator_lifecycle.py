@@ -13,9 +13,7 @@ import pytest
 
 from imgtools.emulator import EmulatorHandle, start_emulator
 from imgtools.emulator.__main__ import build_parser, config_from
-
-pytest.register_assert_rewrite("emulator_helpers")
-from emulator_helpers import Api, KiB, fast  # noqa: E402
+from tests.emulator.helpers import Api, KiB, fast
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,20 @@ from typing import Any
 
 import httpx
 import pytest
-from client_support import MISSING, WEB, Recorder, fresh_container, make_client
 
 import imgtools
 from imgtools import AuthError, ConfigurationError, NotFound
 from imgtools._auth import Secret, normalise_image_endpoint, resolve_credentials
 from imgtools._config import DEFAULT_IDENTITY_URL
 from imgtools.emulator import EmulatorHandle
+from tests.client_support import MISSING, WEB, Recorder, fresh_container, make_client
 
-pytest_plugins = ["fixtures_client"]  # the emulator fixtures: emu, client
+
+@pytest.fixture(scope="module")
+def emu(emulator_in_subprocess: EmulatorHandle) -> EmulatorHandle:
+    """This module's emulator: the client tests' one, in a subprocess (tests/conftest.py)."""
+    return emulator_in_subprocess
+
 
 # -- where credentials come from --------------------------------------------------------------
 

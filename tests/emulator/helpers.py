@@ -1,19 +1,14 @@
-"""Fixtures and helpers for the emulator tests (imported by tests/test_emulator*.py).
-
-Modules that load this plugin get conftest.py's ``emu`` built from ``FAST`` here (small
-images, quick worker), one per module; tests that change faults, the clock or restart the
-server start their own.
+"""Helpers for the emulator tests (tests/emulator/): their emulator settings and ``Api``, an
+httpx client for one user. The fixtures built on them are in tests/emulator/conftest.py.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
 from imgtools.emulator import DEFAULT_USERS, EmulatorConfig, EmulatorHandle, User
 
@@ -82,30 +77,3 @@ class Api:
         response = self.get(f"/v2/images/{image_id}/file")
         assert response.status_code == 200, response.text
         return response.content
-
-
-@pytest.fixture(scope="module")
-def anon(emu: EmulatorHandle) -> Iterator[httpx.Client]:
-    """A client without a token."""
-    with httpx.Client(base_url=emu.url, timeout=30.0) as client:
-        yield client
-
-
-# Module-scoped: an httpx client costs tens of milliseconds to build (its SSL context).
-@pytest.fixture(scope="module")
-def api(emu: EmulatorHandle) -> Iterator[Api]:
-    client = Api(emu, "demo")
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def other(emu: EmulatorHandle) -> Iterator[Api]:
-    client = Api(emu, "other")
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def container(api: Api) -> str:
-    return api.container()
