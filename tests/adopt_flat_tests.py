@@ -50,7 +50,7 @@ def adopt(text: str) -> str:
     for plugin, alias in PLUGINS.items():
         line = re.compile(rf"^pytest_plugins = \[\"{plugin}\"\].*\n", re.MULTILINE)
         if line.search(text):
-            text = line.sub("\n" + alias.replace("\\", "\\\\"), text)
+            text = line.sub("\n" + alias.replace("\\", "\\\\") + "\n", text)
             if not re.search(r"^from imgtools\.emulator import .*\bEmulatorHandle\b", text,
                              re.MULTILINE):
                 text = re.sub(r"^(import pytest\n)",
