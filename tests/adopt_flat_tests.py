@@ -1,12 +1,14 @@
 """Merge aid: bring test modules written for the old flat tests/ into the folders by kind.
 
 For each file: ``git mv`` it into ``tests/<kind>/`` (unless it is there already), import the
-helpers by package path (``tests.client_support``, ``tests.emulator.helpers``), replace
-``pytest_plugins = [...]`` by the alias fixture ``emu`` of the emulator that plugin gave
-(``fixtures_client``: ``emulator_in_subprocess``; ``emulator_helpers``: ``emulator_in_process``),
-and point ``Path(__file__)`` paths one folder further up. Run it once per file, then
-``ruff check --fix tests`` (import order), and read the diff. For a file that conflicted in a
-merge, take the other side first (``git checkout --theirs <new path>``) and run this on it.
+helpers by package path (``tests.client_support``, ``tests.emulator.helpers``, any other
+``tests/<name>.py``), replace ``pytest_plugins = [...]`` by the alias fixture ``emu`` of the
+emulator that plugin gave (``fixtures_client``: ``emulator_in_subprocess``;
+``emulator_helpers``: ``emulator_in_process``), and point ``Path(__file__)`` paths one folder
+further up (the repo, or tests/artifacts). Then run ``ruff check --fix tests`` (import order)
+and read the diff. A file that conflicted in a merge: take the other side first
+(``git checkout --theirs <new path>``), then run this on it. Files already adopted come out
+unchanged, so running it on every file a merge touched is safe.
 
     .venv/bin/python tests/adopt_flat_tests.py integration tests/test_new.py ...
 """
@@ -34,19 +36,23 @@ REWRITES = [
     (r"^pytest\.register_assert_rewrite\(\"emulator_helpers\"\)\n", ""),
     (r"^from emulator_helpers import (.*?)(  # noqa: E402)?$",
      r"from tests.emulator.helpers import \1"),
-    (r"^(\s*)from client_support import", r"\1from tests.client_support import"),
-    (r"^(\s*)import client_support$", r"\1from tests import client_support"),
     # One folder deeper: tests/<kind>/test_x.py.
     (r"Path\(__file__\)(\.resolve\(\))?\.parent\.parent\b", r"Path(__file__)\1.parents[2]"),
-    (r"Path\(__file__\)(\.resolve\(\))?\.parents\[1\]", r"Path(__file__)\1.parents[2]"),
+    (r"Path\(__file__\)(\.resolve\(\))?\.parents\[1\](?! / \"artifacts\")",
+     r"Path(__file__)\1.parents[2]"),
     (r"Path\(__file__\)(\.resolve\(\))?\.parent / \"artifacts\"",
      r'Path(__file__)\1.parents[1] / "artifacts"'),
 ]
 
 
-def adopt(text: str) -> str:
+def adopt(text: str, helpers: list[str]) -> str:
     for pattern, replacement in REWRITES:
         text = re.sub(pattern, replacement, text, flags=re.MULTILINE)
+    for name in helpers:  # tests/<name>.py: client_support, and any other helper module there
+        text = re.sub(rf"^(\s*)from {name} import", rf"\1from tests.{name} import", text,
+                      flags=re.MULTILINE)
+        text = re.sub(rf"^(\s*)import {name}$", rf"\1from tests import {name}", text,
+                      flags=re.MULTILINE)
     for plugin, alias in PLUGINS.items():
         line = re.compile(rf"^pytest_plugins = \[\"{plugin}\"\].*\n", re.MULTILINE)
         if line.search(text):
@@ -65,12 +71,14 @@ def main(argv: list[str]) -> int:
         return 2
     kind, files = argv[0], [Path(f) for f in argv[1:]]
     tests = Path(__file__).resolve().parent
+    helpers = [p.stem for p in tests.glob("*.py")
+               if not p.stem.startswith(("test_", "__")) and p.stem != "conftest"]
     for path in files:
         if path.resolve().parent == tests:
             target = path.parent / kind / path.name
             subprocess.run(["git", "mv", str(path), str(target)], check=True)
             path = target
-        path.write_text(adopt(path.read_text()))
+        path.write_text(adopt(path.read_text(), helpers))
         print(f"adopted {path}")
     return 0
 
