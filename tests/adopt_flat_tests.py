@@ -34,8 +34,10 @@ PLUGINS = {
 }
 REWRITES = [
     (r"^pytest\.register_assert_rewrite\(\"emulator_helpers\"\)\n", ""),
-    (r"^from emulator_helpers import (.*?)(  # noqa: E402)?$",
-     r"from tests.emulator.helpers import \1"),
+    (r"^(\s*)from emulator_helpers import (.*?)(  # noqa: E402)?$",
+     r"\1from tests.emulator.helpers import \2"),
+    (r"^(\s*)import emulator_helpers$",
+     r"\1from tests.emulator import helpers as emulator_helpers"),
     # One folder deeper: tests/<kind>/test_x.py.
     (r"Path\(__file__\)(\.resolve\(\))?\.parent\.parent\b", r"Path(__file__)\1.parents[2]"),
     (r"Path\(__file__\)(\.resolve\(\))?\.parents\[1\](?! / \"artifacts\")",
