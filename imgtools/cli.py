@@ -31,8 +31,8 @@ EXIT_TIMEOUT = 3
 EXIT_SERVICE = 4
 
 # Columns of the one-line-per-task table; the rest stays available in json/csv.
-TABLE_COLUMNS = ["id", "type", "status", "created_at", "duration", "image_id", "container",
-                 "export_location", "message"]
+TABLE_COLUMNS = ["region", "id", "type", "status", "created_at", "duration", "image_id",
+                 "container", "export_location", "message"]
 
 
 def _exit_code(error: BaseException) -> int:
@@ -48,7 +48,22 @@ def _exit_code(error: BaseException) -> int:
 def _connect(args: argparse.Namespace) -> Any:
     import imgtools
 
-    return imgtools.connect(emulator=True if args.emulator else None)
+    region = getattr(args, "region", None)
+    if region is not None and region.lower() == ALL_REGIONS:
+        if args.command not in ("tasks", "audit"):
+            raise ValidationError(f"--region all works with tasks and audit only, not "
+                                  f"{args.command}", field="region")
+        region = None
+    return imgtools.connect(emulator=True if args.emulator else None, region=region)
+
+
+#: ``--region all``: every region of the login's service catalog.
+ALL_REGIONS = "all"
+
+
+def _all_regions(args: argparse.Namespace) -> bool:
+    region = getattr(args, "region", None)
+    return region is not None and region.lower() == ALL_REGIONS
 
 
 def _print_frame(frame: Any, fmt: str, out: TextIO) -> None:
@@ -100,6 +115,19 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
+    client = _connect(args)
+    with client:
+        handle = client.begin_import(args.location, name=args.name,
+                                     preflight=not args.no_preflight)
+        if not args.wait:
+            _print_task(handle.task, args.format, out)
+            return EXIT_OK
+        task = handle.wait(timeout=args.timeout, on_update=_poll_note if args.verbose else None)
+        _print_task(task, args.format, out)
+    return EXIT_OK
+
+
 def cmd_task(args: argparse.Namespace, out: TextIO) -> int:
     client = _connect(args)
     with client:
@@ -117,7 +145,12 @@ def _frame_for(args: argparse.Namespace) -> Any:
         return frame
     client = _connect(args)
     with client:
-        frame = tasks_frame(client) if args.source == "service" else merged(client)
+        if _all_regions(args):
+            from imgtools._region_frames import frame_by_region
+
+            frame = frame_by_region(client, with_log=args.source == "all")
+        else:
+            frame = tasks_frame(client) if args.source == "service" else merged(client)
         frame = filter_tasks(frame, since=args.since, status=args.status, type=args.type)
         if getattr(args, "details", "none") != "none":
             from imgtools.details import fetch_details
@@ -138,12 +171,18 @@ def cmd_tasks(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_audit(args: argparse.Namespace, out: TextIO) -> int:
     from imgtools.history import summary
 
-    report = summary(_frame_for(args))
+    frame = _frame_for(args)
+    report = summary(frame)
     if report.without_details or report.not_fetched:
         print(f"imgtools: {report.without_details} task(s) in view have no details anywhere "
               f"(purged from the service, never seen in full here); {report.not_fetched} "
               "listed but not fetched", file=sys.stderr)
-    for name, table in report.tables.items():
+    tables = dict(report.tables)
+    if "region" in frame.columns:
+        from imgtools._region_frames import region_counts
+
+        tables["by_region"] = region_counts(frame)
+    for name, table in tables.items():
         if args.format == "json":
             out.write(json.dumps({name: json.loads(table.to_json(orient="split",
                                                                  date_format="iso"))}) + "\n")
@@ -210,7 +249,8 @@ def _positive_float(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imgtools",
-        description="Export Cloud Images to Cloud Files, follow tasks, audit them.",
+        description="Export Cloud Images to Cloud Files (and import them), follow tasks, "
+                    "audit them.",
         epilog="Credentials: API_ENDPOINT + AUTH_TOKEN (+ FILES_ENDPOINT), or RAX_USERNAME + "
                "RAX_API_KEY (+ RAX_REGION). Exit codes: 0 done, 1 task failed, 2 bad input "
                "or configuration, 3 timeout, 4 service or network error.")
@@ -218,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--emulator", action="store_true",
                         help="with no credentials set, use a local emulator for this command")
     common.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
+    common.add_argument("--region", default=None,
+                        help="the region to work in (default: RAX_REGION, else your default "
+                             "region); tasks and audit also take 'all'")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[[argparse.Namespace, TextIO], int], help: str,
@@ -235,6 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="poll until the task finishes")
     p.add_argument("--create-container", action="store_true",
                    help="create the container when it does not exist")
+    p.add_argument("--no-preflight", action="store_true",
+                   help="skip the checks made before the task is created")
+    p.add_argument("--timeout", type=_positive_float, default=None,
+                   help="seconds to wait with --wait (default: the client's, 3600)")
+
+    p = add("import", cmd_import, "start an import task: a VHD in Cloud Files becomes an image")
+    p.add_argument("location", metavar="CONTAINER/OBJECT",
+                   help="the VHD (or its DLO manifest) in this region's Cloud Files")
+    p.add_argument("--name", required=True, help="the new image's name")
+    p.add_argument("--wait", action="store_true", help="poll until the task finishes")
     p.add_argument("--no-preflight", action="store_true",
                    help="skip the checks made before the task is created")
     p.add_argument("--timeout", type=_positive_float, default=None,
