@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -39,6 +39,9 @@ from imgtools._exceptions import (
 from imgtools._http import raise_for_status
 from imgtools._models import Task, TaskStatus
 from imgtools._transport import READ_BODY_EXTENSION
+
+if TYPE_CHECKING:
+    from imgtools._copy import CopyResult
 
 __all__ = [
     "AsyncFiles",
@@ -409,6 +412,29 @@ class Files:
         return DownloadResult(path=dest, bytes=total, segments=len(segments),
                               resumed_from=resumed_from)
 
+    def copy_export(self, location: str, target: Files, target_location: str | None = None,
+                    *, workers: int | None = None, tries: int | None = None,
+                    listing_reads: int | None = None, listing_delay: float | None = None,
+                    progress: Progress | None = None) -> CopyResult:
+        """Copy the export at ``location`` to ``target`` (another account or region's
+        ``Files``), under ``target_location`` (default: the same ``<container>/<object>``),
+        streaming: nothing is written to local disk. Segments go ``workers`` at once, each
+        checked against its listed MD5 and sent with it as the ``ETag``; a rerun copies only
+        what is missing or wrong at the target; the manifest comes last. Returns a
+        ``CopyResult``; see ``imgtools._copy`` for the checks and errors. ``None`` options
+        take their named defaults (``DEFAULT_COPY_WORKERS``, ``COPY_SEGMENT_TRIES``,
+        ``LISTING_READS_MAX``, ``DEFAULT_LISTING_DELAY``)."""
+        from imgtools import _copy
+
+        return _copy.copy_export(
+            self, location, target, target_location,
+            workers=_copy.DEFAULT_COPY_WORKERS if workers is None else workers,
+            tries=_copy.COPY_SEGMENT_TRIES if tries is None else tries,
+            listing_reads=_copy.LISTING_READS_MAX if listing_reads is None else listing_reads,
+            listing_delay=_copy.DEFAULT_LISTING_DELAY if listing_delay is None
+            else listing_delay,
+            progress=progress)
+
 
 class AsyncFiles:
     """``Files`` for an ``AsyncClient``: the same calls, awaited.
@@ -455,6 +481,18 @@ class AsyncFiles:
                                        expected_bytes=expected_bytes, resume=resume,
                                        workers=workers, progress=progress, fsync=fsync)
 
+    async def copy_export(self, location: str, target: AsyncFiles | Files,
+                          target_location: str | None = None, *, workers: int | None = None,
+                          tries: int | None = None, listing_reads: int | None = None,
+                          listing_delay: float | None = None,
+                          progress: Progress | None = None) -> CopyResult:
+        """``Files.copy_export`` on a worker thread (its own threads stream the segments)."""
+        files = target._files if isinstance(target, AsyncFiles) else target
+        return await asyncio.to_thread(self._files.copy_export, location, files,
+                                       target_location, workers=workers, tries=tries,
+                                       listing_reads=listing_reads,
+                                       listing_delay=listing_delay, progress=progress)
+
 
 def _numbering_problems(name: str, segments: tuple[Segment, ...]) -> list[str]:
     expected = [f"{name}-{n:05d}" for n in range(1, len(segments) + 1)]
@@ -500,17 +538,19 @@ class _Sink(Protocol):
 
 
 def _fetch_segment(http: httpx.Client, container: str, seg: Segment, sink: _Sink, *,
-                   on_break: Callable[[int], Any] | None = None) -> None:
+                   on_break: Callable[[int], Any] | None = None,
+                   chunk: int | None = None) -> None:
     """GET the sink's part of ``seg`` into it, from ``sink.written`` on.
 
     A connection that breaks is asked again for the rest (``Range`` + ``If-Range``) at once
     while bytes keep coming (``on_break(written)`` first, to keep what arrived); after
-    ``SEGMENT_STALLS`` tries in a row that brought none, its ``TransportError`` is raised."""
+    ``SEGMENT_STALLS`` tries in a row that brought none, its ``TransportError`` is raised.
+    ``chunk``: bytes per read (default ``DEFAULT_DOWNLOAD_CHUNK``)."""
     stalled = 0
     while True:
         before = sink.written
         try:
-            _get_into(http, container, seg, sink)
+            _get_into(http, container, seg, sink, chunk)
             return
         except TransportError:
             stalled = 0 if sink.written > before else stalled + 1
@@ -522,7 +562,8 @@ def _fetch_segment(http: httpx.Client, container: str, seg: Segment, sink: _Sink
                 time.sleep(min(STALL_BACKOFF_MAX, STALL_BACKOFF * 2 ** (stalled - 1)))
 
 
-def _get_into(http: httpx.Client, container: str, seg: Segment, sink: _Sink) -> None:
+def _get_into(http: httpx.Client, container: str, seg: Segment, sink: _Sink,
+              chunk: int | None = None) -> None:
     """One GET of the sink's part of ``seg``, from ``sink.written`` on, into ``sink``."""
     pos = sink.start + sink.written
     whole = pos == 0 and sink.end == seg.bytes
@@ -540,13 +581,13 @@ def _get_into(http: httpx.Client, container: str, seg: Segment, sink: _Sink) -> 
         readinto = body_readinto(response)
         if readinto is not None:
             # Straight off the socket into one reused buffer: no bytes object per chunk.
-            buffer = bytearray(DEFAULT_DOWNLOAD_CHUNK)
+            buffer = bytearray(chunk or DEFAULT_DOWNLOAD_CHUNK)
             view = memoryview(buffer)
             while n := readinto(buffer):
                 sink.add(view[:n])
         else:
-            for chunk in response.iter_raw():  # as the transport cut them: no copy
-                sink.add(chunk)
+            for data in response.iter_raw():  # as the transport cut them: no copy
+                sink.add(data)
 
 
 class _Tally:

@@ -1,0 +1,218 @@
+"""The copy step of a transfer on the emulator: imgtools' streaming copy vs download + upload.
+
+    .venv/bin/python benchmarks/transfer.py [--size-mib 1024] [--segments 10]
+                                            [--segment-mib 1000] [--rounds 3] [--warmup 1]
+
+A 1 GiB export is laid out in the default region (ORD) as ``benchmarks/download.py`` lays one
+out (``--segments`` equal segments, or ``--segment-mib 1000`` as Cloud Images does), then
+copied to another region (DFW) of the same emulator, alternating the contenders each round:
+
+- ``imgtools``: ``Files.copy_export`` in a child process, timed from outside (start-up and
+  log-in included, as the peer's commands are): ``DEFAULT_COPY_WORKERS`` segments at once,
+  each GET feeding its PUT, MD5-checked and sent as the ETag, nothing on local disk;
+- ``swift download + upload``: what the transfer how-to describes, with python-swiftclient's
+  command line: ``swift download`` of the export to a local file, then ``swift upload`` of
+  the file to the other region as a DLO with segments of the same size (its defaults: 10
+  segment threads, MD5 checked on upload).
+
+Each contender runs in its own process(es): its peak RSS (``VmHWM``, polled) and the bytes it
+had written to disk (``ru_oublock`` of the finished child from ``wait4``: the same count as
+``write_bytes`` in ``/proc/PID/io``, taken when pages are dirtied, so no fsync is needed to
+see them) are its own. Prints MiB/s (median of the rounds), the ratio, disk bytes and RSS.
+Targets (issue 13): the copy >= 2x the peer's download + upload, 0 bytes on local disk,
+peak RSS < 100 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from download import MiB, upload  # the same layout as the download benchmark
+
+from imgtools.emulator import EmulatorConfig, start_emulator
+
+SOURCE, TARGET = "ORD", "DFW"
+
+CHILD = r"""
+import sys, time, imgtools
+src_url, dst_url, image_endpoint, token, location, target = sys.argv[1:7]
+# The client's own stack for each region: auth, retry transport, Cloud Files transport.
+source = imgtools.connect(endpoint=image_endpoint, token=token, files_endpoint=src_url, log=False)
+dest = imgtools.connect(endpoint=image_endpoint, token=token, files_endpoint=dst_url, log=False)
+t0 = time.perf_counter()
+result = source.files.copy_export(location, dest.files, target, listing_delay=0)
+elapsed = time.perf_counter() - t0
+io = dict(line.split(": ") for line in open("/proc/self/io").read().splitlines())
+print(elapsed, io["write_bytes"], result.copied, result.skipped, result.retries)
+"""
+
+CONTENDERS = ["imgtools", "swift download + upload"]
+
+
+def run_child(cmd: list[str]) -> tuple[str, int, int]:
+    """Run ``cmd``; its stdout, peak RSS in KiB (``VmHWM``, polled: ``ru_maxrss`` would count
+    pages a child inherits from this fat parent before exec) and bytes it wrote to disk."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    peak = 0
+    status = Path(f"/proc/{proc.pid}/status")
+    while True:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except (OSError, ValueError):
+            pass
+        pid, code, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        time.sleep(0.005)
+    proc.returncode = os.waitstatus_to_exitcode(code)
+    out = proc.stdout.read() if proc.stdout else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[:3]} failed with {proc.returncode}")
+    return out, peak, usage.ru_oublock * 512
+
+
+def clear(storage: str, token: str, container: str) -> None:
+    """Delete ``container`` and everything in it (each round copies into a fresh one)."""
+    with httpx.Client(base_url=storage + "/", headers={"X-Auth-Token": token},
+                      timeout=120) as http:
+        listed = http.get(container, params={"format": "json"})
+        if listed.status_code == 404:
+            return
+        listed.raise_for_status()
+        for item in listed.json() if listed.status_code == 200 else []:
+            http.delete(f"{container}/{item['name']}").raise_for_status()
+        http.delete(container).raise_for_status()
+
+
+def assembled_md5(storage: str, token: str, location: str) -> tuple[int, str]:
+    """Size and MD5 of what a GET of the manifest gives."""
+    import hashlib
+
+    digest = hashlib.md5(usedforsecurity=False)
+    size = 0
+    with httpx.Client(headers={"X-Auth-Token": token}, timeout=120) as http, \
+            http.stream("GET", f"{storage}/{location}") as response:
+        response.raise_for_status()
+        for chunk in response.iter_bytes(4 * MiB):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def run_imgtools(src: str, dst: str, image_endpoint: str, token: str, location: str,
+                 target: str) -> tuple[float, int, int, str]:
+    t0 = time.perf_counter()
+    out, peak, written = run_child([sys.executable, "-c", CHILD, src, dst, image_endpoint,
+                                    token, location, target])
+    # Timed from outside, process start-up included, as the peer's two commands are.
+    elapsed = time.perf_counter() - t0
+    inside, self_written, _copied, skipped, retries = out.split()
+    if int(skipped):
+        raise SystemExit("imgtools skipped segments: the target was not fresh")
+    return (elapsed, peak, max(written, int(self_written)),
+            f"retries={retries} (copy_export alone: {float(inside):.2f} s)")
+
+
+def run_peer(src: str, dst: str, token: str, location: str, target: str, per: int,
+             work: Path) -> tuple[float, int, int, str]:
+    container, name = location.split("/")
+    tcontainer, tname = target.split("/")
+    local = work / "peer" / name
+    local.parent.mkdir(exist_ok=True)
+    swift = [str(Path(sys.executable).with_name("swift")), "--os-auth-token", token]
+    t0 = time.perf_counter()
+    _, peak1, written1 = run_child([*swift, "--os-storage-url", src, "download", container,
+                                    name, "-o", str(local)])
+    _, peak2, written2 = run_child([*swift, "--os-storage-url", dst, "upload", "--use-dlo",
+                                    "--segment-size", str(per), "--object-name", tname,
+                                    tcontainer, str(local)])
+    elapsed = time.perf_counter() - t0
+    local.unlink()
+    return elapsed, max(peak1, peak2), written1 + written2, ""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--segments", type=int, default=10)
+    parser.add_argument("--segment-mib", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1, help="uncounted rounds first")
+    args = parser.parse_args()
+    size = args.size_mib * MiB
+    per = args.segment_mib * MiB if args.segment_mib else -(-size // args.segments)
+    work = Path(tempfile.mkdtemp(prefix="imgtools-bench-xfer-"))
+    config = EmulatorConfig(image_size=64 * 1024, max_object_size=max(size, per))
+    try:
+        with start_emulator(config=config, data_dir=work / "emu") as emu:
+            token = emu.token()
+            tenant = emu.tenant_of("demo")
+            src, dst = emu.storage_url(tenant, SOURCE), emu.storage_url(tenant, TARGET)
+            name = f"{uuid.uuid4()}.vhd"
+            print(f"uploading {args.size_mib} MiB in {-(-size // per)} segments to {SOURCE} ...",
+                  flush=True)
+            location = upload(src, token, "bench", name, size, per)
+            expected = assembled_md5(src, token, location)
+            speeds: dict[str, list[float]] = {label: [] for label in CONTENDERS}
+            rss: dict[str, int] = {}
+            disk: dict[str, int] = {}
+            for r in range(args.warmup + args.rounds):
+                for label in CONTENDERS:
+                    tcontainer = f"copy-{r}-{'imgtools' if label == 'imgtools' else 'peer'}"
+                    target = f"{tcontainer}/{name}"
+                    subprocess.run(["sync"], check=True)  # no one pays for another's writeback
+                    if label == "imgtools":
+                        elapsed, peak, written, note = run_imgtools(
+                            src, dst, emu.image_endpoint, token, location, target)
+                    else:
+                        elapsed, peak, written, note = run_peer(src, dst, token, location,
+                                                                target, per, work)
+                    got = assembled_md5(dst, token, target)
+                    if got != expected:
+                        raise SystemExit(f"{label}: the copy is {got}, not {expected}")
+                    clear(dst, token, tcontainer)
+                    clear(dst, token, tcontainer + "_segments")
+                    counted = r >= args.warmup
+                    print(f"round {r + 1 - args.warmup if counted else 'warm-up'}: {label:24s} "
+                          f"{size / MiB / elapsed:7.1f} MiB/s  disk {written / MiB:7.1f} MiB  "
+                          f"RSS {peak / 1024:5.1f} MiB {note}", flush=True)
+                    if not counted:
+                        continue
+                    speeds[label].append(size / MiB / elapsed)
+                    rss[label] = max(rss.get(label, 0), peak)
+                    disk[label] = max(disk.get(label, 0), written)
+            medians = {label: statistics.median(s) for label, s in speeds.items()}
+            peer = medians["swift download + upload"]
+            print()
+            print(f"{'copy step':26s} {'MiB/s':>8s} {'vs peer':>8s} {'disk written':>14s} "
+                  f"{'peak RSS':>10s}")
+            for label, med in medians.items():
+                print(f"{label:26s} {med:8.1f} {med / peer:8.2f} {disk[label] / MiB:10.1f} MiB "
+                      f"{rss[label] / 1024:6.1f} MiB")
+            print()
+            print(f"{args.size_mib} MiB in {-(-size // per)} segments, {SOURCE} -> {TARGET}, "
+                  f"median of {args.rounds} round(s). Targets: >= 2x the peer, 0 bytes on disk, "
+                  f"peak RSS < 100 MiB. imgtools: {medians['imgtools'] / peer:.2f}x, "
+                  f"{disk['imgtools']} bytes on disk, {rss['imgtools'] / 1024:.0f} MiB.")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
