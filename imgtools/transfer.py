@@ -29,12 +29,13 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from imgtools._copy import COPY_CHUNK, DEFAULT_LISTING_DELAY, copy_export
+from imgtools._copy import COPY_CHUNK, DEFAULT_COPY_WORKERS, DEFAULT_LISTING_DELAY, copy_export
 from imgtools._exceptions import (
     ConfigurationError,
     ImgToolsError,
@@ -147,13 +148,20 @@ class _Call:
     fn: Callable[[], Any]
 
 
-_Steps = Generator[_On | _Call, Any, Any]
+@dataclass(frozen=True, slots=True)
+class _Pause:
+    seconds: float
+
+
+_Steps = Generator[_On | _Call | _Pause, Any, Any]
+
+
+def _path(*parts: str) -> str:
+    return "/".join(quote(p, safe="") for p in parts)
 
 
 def _op_head(client: _BaseClient[Any], container: str, name: str | None = None) -> Any:
     """HEAD a container or object: its status (404 included) and headers."""
-    from imgtools._client import _path
-
     parts = (container,) if name is None else (container, name)
     response = yield client._http_request("HEAD", _path(*parts), storage=True)
     if response.status_code != 404:
@@ -161,15 +169,13 @@ def _op_head(client: _BaseClient[Any], container: str, name: str | None = None) 
     return response.status_code, response.headers
 
 
-def _op_wait(client: _BaseClient[Any], task_id: str, timeout: float | None) -> Any:
+def _wait(side: str, client: _BaseClient[Any], task_id: str, timeout: float | None) -> _Steps:
     """Poll one task until it finishes (the client's poll policy); ``TaskTimeout`` after
     ``timeout`` seconds."""
-    from imgtools._client import _Sleep
-
     deadline = None if timeout is None else time.monotonic() + timeout
     attempt = 0
     while True:
-        task, retry_after = yield from client._op_get_task(task_id)
+        task, retry_after = yield _On(side, client._op_get_task(task_id))
         if task.done:
             return task
         delay = client.poll.delay(attempt, retry_after=retry_after)
@@ -177,12 +183,37 @@ def _op_wait(client: _BaseClient[Any], task_id: str, timeout: float | None) -> A
             raise TaskTimeout(f"task {task_id} is still {task.status.value} after "
                               f"{timeout:.0f} s", task=task)
         attempt += 1
-        yield _Sleep(delay)
+        yield _Pause(delay)
+
+
+def _op_find_export(client: _BaseClient[Any], task_input: Mapping[str, Any],
+                    since: datetime) -> Any:
+    """The newest successful export task of this input created since ``since``, whoever
+    started it (``None`` if the service no longer lists one: tasks vanish after 48 h)."""
+    from imgtools._models import parse_time
+
+    url: str | None = "tasks"
+    query: dict[str, Any] | None = {"sort_key": "created_at", "sort_dir": "desc", "limit": 100}
+    seen: set[str] = set()
+    while url is not None:
+        items, url, _ = yield from client._op_page(url, query, "tasks", seen)
+        query = None
+        for item in items:
+            created = parse_time(item.get("created_at")) if isinstance(item, dict) else None
+            if created is None or created < since:
+                return None
+            if item.get("type") != "export" or item.get("status") != "success":
+                continue
+            known = client._known_input(str(item.get("id")))
+            if known is None:
+                task, _ = yield from client._op_get_task(str(item["id"]))
+                known = task.input or {}
+            if all(known.get(k) == v for k, v in task_input.items()):
+                return str(item["id"])
+    return None
 
 
 def _op_patch_image(client: _BaseClient[Any], image_id: str, ops: list[dict[str, Any]]) -> Any:
-    from imgtools._client import _path
-
     response = yield client._http_request("PATCH", _path("images", image_id),
                                           content=json.dumps(ops).encode(),
                                           headers={"Content-Type": _PATCH_TYPE})
@@ -192,9 +223,7 @@ def _op_patch_image(client: _BaseClient[Any], image_id: str, ops: list[dict[str,
 
 def _sync_files(client: _BaseClient[Any]) -> Files:
     """Blocking Cloud Files calls for the copy's threads (an async client's own)."""
-    from imgtools._client import AsyncClient
-
-    if isinstance(client, AsyncClient):
+    if hasattr(client, "_storage_blocking"):  # an AsyncClient
         return Files(client._storage_blocking())
     return Files(client._storage)  # type: ignore[attr-defined]
 
@@ -211,10 +240,11 @@ def _since(started: float | None, client: _BaseClient[Any]) -> datetime | None:
 class _Job:
     def __init__(self, source: _BaseClient[Any], target: _BaseClient[Any],
                  record: TransferRecord, store: TransferStore, *, listing_delay: float,
-                 on_step: OnStep | None, progress: Progress | None) -> None:
+                 on_step: OnStep | None, progress: Progress | None,
+                 workers: int = DEFAULT_COPY_WORKERS) -> None:
         self.source, self.target = source, target
         self.record, self.store = record, store
-        self.listing_delay = listing_delay
+        self.listing_delay, self.workers = listing_delay, workers
         self.on_step, self.progress = on_step, progress
         self.earlier: float | None = None  # when the running step was first started, if before
 
@@ -275,6 +305,8 @@ class _Job:
         if self.earlier is not None:  # a run of this step was cut off: its task may exist
             found = yield _On("source", src._op_find_task("export", task_input,
                                                           _since(self.earlier, src)))
+            if found is not None and found.status.value == "failure":
+                found = None  # a failed export is no duplicate: start another
         if found is None:
             status, _ = yield _On("source", _op_head(src, rec.source_container,
                                                      self.export_object))
@@ -286,9 +318,9 @@ class _Job:
                         f"({'; '.join(report.problems)}): delete it or choose another "
                         "container", reason="export incomplete")
                 since = datetime.now(UTC) - REUSE_LOOKBACK
-                earlier = yield _On("source", src._op_find_task("export", task_input, since))
+                earlier = yield _On("source", _op_find_export(src, task_input, since))
                 rec.export_reused, rec.export_location = True, location
-                rec.export_task = None if earlier is None else earlier.id
+                rec.export_task = earlier
                 self.save()
                 return "reused", f"{location} (export task {rec.export_task or 'unknown'})"
             yield _On("source", src._op_put_container(rec.source_container))
@@ -304,9 +336,11 @@ class _Job:
         if rec.export_reused:
             return "reused", rec.export_location
         assert rec.export_task is not None
-        task: Task = yield _On("source", _op_wait(self.source, rec.export_task,
-                                                  self.source.wait_timeout))
+        task: Task = yield from _wait("source", self.source, rec.export_task,
+                                      self.source.wait_timeout)
         if task.status.value != "success":
+            # A resume starts another export (this one made nothing to duplicate).
+            rec.export_task, rec.step = None, "preflight"
             raise TaskFailed(f"export task {task.id} failed: {task.message}", task=task)
         _, rec.export_location = resolve_export(task)
         return "done", rec.export_location
@@ -317,7 +351,7 @@ class _Job:
         source, target = _sync_files(self.source), _sync_files(self.target)
         result = yield _Call(lambda: copy_export(
             source, rec.export_location or "", target, self.target_location,
-            listing_delay=self.listing_delay, progress=self.progress))
+            workers=self.workers, listing_delay=self.listing_delay, progress=self.progress))
         rec.copy_bytes, rec.copy_segments = result.bytes, result.segments
         rec.copy_copied_bytes += result.copied_bytes
         rec.copy_retries += result.retries
@@ -363,6 +397,8 @@ class _Job:
         if self.earlier is not None:
             found = yield _On("target", tgt._op_find_task("import", task_input,
                                                           _since(self.earlier, tgt)))
+            if found is not None and found.status.value == "failure":
+                found = None
         if found is None:
             yield _On("target", op_import_preflight(tgt, container, obj, task_input))
             found = yield _On("target", tgt._op_create_task("import", task_input, what,
@@ -375,9 +411,10 @@ class _Job:
     def import_wait(self) -> _Steps:
         rec = self.record
         assert rec.import_task is not None
-        task: Task = yield _On("target", _op_wait(self.target, rec.import_task,
-                                                  self.target.wait_timeout))
+        task: Task = yield from _wait("target", self.target, rec.import_task,
+                                      self.target.wait_timeout)
         if task.status.value != "success":
+            rec.import_task, rec.step = None, "manifest"  # a resume imports again
             raise ImportFailed(f"import task {task.id} failed: {task.message}", task=task)
         image_id = (task.result or {}).get("image_id")
         if not isinstance(image_id, str):
@@ -573,6 +610,8 @@ class Transfer(_Handle):
             try:
                 if isinstance(action, _On):
                     value = job.client(action.side)._run(action.op)  # type: ignore[attr-defined]
+                elif isinstance(action, _Pause):
+                    time.sleep(action.seconds)
                 else:
                     value = action.fn()
             except BaseException as exc:  # handed to the step: it records, then re-raises
@@ -600,6 +639,8 @@ class AsyncTransfer(_Handle):
             try:
                 if isinstance(action, _On):
                     value = await job.client(action.side)._run(action.op)  # type: ignore[attr-defined]
+                elif isinstance(action, _Pause):
+                    await asyncio.sleep(action.seconds)
                 else:
                     value = await asyncio.to_thread(action.fn)
             except BaseException as exc:
@@ -636,9 +677,9 @@ def _validate(image_id: Any, to: Any, name: Any, properties: Any, cleanup: Any,
                 target_ok = validate_container(value, field=field)
         except ValidationError as exc:
             errors.append(exc)
-    from imgtools._client import _BaseClient
-
-    if not isinstance(to, str | _BaseClient) or (isinstance(to, str) and not to.strip()):
+    # Duck-typed: this module never imports the client at run time (the client imports it).
+    is_client = hasattr(to, "in_region") and hasattr(to, "_run")
+    if not (isinstance(to, str) or is_client) or (isinstance(to, str) and not to.strip()):
         errors.append(ValidationError(f"to must be a region name or a client, got {to!r}",
                                       field="to"))
     if name is not None and (not isinstance(name, str) or not name.strip()
@@ -680,6 +721,7 @@ def _target_of(client: _BaseClient[Any], to: Any) -> _BaseClient[Any]:
 
 def _new_job(client: _BaseClient[Any], image_id: Any, *, to: Any, name: Any, properties: Any,
              cleanup: Any, container: Any, target_container: Any, listing_delay: float,
+             workers: int,
              store: TransferStore | None, on_step: OnStep | None,
              progress: Progress | None) -> _Job:
     target_container = container if target_container is None else target_container
@@ -693,13 +735,14 @@ def _new_job(client: _BaseClient[Any], image_id: Any, *, to: Any, name: Any, pro
         source_account=client.tenant_id, target_region=target.region,
         target_account=target.tenant_id)
     job = _Job(client, target, record, _store_of(client, store), listing_delay=listing_delay,
-               on_step=on_step, progress=progress)
+               workers=workers, on_step=on_step, progress=progress)
     job.save()
     return job
 
 
 def _resumed_job(client: _BaseClient[Any], transfer_id: str, *, to: Any,
-                 store: TransferStore | None, listing_delay: float, on_step: OnStep | None,
+                 store: TransferStore | None, listing_delay: float, workers: int,
+                 on_step: OnStep | None,
                  progress: Progress | None) -> _Job:
     if not isinstance(transfer_id, str) or not transfer_id:
         raise ValidationError(f"transfer_id must be a transfer's id, got {transfer_id!r}",
@@ -723,8 +766,8 @@ def _resumed_job(client: _BaseClient[Any], transfer_id: str, *, to: Any,
                                      f"{record.target_account}: pass to= a client of it")
         to = record.target_region or client.region or ""
     target = _target_of(source, to)
-    return _Job(source, target, record, store, listing_delay=listing_delay, on_step=on_step,
-                progress=progress)
+    return _Job(source, target, record, store, listing_delay=listing_delay, workers=workers,
+                on_step=on_step, progress=progress)
 
 
 def begin_transfer(client: Client, image_id: str, *, to: str | Client, name: str | None = None,
@@ -732,23 +775,26 @@ def begin_transfer(client: Client, image_id: str, *, to: str | Client, name: str
                    container: str = DEFAULT_TRANSFER_CONTAINER,
                    target_container: str | None = None,
                    listing_delay: float = DEFAULT_LISTING_DELAY,
+        workers: int = DEFAULT_COPY_WORKERS,
                    store: TransferStore | None = None, on_step: OnStep | None = None,
                    progress: Progress | None = None) -> Transfer:
     """A new transfer's handle, its record saved, no step run (``Client.transfer`` runs it)."""
     return Transfer(_new_job(client, image_id, to=to, name=name, properties=properties,
                              cleanup=cleanup, container=container,
                              target_container=target_container, listing_delay=listing_delay,
+                             workers=workers,
                              store=store, on_step=on_step, progress=progress))
 
 
 def resume_transfer(client: Client, transfer_id: str, *, to: str | Client | None = None,
                     listing_delay: float = DEFAULT_LISTING_DELAY,
+        workers: int = DEFAULT_COPY_WORKERS,
                     store: TransferStore | None = None, on_step: OnStep | None = None,
                     progress: Progress | None = None) -> Transfer:
     """The handle of a recorded transfer (``run()`` continues it); ``to``: the target's client
     when it is another account's (default: this login in the recorded target region)."""
     return Transfer(_resumed_job(client, transfer_id, to=to, store=store,
-                                 listing_delay=listing_delay, on_step=on_step,
+                                 listing_delay=listing_delay, workers=workers, on_step=on_step,
                                  progress=progress))
 
 
@@ -758,6 +804,7 @@ async def abegin_transfer(client: AsyncClient, image_id: str, *, to: str | Async
                           container: str = DEFAULT_TRANSFER_CONTAINER,
                           target_container: str | None = None,
                           listing_delay: float = DEFAULT_LISTING_DELAY,
+        workers: int = DEFAULT_COPY_WORKERS,
                           store: TransferStore | None = None, on_step: OnStep | None = None,
                           progress: Progress | None = None) -> AsyncTransfer:
     if client._session is None:
@@ -765,19 +812,21 @@ async def abegin_transfer(client: AsyncClient, image_id: str, *, to: str | Async
     return AsyncTransfer(_new_job(client, image_id, to=to, name=name, properties=properties,
                                   cleanup=cleanup, container=container,
                                   target_container=target_container,
-                                  listing_delay=listing_delay, store=store, on_step=on_step,
+                                  listing_delay=listing_delay, workers=workers, store=store,
+                                  on_step=on_step,
                                   progress=progress))
 
 
 async def aresume_transfer(client: AsyncClient, transfer_id: str, *,
                            to: str | AsyncClient | None = None,
                            listing_delay: float = DEFAULT_LISTING_DELAY,
+        workers: int = DEFAULT_COPY_WORKERS,
                            store: TransferStore | None = None, on_step: OnStep | None = None,
                            progress: Progress | None = None) -> AsyncTransfer:
     if client._session is None:
         await client.open()
     return AsyncTransfer(_resumed_job(client, transfer_id, to=to, store=store,
-                                      listing_delay=listing_delay, on_step=on_step,
+                                      listing_delay=listing_delay, workers=workers, on_step=on_step,
                                       progress=progress))
 
 
