@@ -70,6 +70,7 @@ from imgtools._exceptions import (
     ExportNotConfirmed,
     ImgToolsError,
     ImportNotConfirmed,
+    MissingSetting,
     NotExportable,
     NotFound,
     RateLimited,
@@ -491,9 +492,10 @@ class _BaseClient(Generic[_TransportT]):
                       **kwargs: Any) -> _Send:
         client = self._storage_http if storage else self._http
         if client is None:
-            raise ConfigurationError(
+            raise MissingSetting(
                 "no Cloud Files storage URL: set FILES_ENDPOINT (or pass files_endpoint=), or "
-                "log in with username + API key so the service catalog gives it")
+                "log in with username + API key so the service catalog gives it",
+                setting="files_endpoint")
         return _Send(client.build_request(method, url, **kwargs), storage=storage)
 
     # -- operations (written once, driven by both clients) ------------------------------------

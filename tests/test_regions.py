@@ -150,6 +150,14 @@ def test_a_bare_token_derives_what_it_can(emu: EmulatorHandle) -> None:
     with imgtools.connect(endpoint=emu.image_endpoint, token=token, tenant_id=DEMO,
                           log=False) as c:
         assert c.tenant_id == DEMO
+    # Cloud Files needs its storage URL: an import says so before any request.
+    with imgtools.connect(endpoint=emu.image_endpoint, token=token, log=False,
+                          transport=(recorder := Recorder())) as c:
+        with pytest.raises(MissingSetting) as no_files:
+            c.begin_import("imports/disk.vhd", name="n")
+        assert no_files.value.setting == "files_endpoint"
+        assert "FILES_ENDPOINT" in str(no_files.value)
+        assert recorder.requests == []
     # ServiceNet needs the catalog's internalURL, which a bare token has not got.
     with pytest.raises(MissingSetting) as missing:
         imgtools.connect(endpoint=emu.image_endpoint, token=token, servicenet=True, log=False)
