@@ -215,14 +215,17 @@ def test_a_segment_refused_every_time_fails_typed_and_leaves_no_manifest(
 # -- faults -----------------------------------------------------------------------------------
 
 
-def test_cut_source_bodies_resume_without_starting_the_segment_over(
+def test_cut_source_bodies_and_503s_resume_without_starting_the_segment_over(
         emu: EmulatorHandle, client: imgtools.Client, away: imgtools.Client) -> None:
     location, content = _lay_out(emu, seed=5)
-    # Every segment GET stops halfway, then halfway through what is left, and so on.
-    emu.set_faults(cut_body=1.0, methods="GET", paths=f"/v1/MossoCloudFS_100001/{location}-")
+    # Every segment GET that is answered stops halfway, then halfway through what is left,
+    # and so on; some are answered 503 first (seeded; only these GETs draw, one at a time).
+    emu.set_faults(cut_body=1.0, error_503=0.05, seed=21, methods="GET",
+                   paths=f"/v1/MossoCloudFS_100001/{location}-")
     result = _copy(client, location, away, workers=1)
-    assert emu.stats()["faults"]["cut_body"] >= 4 * len(SIZES)
-    assert result.retries == 0  # resumed with Range: no segment went twice
+    faults = emu.stats()["faults"]
+    assert faults["cut_body"] >= 4 * len(SIZES) and faults["error_503"] >= 1
+    assert result.retries == 0  # resumed with Range, 503s asked again: no segment went twice
     assert _assembled(emu, AWAY, location) == content
 
 
@@ -251,10 +254,20 @@ def test_tokens_expiring_mid_copy_log_in_again_on_both_sides(
             expired.set()
             emu.advance_clock(10 ** 6)
 
-    before = (client.stats.reauths, away.stats.reauths)
+    def refused() -> dict[str, int]:
+        return {method: sum(r["count"] for r in emu.stats()["requests"]
+                            if r["method"] == method and r["status"] == 401
+                            and r["route"].endswith("{object:path}"))
+                for method in ("GET", "PUT")}
+
+    before = (client.stats.reauths, away.stats.reauths, refused())
     result = _copy(client, location, away, workers=1, progress=expire_once)
     assert expired.is_set()
     assert client.stats.reauths > before[0] and away.stats.reauths > before[1]
+    # A segment GET and a segment PUT met the expired token: the PUT was sent again whole.
+    after = refused()
+    assert after["GET"] > before[2]["GET"] and after["PUT"] > before[2]["PUT"]
+    assert result.retries >= 1
     assert result.copied == len(SIZES)
     assert _assembled(emu, AWAY, location) == content
 
