@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from client_support import DB, WEB, WINDOWS, fresh_container, make_client
 
+from imgtools._embedded import CREDENTIAL_VARIABLES
 from imgtools.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from imgtools.emulator import EmulatorHandle
-from imgtools.transfer import TransferStore
+from imgtools.transfer import STEPS, TransferStore
 
 pytest_plugins = ["fixtures_client"]
 
@@ -103,3 +109,19 @@ def test_a_refused_image_exits_2_and_is_listed_failed(
     code, out, _ = run("transfers", "--format", "json", capsys=capsys)
     [row] = json.loads(out)
     assert row["status"] == "failed" and row["error"].startswith("preflight")
+
+
+def test_the_readmes_transfer_example_runs(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Moving an image to another region or account", 1)[1]
+    block = re.search(r"```py\n(.*?)```", section, flags=re.S)
+    assert block is not None
+    env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARIABLES}
+    env["IMGTOOLS_LOG"] = str(tmp_path / "log.sqlite")
+    proc = subprocess.run([sys.executable, "-c", block.group(1)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"done IAD {len(STEPS)}"
+    assert lines[1] == "ORD True"
+    assert re.search(r"ORD\s+IAD\s+\d+\s+done", lines[-1])
