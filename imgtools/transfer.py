@@ -26,6 +26,7 @@ since the step first started) before posting again: never a second export or imp
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 import time
@@ -34,6 +35,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
+
+import httpx
 
 from imgtools._copy import COPY_CHUNK, DEFAULT_COPY_WORKERS, DEFAULT_LISTING_DELAY, copy_export
 from imgtools._exceptions import (
@@ -57,6 +60,7 @@ from imgtools._imports import (
     validate_import_args,
 )
 from imgtools._models import Image, Task
+from imgtools._regions import region_session
 from imgtools._transfer_store import StepRow, TransferRecord, TransferStore
 from imgtools._validation import check_all, validate_container, validate_image_id
 
@@ -228,6 +232,27 @@ def _sync_files(client: _BaseClient[Any]) -> Files:
     return Files(client._storage)  # type: ignore[attr-defined]
 
 
+def _public_twin(client: _BaseClient[Any]) -> _BaseClient[Any] | None:
+    """The client as it is but on Cloud Files' public URL, when it uses ServiceNet (which only
+    reaches Cloud Files of its own region); ``None`` when it does not, or cannot say (a bare
+    token has no catalog to take the public URL from)."""
+    session = client._session
+    if not client.servicenet or session is None or not session.catalog or not client.region:
+        return None
+    twin = copy.copy(client)
+    twin._servicenet = False
+    twin._fork(region_session(session, client.region, servicenet=False))
+    return twin
+
+
+def _close(client: _BaseClient[Any]) -> None:
+    """Close a client made here (a blocking close is fine for an async one: it never sent on
+    its async connections, only on the blocking ones of the copy's threads)."""
+    for http in (*getattr(client, "_blocking", ()), client._http, client._storage_http):
+        if isinstance(http, httpx.Client):
+            http.close()
+
+
 def _since(started: float | None, client: _BaseClient[Any]) -> datetime | None:
     if started is None:
         return None
@@ -345,20 +370,37 @@ class _Job:
         _, rec.export_location = resolve_export(task)
         return "done", rec.export_location
 
+    @property
+    def same_region(self) -> bool:
+        return (self.source.region or "").upper() == (self.target.region or "").upper()
+
     def copy(self) -> _Steps:
         rec = self.record
         assert rec.export_location is not None
-        source, target = _sync_files(self.source), _sync_files(self.target)
-        result = yield _Call(lambda: copy_export(
-            source, rec.export_location or "", target, self.target_location,
-            workers=self.workers, listing_delay=self.listing_delay, progress=self.progress))
+        # ServiceNet reaches only its own region's Cloud Files: across regions, the public URLs.
+        ends = [self.source, self.target]
+        made: list[_BaseClient[Any]] = []
+        if not self.same_region:
+            for i, end in enumerate(ends):
+                twin = _public_twin(end)
+                if twin is not None:
+                    ends[i] = twin
+                    made.append(twin)
+        source, target = _sync_files(ends[0]), _sync_files(ends[1])
+        try:
+            result = yield _Call(lambda: copy_export(
+                source, rec.export_location or "", target, self.target_location,
+                workers=self.workers, listing_delay=self.listing_delay,
+                progress=self.progress))
+        finally:
+            for twin in made:
+                _close(twin)
         rec.copy_bytes, rec.copy_segments = result.bytes, result.segments
         rec.copy_copied_bytes += result.copied_bytes
         rec.copy_retries += result.retries
         rec.copy_seconds += result.seconds
         rec.target_location = self.target_location
-        rec.servicenet = (self.source.servicenet and self.target.servicenet
-                          and self.source.region == self.target.region)
+        rec.servicenet = self.same_region and ends[0].servicenet and ends[1].servicenet
         return "done", (f"{result.copied} segments copied, {result.skipped} already there, "
                         f"{result.copied_bytes} bytes")
 

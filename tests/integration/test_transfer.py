@@ -350,3 +350,47 @@ def test_transfer_all(emu: EmulatorHandle, client: imgtools.Client, iad: imgtool
     assert tasks_created(emu) == created + 4
     for h in handles[:2]:
         assert iad.get_image(h.target_image or "").checksum == h.record.copy_md5
+
+
+# -- ServiceNet --------------------------------------------------------------------------------
+
+
+def test_servicenet_in_one_region_and_public_urls_across_regions(
+        emu: EmulatorHandle, store: TransferStore) -> None:
+    recorder = Recorder()
+    with make_client(emu, servicenet=True, transport=recorder) as c, \
+            make_client(emu, username="other", api_key="other-key", servicenet=True) as other:
+        def storage_hosts() -> set[str]:
+            return {str(r.url).split("/v1/")[0] for r in recorder.requests
+                    if "/v1/" in str(r.url) and r.method == "PUT"}
+
+        same = _go(c, DB, store, to=other).record
+        assert same.servicenet and same.status == "done"
+        assert other.get_image(same.target_image or "").checksum == same.copy_md5
+        del recorder.requests[:]
+        across = _go(c, DB, store, to="IAD").record
+        assert not across.servicenet and across.status == "done"
+        # The segments went to IAD's public storage URL, not to its ServiceNet one.
+        iad_public = emu.storage_url("100001", "IAD").split("/v1/")[0]
+        iad_snet = emu.storage_url("100001", "IAD", servicenet=True).split("/v1/")[0]
+        assert iad_public in storage_hosts() and iad_snet not in storage_hosts()
+
+
+def test_a_copy_failing_on_503s_resumes_once_they_stop(
+        emu: EmulatorHandle, iad: imgtools.Client, store: TransferStore) -> None:
+    with make_client(emu, retries=1) as client:  # few retries: the 503s win quickly
+        handle = client.transfer(DB, to="IAD", container=fresh_container("f"),
+                                 listing_delay=0, store=store, wait=False)
+        handle.run(until="export_wait")
+        created = tasks_created(emu)
+        emu.set_faults(error_503=1.0, methods="PUT", paths="/v1/", seed=5)
+        try:
+            with pytest.raises(TransferFailed) as caught:
+                handle.run()
+        finally:
+            emu.set_faults(error_503=0.0, methods="", paths="")
+        assert caught.value.step == "copy" and handle.status == "failed"
+        assert handle.record.step == "export_wait"
+        rec = handle.resume()
+    assert rec.status == "done" and tasks_created(emu) == created + 1
+    assert iad.get_image(rec.target_image or "").checksum == rec.copy_md5
