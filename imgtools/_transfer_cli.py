@@ -5,6 +5,7 @@ cause). This module never imports ``cli`` (that one imports it)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -79,13 +80,17 @@ def cmd_transfer(args: argparse.Namespace, out: TextIO, connect: _Connect) -> in
     reporter = _Reporter(bar=sys.stderr.isatty() and not args.no_progress)
     options: dict[str, Any] = {"on_step": reporter.step, "progress": reporter.progress}
     client = connect(args)
-    with client:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(client)
+        to: Any = None
+        if args.resume is None or args.to_region or args.to_account:
+            to = _target(args, client)
+            if not isinstance(to, str):
+                stack.enter_context(to)  # the other account's client: ours to close
         if args.resume is not None:
-            to = None if not (args.to_region or args.to_account) else _target(args, client)
             handle = client.resume_transfer(args.resume, to=to, wait=False, **options)
             handle.run()
         else:
-            to = _target(args, client)
             cleanup = "both" if args.cleanup else "copy" if args.keep_export else None
             handle = client.transfer(args.image_id, to=to, name=args.name, cleanup=cleanup,
                                      container=args.container, wait=False, **options)

@@ -263,11 +263,18 @@ def _since(started: float | None, client: _BaseClient[Any]) -> datetime | None:
 
 
 class _Job:
-    def __init__(self, source: _BaseClient[Any], target: _BaseClient[Any],
-                 record: TransferRecord, store: TransferStore, *, listing_delay: float,
-                 on_step: OnStep | None, progress: Progress | None,
-                 workers: int = DEFAULT_COPY_WORKERS) -> None:
-        self.source, self.target = source, target
+    """One transfer's work. Its clients: ``base`` (the caller's), and the twins of other
+    regions it makes (``in_region``) for as long as a run lasts: ``open`` before, the runner
+    closes ``made`` after, so a handle keeps no connection between runs."""
+
+    def __init__(self, base: _BaseClient[Any], to: Any, record: TransferRecord,
+                 store: TransferStore, *, listing_delay: float, on_step: OnStep | None,
+                 progress: Progress | None, workers: int = DEFAULT_COPY_WORKERS) -> None:
+        self.base, self.to = base, to
+        self.made: list[_BaseClient[Any]] = []
+        self.source: _BaseClient[Any] = base
+        self.target: _BaseClient[Any] = base
+        self.opened = False
         self.record, self.store = record, store
         self.listing_delay, self.workers = listing_delay, workers
         self.on_step, self.progress = on_step, progress
@@ -275,6 +282,24 @@ class _Job:
 
     def client(self, side: str) -> _BaseClient[Any]:
         return self.source if side == "source" else self.target
+
+    def open(self) -> None:
+        if self.opened:
+            return
+        base, region = self.base, self.record.source_region
+        self.source = base
+        if region and base.region and region.upper() != base.region.upper():
+            self.source = base.in_region(region)
+            self.made.append(self.source)
+        self.target = _target_of(self.source, self.to)
+        if self.target is not self.source and self.target is not self.to:
+            self.made.append(self.target)
+        self.opened = True
+
+    def closing(self) -> list[_BaseClient[Any]]:
+        """The twins to close after a run (and forget: the next run makes its own)."""
+        made, self.made, self.opened = self.made, [], False
+        return made
 
     def save(self) -> None:
         self.store.save(self.record)
@@ -640,6 +665,15 @@ class Transfer(_Handle):
         """Run the steps not completed yet (through ``until``, if given); ``TransferFailed``
         (the cause chained) when one fails, its state saved."""
         job = self._job
+        job.open()
+        try:
+            return self._drive(until)
+        finally:
+            for twin in job.closing():
+                twin.close()  # type: ignore[attr-defined]
+
+    def _drive(self, until: str | None) -> TransferRecord:
+        job = self._job
         gen = _op_run(job, until)
         value: Any = None
         error: BaseException | None = None
@@ -668,6 +702,15 @@ class AsyncTransfer(_Handle):
     """The async twin of ``Transfer``: the same steps; blocking calls on a worker thread."""
 
     async def run(self, *, until: str | None = None) -> TransferRecord:
+        job = self._job
+        job.open()
+        try:
+            return await self._drive(until)
+        finally:
+            for twin in job.closing():
+                await twin.aclose()  # type: ignore[attr-defined]
+
+    async def _drive(self, until: str | None) -> TransferRecord:
         job = self._job
         gen = _op_run(job, until)
         value: Any = None
@@ -761,6 +804,20 @@ def _target_of(client: _BaseClient[Any], to: Any) -> _BaseClient[Any]:
     return to  # type: ignore[no-any-return]
 
 
+def _target_facts(client: _BaseClient[Any], to: Any) -> tuple[str | None, str | None]:
+    """The target's region and account, checked with no client made and no request sent
+    (``UnknownRegion`` for a region the catalog does not offer)."""
+    if not isinstance(to, str):
+        _target_of(client, to)  # the kind of client
+        return to.region, to.tenant_id
+    if client.region is not None and to.strip().upper() == client.region.upper():
+        return client.region, client.tenant_id
+    if client._session is None:
+        raise ConfigurationError("the client has not logged in yet: await client.open() first")
+    session = region_session(client._session, to, servicenet=client.servicenet)
+    return session.region, client.tenant_id
+
+
 def _new_job(client: _BaseClient[Any], image_id: Any, *, to: Any, name: Any, properties: Any,
              cleanup: Any, container: Any, target_container: Any, listing_delay: float,
              workers: int,
@@ -769,14 +826,14 @@ def _new_job(client: _BaseClient[Any], image_id: Any, *, to: Any, name: Any, pro
     target_container = container if target_container is None else target_container
     image, keys, source_c, target_c = _validate(image_id, to, name, properties, cleanup,
                                                 container, target_container)
-    target = _target_of(client, to)
+    target_region, target_account = _target_facts(client, to)
     record = TransferRecord(
         name=name if name is not None else "", source_image=image,
         source_container=source_c, target_container=target_c, properties=keys,
         cleanup="none" if cleanup is None else cleanup, source_region=client.region,
-        source_account=client.tenant_id, target_region=target.region,
-        target_account=target.tenant_id)
-    job = _Job(client, target, record, _store_of(client, store), listing_delay=listing_delay,
+        source_account=client.tenant_id, target_region=target_region,
+        target_account=target_account)
+    job = _Job(client, to, record, _store_of(client, store), listing_delay=listing_delay,
                workers=workers, on_step=on_step, progress=progress)
     job.save()
     return job
@@ -798,17 +855,12 @@ def _resumed_job(client: _BaseClient[Any], transfer_id: str, *, to: Any,
         raise ConfigurationError(f"transfer {transfer_id} is from account "
                                  f"{record.source_account}: resume it with a client of that "
                                  "account")
-    source = client
-    if record.source_region and client.region and \
-            record.source_region.upper() != client.region.upper():
-        source = client.in_region(record.source_region)
     if to is None:
         if record.target_account not in (None, client.tenant_id):
             raise ConfigurationError(f"transfer {transfer_id} goes to account "
                                      f"{record.target_account}: pass to= a client of it")
         to = record.target_region or client.region or ""
-    target = _target_of(source, to)
-    return _Job(source, target, record, store, listing_delay=listing_delay, workers=workers,
+    return _Job(client, to, record, store, listing_delay=listing_delay, workers=workers,
                 on_step=on_step, progress=progress)
 
 
@@ -895,9 +947,13 @@ def transfer_all(client: Client, images: Iterable[str], *, to: str | Client,
         client.wait_all(exports)
     advance("import")
     imports = [h.record.import_task for h in alive if h.record.import_task]
-    if imports and alive:
-        target: Any = alive[0]._job.target
-        target.wait_all(imports)
+    if imports:
+        target = _target_of(client, to)
+        try:
+            target.wait_all(imports)  # type: ignore[attr-defined]
+        finally:
+            if target is not client and target is not to:
+                target.close()  # type: ignore[attr-defined]
     advance(None)
     return handles
 
