@@ -109,7 +109,7 @@ class TransferRecord:
         return values
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> TransferRecord:
+    def _from_row(cls, row: sqlite3.Row) -> TransferRecord:
         values = dict(row)
         values["properties"] = json.loads(values["properties"])
         values["export_reused"] = bool(values["export_reused"])
@@ -168,7 +168,7 @@ class TransferStore:
     def get(self, transfer_id: str) -> TransferRecord | None:
         with self._connect() as db:
             row = db.execute("SELECT * FROM transfers WHERE id = ?", (transfer_id,)).fetchone()
-        return None if row is None else TransferRecord.from_row(row)
+        return None if row is None else TransferRecord._from_row(row)
 
     def records(self, *, source_image: str | None = None, target_image: str | None = None
                 ) -> list[TransferRecord]:
@@ -180,7 +180,7 @@ class TransferStore:
             sql, args = sql + " WHERE target_image = ?", [target_image]
         with self._connect() as db:
             rows = db.execute(sql + " ORDER BY created_at, id", args).fetchall()
-        return [TransferRecord.from_row(r) for r in rows]
+        return [TransferRecord._from_row(r) for r in rows]
 
     def step_started(self, transfer_id: str, step: str) -> float:
         now = time.time()
