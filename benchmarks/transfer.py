@@ -2,10 +2,13 @@
 
     .venv/bin/python benchmarks/transfer.py [--size-mib 1024] [--segments 10]
                                             [--segment-mib 1000] [--rounds 3] [--warmup 1]
+                                            [--two-emulators]
 
 A 1 GiB export is laid out in the default region (ORD) as ``benchmarks/download.py`` lays one
 out (``--segments`` equal segments, or ``--segment-mib 1000`` as Cloud Images does), then
-copied to another region (DFW) of the same emulator, alternating the contenders each round:
+copied to another region (DFW) of the same emulator (``--two-emulators``: DFW of a second
+emulator process, as real regions are separate servers; on 2 cores the three processes then
+compete for CPU), alternating the contenders each round:
 
 - ``imgtools``: ``Files.copy_export`` in a child process, timed from outside (start-up and
   log-in included, as the peer's commands are): ``DEFAULT_COPY_WORKERS`` segments at once,
@@ -30,6 +33,7 @@ peak RSS < 100 MiB.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -51,10 +55,12 @@ SOURCE, TARGET = "ORD", "DFW"
 
 CHILD = r"""
 import sys, time, imgtools
-src_url, dst_url, image_endpoint, token, location, target = sys.argv[1:7]
+src_url, dst_url, image_endpoint, src_token, dst_token, location, target = sys.argv[1:8]
 # The client's own stack for each region: auth, retry transport, Cloud Files transport.
-source = imgtools.connect(endpoint=image_endpoint, token=token, files_endpoint=src_url, log=False)
-dest = imgtools.connect(endpoint=image_endpoint, token=token, files_endpoint=dst_url, log=False)
+source = imgtools.connect(endpoint=image_endpoint, token=src_token, files_endpoint=src_url,
+                          log=False)
+dest = imgtools.connect(endpoint=image_endpoint, token=dst_token, files_endpoint=dst_url,
+                        log=False)
 t0 = time.perf_counter()
 result = source.files.copy_export(location, dest.files, target, listing_delay=0)
 elapsed = time.perf_counter() - t0
@@ -143,11 +149,11 @@ def assembled_md5(storage: str, token: str, location: str) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def run_imgtools(src: str, dst: str, image_endpoint: str, token: str, location: str,
-                 target: str) -> tuple[float, int, int, str]:
+def run_imgtools(src: str, dst: str, image_endpoint: str, tokens: tuple[str, str],
+                 location: str, target: str) -> tuple[float, int, int, str]:
     t0 = time.perf_counter()
     out, peak, written = run_child([sys.executable, "-c", CHILD, src, dst, image_endpoint,
-                                    token, location, target])
+                                    *tokens, location, target])
     # Timed from outside, process start-up included, as the peer's two commands are.
     elapsed = time.perf_counter() - t0
     inside, self_written, _copied, skipped, retries = out.split()
@@ -166,18 +172,19 @@ def run_ceiling(dst: str, token: str, container: str, size: int,
     return float(out.split()[0]), peak, written, ""
 
 
-def run_peer(src: str, dst: str, token: str, location: str, target: str, per: int,
-             work: Path) -> tuple[float, int, int, str]:
+def run_peer(src: str, dst: str, tokens: tuple[str, str], location: str, target: str,
+             per: int, work: Path) -> tuple[float, int, int, str]:
     container, name = location.split("/")
     tcontainer, tname = target.split("/")
     local = work / "peer" / name
     local.parent.mkdir(exist_ok=True)
-    swift = [str(Path(sys.executable).with_name("swift")), "--os-auth-token", token]
+    swift = str(Path(sys.executable).with_name("swift"))
     t0 = time.perf_counter()
-    _, peak1, written1 = run_child([*swift, "--os-storage-url", src, "download", container,
-                                    name, "-o", str(local)])
+    _, peak1, written1 = run_child([swift, "--os-auth-token", tokens[0], "--os-storage-url",
+                                    src, "download", container, name, "-o", str(local)])
     t1 = time.perf_counter()
-    _, peak2, written2 = run_child([*swift, "--os-storage-url", dst, "upload", "--use-dlo",
+    _, peak2, written2 = run_child([swift, "--os-auth-token", tokens[1], "--os-storage-url",
+                                    dst, "upload", "--use-dlo",
                                     "--segment-size", str(per), "--object-name", tname,
                                     tcontainer, str(local)])
     t2 = time.perf_counter()
@@ -193,21 +200,31 @@ def main() -> int:
     parser.add_argument("--segment-mib", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="uncounted rounds first")
+    parser.add_argument("--two-emulators", action="store_true",
+                        help="the target region in a second emulator process (by default one "
+                             "event loop serves the source's GETs and takes the target's PUTs)")
     args = parser.parse_args()
     size = args.size_mib * MiB
     per = args.segment_mib * MiB if args.segment_mib else -(-size // args.segments)
     work = Path(tempfile.mkdtemp(prefix="imgtools-bench-xfer-"))
     config = EmulatorConfig(image_size=64 * 1024, max_object_size=max(size, per))
     try:
-        with start_emulator(config=config, data_dir=work / "emu") as emu:
-            token = emu.token()
+        with contextlib.ExitStack() as stack:
+            # Real regions are different servers; on one small machine, though, a second
+            # emulator process competes with the first and the client for the same cores.
+            emu = stack.enter_context(start_emulator(config=config, data_dir=work / "emu"))
+            far = stack.enter_context(start_emulator(config=config, data_dir=work / "emu2")) \
+                if args.two_emulators else emu
             tenant = emu.tenant_of("demo")
-            src, dst = emu.storage_url(tenant, SOURCE), emu.storage_url(tenant, TARGET)
+            tokens = (emu.token(), far.token())
+            token = tokens[1]  # the target's, for checking and clearing it
+            src, dst = emu.storage_url(tenant, SOURCE), far.storage_url(tenant, TARGET)
             name = f"{uuid.uuid4()}.vhd"
-            print(f"uploading {args.size_mib} MiB in {-(-size // per)} segments to {SOURCE} ...",
+            print(f"uploading {args.size_mib} MiB in {-(-size // per)} segments to {SOURCE} "
+                  f"({'one emulator' if far is emu else 'two emulator processes'}) ...",
                   flush=True)
-            location = upload(src, token, "bench", name, size, per)
-            expected = assembled_md5(src, token, location)
+            location = upload(src, tokens[0], "bench", name, size, per)
+            expected = assembled_md5(src, tokens[0], location)
             speeds: dict[str, list[float]] = {label: [] for label in CONTENDERS}
             rss: dict[str, int] = {}
             disk: dict[str, int] = {}
@@ -218,12 +235,12 @@ def main() -> int:
                     subprocess.run(["sync"], check=True)  # no one pays for another's writeback
                     if label == "imgtools":
                         elapsed, peak, written, note = run_imgtools(
-                            src, dst, emu.image_endpoint, token, location, target)
+                            src, dst, emu.image_endpoint, tokens, location, target)
                     elif label.startswith("ceiling"):
                         elapsed, peak, written, note = run_ceiling(dst, token, tcontainer,
                                                                    size, per)
                     else:
-                        elapsed, peak, written, note = run_peer(src, dst, token, location,
+                        elapsed, peak, written, note = run_peer(src, dst, tokens, location,
                                                                 target, per, work)
                     if not label.startswith("ceiling"):
                         got = assembled_md5(dst, token, target)
