@@ -103,10 +103,14 @@ def cmd_transfer(args: argparse.Namespace, out: TextIO, connect: _Connect) -> in
     return 0
 
 
-def cmd_transfers(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_transfers(args: argparse.Namespace, out: TextIO, connect: _Connect) -> int:
     from imgtools.transfer import TransferStore
 
-    _print(args.format, out, TransferStore().records())
+    path = None
+    if args.emulator:  # transfers seen through the emulator are in the log beside its data
+        with connect(args) as client:
+            path = getattr(client.log, "path", None)
+    _print(args.format, out, TransferStore(path).records())
     return 0
 
 
@@ -152,4 +156,5 @@ def add_commands(add: _Add, connect: _Connect) -> None:
     p.add_argument("--wait", action="store_true",
                    help="run every step (without: stop once the export task is started)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add("transfers", cmd_transfers, "list the recorded transfers (any state) and their lineage")
+    add("transfers", lambda args, out: cmd_transfers(args, out, connect),
+        "list the recorded transfers (any state) and their lineage")

@@ -349,6 +349,8 @@ class _Job:
 
     def export(self) -> _Steps:
         rec, src = self.record, self.source
+        if rec.export_task is not None or rec.export_reused:  # saved before a stop
+            return "done", rec.export_task or rec.export_location
         location = f"{rec.source_container}/{self.export_object}"
         task_input, what, check = src._export_task(rec.source_image, rec.source_container)
         found: Task | None = None
@@ -458,6 +460,8 @@ class _Job:
 
     def import_(self) -> _Steps:
         rec, tgt = self.record, self.target
+        if rec.import_task is not None:  # saved before a stop
+            return "done", rec.import_task
         container, obj, task_input = validate_import_args(self.target_location, rec.name, "vhd")
         what, check = describe_import(task_input)
         found: Task | None = None

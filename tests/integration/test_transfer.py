@@ -394,3 +394,21 @@ def test_a_copy_failing_on_503s_resumes_once_they_stop(
         rec = handle.resume()
     assert rec.status == "done" and tasks_created(emu) == created + 1
     assert iad.get_image(rec.target_image or "").checksum == rec.copy_md5
+
+
+@pytest.mark.parametrize("step", ["export", "import"])
+def test_a_stop_after_the_task_id_was_saved_makes_no_second_task(
+        emu: EmulatorHandle, client: imgtools.Client, store: TransferStore, step: str) -> None:
+    """As a kill between saving the task id and ending the step leaves it: the step not
+    ended, the id saved; resumed by the same client (which claimed the task: the lookups for
+    other callers' tasks skip it)."""
+    handle = client.transfer(DB, to="IAD", container=fresh_container("s"), listing_delay=0,
+                             store=store, wait=False)
+    handle.run(until=step)
+    created = tasks_created(emu)
+    rec = handle.record
+    rec.step = STEPS[STEPS.index(step) - 1]
+    store.save(rec)
+    done = handle.resume()
+    assert done.status == "done"
+    assert tasks_created(emu) == created + (1 if step == "export" else 0)
