@@ -669,8 +669,8 @@ class Transfer(_Handle):
         """Run the steps not completed yet (through ``until``, if given); ``TransferFailed``
         (the cause chained) when one fails, its state saved."""
         job = self._job
-        job.open()
         try:
+            job.open()
             return self._drive(until)
         finally:
             for twin in job.closing():
@@ -707,8 +707,8 @@ class AsyncTransfer(_Handle):
 
     async def run(self, *, until: str | None = None) -> TransferRecord:
         job = self._job
-        job.open()
         try:
+            job.open()
             return await self._drive(until)
         finally:
             for twin in job.closing():
