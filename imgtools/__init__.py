@@ -71,6 +71,16 @@ from imgtools._polling import (
 from imgtools._sources import AsyncTaskSource, TaskSource
 from imgtools._taskfields import Origin
 from imgtools._tasklog import TaskLog
+from imgtools.transfer import (
+    AsyncTransfer,
+    StepRow,
+    Transfer,
+    TransferFailed,
+    TransferRecord,
+    TransferRefused,
+    TransferStore,
+    TransferVerifyFailed,
+)
 
 if _typing.TYPE_CHECKING:
     # What __getattr__ returns, as type checkers should see it.
@@ -106,6 +116,7 @@ __all__ = [  # noqa: RUF022
     "AsyncImportTask",
     "AsyncTaskHandle",
     "AsyncTaskSource",
+    "AsyncTransfer",
     "AuthError",
     "ChecksumMismatch",
     "Client",
@@ -146,6 +157,7 @@ __all__ = [  # noqa: RUF022
     "ResponseError",
     "Segment",
     "ServiceError",
+    "StepRow",
     "Summary",
     "Task",
     "TaskError",
@@ -159,6 +171,12 @@ __all__ = [  # noqa: RUF022
     "TaskStatus",
     "TaskTimeout",
     "Timeout",
+    "Transfer",
+    "TransferFailed",
+    "TransferRecord",
+    "TransferRefused",
+    "TransferStore",
+    "TransferVerifyFailed",
     "TransportError",
     "UnknownRegion",
     "ValidationError",
