@@ -16,7 +16,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-BIN = Path(os.environ.get("IMGTOOLS_PG_BIN", "/usr/lib/postgresql/15/bin"))
+def _newest_bin() -> Path:
+    """Debian's newest PostgreSQL (``/usr/lib/postgresql/<major>/bin``), whichever .ci/run got."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin"),
+                   key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+    return found[-1] if found else Path("/usr/lib/postgresql/15/bin")
+
+
+BIN = Path(os.environ["IMGTOOLS_PG_BIN"]) if "IMGTOOLS_PG_BIN" in os.environ else _newest_bin()
 SUPERUSER = "imgtools_admin"
 # Unusual, so that a leak cannot be a coincidence.
 SUPERUSER_PASSWORD = "adm1n-Pw-7Kq2xZ"
