@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+
 def _newest_bin() -> Path:
     """Debian's newest PostgreSQL (``/usr/lib/postgresql/<major>/bin``), whichever .ci/run got."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin"),
