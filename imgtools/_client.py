@@ -52,6 +52,7 @@ from imgtools._config import (
     RECONCILE_SETTLE,
     USER_AGENT,
 )
+from imgtools._convert import check_convert
 from imgtools._exceptions import (
     APIError,
     AuthError,
@@ -868,7 +869,7 @@ class Client(_BaseClient[httpx.BaseTransport]):
     def download_export(self, task: Task | ExportTask | str, dest: str | os.PathLike[str], *,
                         resume: bool = True, progress: bool | Progress = True,
                         workers: int = DEFAULT_DOWNLOAD_WORKERS,
-                        fsync: bool = False) -> DownloadResult:
+                        fsync: bool = False, convert: str | None = None) -> DownloadResult:
         """Download an export to ``dest``, segment by segment, each checked against its MD5.
 
         Bytes go to ``<dest>.part`` and are renamed to ``dest`` only when complete and
@@ -876,7 +877,11 @@ class Client(_BaseClient[httpx.BaseTransport]):
         ``resume=False``. ``progress``: ``True`` draws a ``tqdm.auto`` bar, or pass a callback
         ``(bytes_done, bytes_total)``. Raises ``ChecksumMismatch`` on a bad segment.
         ``fsync`` (default false): flush to disk before the rename (see ``Files.download_export``).
+        ``convert`` (``"raw"``/``"qcow2"``): also convert it with qemu-img, checked, into
+        ``result.converted`` (the VHD is kept); no qemu-img is a ``ConfigurationError`` before
+        any request, a failed conversion a ``ConversionError``.
         """
+        check_convert(convert)
         location, size = self._run(self._op_export_of(task))
         close: Any = None
         callback: Progress | None
@@ -888,7 +893,8 @@ class Client(_BaseClient[httpx.BaseTransport]):
         try:
             return self.files.download_export(location, dest, expected_bytes=size,
                                               resume=resume, workers=workers,
-                                              progress=callback, fsync=fsync)
+                                              progress=callback, fsync=fsync,
+                                              convert=convert)
         finally:
             if close is not None:
                 close()
@@ -1158,13 +1164,15 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
                               dest: str | os.PathLike[str], *, resume: bool = True,
                               progress: Progress | None = None,
                               workers: int = DEFAULT_DOWNLOAD_WORKERS,
-                              fsync: bool = False) -> DownloadResult:
+                              fsync: bool = False, convert: str | None = None) -> DownloadResult:
         """As ``Client.download_export``, awaited; ``progress`` is a callback (called from a
         worker thread) or ``None``: no tqdm bar, a notebook draws its own widget."""
+        check_convert(convert)
         location, size = await self._run(self._op_export_of(task))
         return await self.files.download_export(location, dest, expected_bytes=size,
                                                 resume=resume, workers=workers,
-                                                progress=progress, fsync=fsync)
+                                                progress=progress, fsync=fsync,
+                                                convert=convert)
 
     def image_file(self, image_id: str) -> AsyncIterator[bytes]:
         """As ``Client.image_file``: ``async for chunk in client.image_file(id)``."""

@@ -21,7 +21,8 @@ Every error is an ``ImgToolsError``; none of them carries a token, API key or pa
     │   ├── TaskFailed              the task ended in ``failure`` (.message)
     │   └── TaskTimeout             the deadline passed first (.task is the last one seen)
     └── DownloadError               an export could not be verified or stored
-        └── ChecksumMismatch        bytes that do not hash to the listed MD5
+        ├── ChecksumMismatch        bytes that do not hash to the listed MD5
+        └── ConversionError         qemu-img could not convert the VHD (.path: kept)
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "ChecksumMismatch",
     "ConfigurationError",
     "ContainerNotFound",
+    "ConversionError",
     "DownloadError",
     "ExportExists",
     "ExportNotConfirmed",
@@ -190,3 +192,14 @@ class ChecksumMismatch(DownloadError):
         self.name = name
         self.expected = expected
         self.actual = actual
+
+
+class ConversionError(DownloadError):
+    """``qemu-img`` failed to convert a downloaded VHD, or its result did not check out.
+
+    ``path`` is the downloaded VHD, which is kept; nothing is left at the converted name.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path

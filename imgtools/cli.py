@@ -187,10 +187,13 @@ def cmd_download(args: argparse.Namespace, out: TextIO) -> int:
     client = _connect(args)
     with client:
         result = client.download_export(args.task_id, args.dest, resume=not args.no_resume,
-                                        progress=not args.no_progress, fsync=args.fsync)
+                                        progress=not args.no_progress, fsync=args.fsync,
+                                        convert=args.convert)
     note = f" (resumed at byte {result.resumed_from})" if result.resumed_from else ""
     out.write(f"{result.path}: {result.bytes} bytes in {result.segments} verified "
               f"segment(s){note}\n")
+    if result.converted is not None:
+        out.write(f"{result.converted}: {args.convert}, checked with qemu-img\n")
     return EXIT_OK
 
 
@@ -277,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fsync", action="store_true",
                    help="flush to disk before the rename, so a power cut soon after cannot "
                         "damage the file (as slow as the disk's sustained writes)")
+    p.add_argument("--convert", choices=("qcow2", "raw"), default=None, metavar="FORMAT",
+                   help="then convert the VHD with qemu-img to qcow2 or raw, beside it "
+                        "(checked; the VHD is kept)")
 
     sub.add_parser("emulator", help="run the local emulator (see: imgtools emulator --help)",
                    add_help=False)
