@@ -78,6 +78,7 @@ from imgtools._files import (
     tqdm_progress,
 )
 from imgtools._http import raise_for_status, retry_after_seconds
+from imgtools._leftovers import DeleteReport, LeftoversReport, delete_leftovers, in_use, leftovers
 from imgtools._models import Image, Task, TaskStatus, parse_time
 from imgtools._polling import (
     DEFAULT,
@@ -898,6 +899,22 @@ class Client(_BaseClient[httpx.BaseTransport]):
         finally:
             if close is not None:
                 close()
+
+    def leftovers(self, *, protected: Iterable[str] = (),
+                  containers: Iterable[str] | None = None) -> LeftoversReport:
+        """The export manifests and segments in the account that nothing still needs, with
+        bytes and age (``imgtools._leftovers``). Exports of tasks still pending/processing and
+        of unfinished transfers in the audit log are always left out, and so is every
+        ``<container>/<object>`` in ``protected``. Lists; deletes nothing."""
+        return leftovers(self, protected=protected, containers=containers,
+                         log_path=getattr(self.log, "path", None))
+
+    def delete_leftovers(self, report: LeftoversReport, *,
+                         protected: Iterable[str] = ()) -> DeleteReport:
+        """Delete exactly what ``report`` (from ``leftovers``) lists, except what a task or
+        transfer has started to use since (checked again now) or ``protected`` names."""
+        now_in_use = in_use(self, log_path=getattr(self.log, "path", None))
+        return delete_leftovers(self.files, report, protected=now_in_use | set(protected))
 
     def image_file(self, image_id: str) -> Iterator[bytes]:
         """The image's own bytes (``GET /v2/images/{id}/file``), streamed in chunks."""
