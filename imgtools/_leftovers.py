@@ -211,12 +211,16 @@ def find_leftovers(files: Files, *, protected: Iterable[str] = (),
     """List the account's exports and orphan segments, leaving out ``protected`` locations
     (``<container>/<object>``: that manifest and the segments under ``<object>-``).
 
-    ``containers``: only these (default: every container of the account).
+    ``containers``: list leftovers in these only (default: every container of the account).
+    Manifests are still looked for in every container: segments that a manifest elsewhere
+    points at are no orphans.
     """
     keep = frozenset(protected)
     guarded = protected_prefixes(keep)  # bad locations fail here, before any request
-    names = list(containers) if containers is not None else [c.name for c in files.containers()]
-    listing: dict[str, list[ObjectInfo]] = {c: list(files.objects(c)) for c in names}
+    every = [c.name for c in files.containers()]
+    names = list(dict.fromkeys(containers)) if containers is not None else every
+    listing: dict[str, list[ObjectInfo]] = {c: list(files.objects(c))
+                                            for c in dict.fromkeys([*names, *every])}
     manifests: list[tuple[str, ObjectInfo, str]] = []  # container, manifest, its prefix
     for container, objects in listing.items():
         for obj in objects:
@@ -231,19 +235,18 @@ def find_leftovers(files: Files, *, protected: Iterable[str] = (),
     items: list[Leftover] = []
     for container, obj, pointer in manifests:
         seg_container, _, prefix = pointer.partition("/")
+        # (A manifest pointing at a container that does not exist has no segments.)
         segments = [o for o in listing.get(seg_container, ()) if o.name.startswith(prefix)
                     and o.name != obj.name] if prefix else []
-        if seg_container not in listing and prefix:
-            segments = list(files.objects(seg_container, prefix=prefix))
         claimed.update((seg_container, s.name) for s in segments)
-        if (container, obj.name) in guarded:
+        if (container, obj.name) in guarded or container not in names:
             continue
         items.append(Leftover("export", container, obj.name, pointer,
                               tuple(s.name for s in segments), sum(s.bytes for s in segments),
                               _newest([obj, *segments]), tuple(s.bytes for s in segments)))
-    for container, objects in listing.items():
+    for container in names:
         orphans: dict[str, list[ObjectInfo]] = {}
-        for obj in objects:
+        for obj in listing[container]:
             found = SEGMENT_RE.match(obj.name)
             if found and (container, obj.name) not in claimed:
                 orphans.setdefault(found["base"], []).append(obj)

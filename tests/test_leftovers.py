@@ -93,6 +93,21 @@ def test_exports_and_orphan_segments_are_listed(
     assert data["bytes"] == report.bytes and len(data["leftovers"]) == len(report.items)
 
 
+def test_segments_a_manifest_elsewhere_points_at_are_no_orphans(
+        client: imgtools.Client) -> None:
+    manifests, segments = fresh_container("m"), fresh_container("s")
+    client.files.create_container(manifests)
+    client.files.create_container(segments)
+    _put(client, segments, "disk.vhd-00001", b"a" * 300)
+    _put(client, segments, "disk.vhd-00002", b"b" * 200)
+    _put(client, manifests, "disk.vhd", manifest=f"{segments}/disk.vhd-")
+    assert client.leftovers(containers=[segments]).items == ()
+    (item,) = client.leftovers(containers=[manifests]).items
+    assert (item.kind, item.manifest, item.bytes) == ("export", "disk.vhd", 500)
+    assert item.objects == ((manifests, "disk.vhd"), (segments, "disk.vhd-00001"),
+                            (segments, "disk.vhd-00002"))
+
+
 def test_protected_locations_are_left_out(
         account: tuple[imgtools.Client, list[str], str]) -> None:
     client, (a, b, c), gone = account
@@ -237,3 +252,22 @@ def test_cli_lists_then_deletes(as_demo: EmulatorHandle,
         (containers[2], "notes.txt"), (containers[2], "empty")}
     assert not any(c == containers[1] for c, _ in after)
     assert main(["leftovers", *where, "--protect", "bad"], out=io.StringIO()) == EXIT_BAD_INPUT
+
+
+@pytest.mark.parametrize("answer", ["n", "y"])
+def test_cli_asks_on_a_terminal(as_demo: EmulatorHandle,
+                                account: tuple[imgtools.Client, list[str], str],
+                                monkeypatch: pytest.MonkeyPatch, answer: str) -> None:
+    client, containers, _gone = account
+    where = [arg for c in containers for arg in ("--container", c)]
+    before = _objects(client, containers)
+    asked: list[str] = []
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or answer)
+    assert main(["leftovers", *where, "--delete"], out=io.StringIO()) == EXIT_OK
+    assert len(asked) == 1 and "delete these" in asked[0]
+    after = _objects(client, containers)
+    if answer == "n":
+        assert after == before
+    else:
+        assert after == {(containers[2], "notes.txt"), (containers[2], "empty")}
