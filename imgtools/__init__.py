@@ -45,6 +45,7 @@ from imgtools._files import (
     Progress,
     Segment,
 )
+from imgtools._leftovers import DeleteReport, Leftover, LeftoversReport
 from imgtools._models import Image, Task, TaskStatus
 from imgtools._polling import (
     AsyncExportTask,
@@ -96,6 +97,7 @@ __all__ = [
     "ContainerInfo",
     "ContainerNotFound",
     "ConversionError",
+    "DeleteReport",
     "DownloadError",
     "DownloadResult",
     "ExportExists",
@@ -106,6 +108,8 @@ __all__ = [
     "Files",
     "Image",
     "ImgToolsError",
+    "Leftover",
+    "LeftoversReport",
     "NotExportable",
     "NotFound",
     "ObjectInfo",
