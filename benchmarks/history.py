@@ -3,14 +3,21 @@
 1. The service: N tasks seeded in the emulator (default 100,000), listed at page size 1000 into
    a DataFrame by imgtools ``tasks_frame(client)`` (with and without recording the listing in
    the audit log), openstacksdk (``pd.DataFrame([t.to_dict() for t in conn.image.tasks(limit=
-   1000)])``) and python-glanceclient (``tasks.list(page_size=1000)``), interleaved in one run;
-   medians of ``--rounds`` rounds, ratios against openstacksdk.
-2. The log: an M-row audit log (default 1,000,000) into a DataFrame, ``TaskLog.frame()``
+   1000)])``) and python-glanceclient (``tasks.list(page_size=1000)``), and the floor of them
+   all, "server only": the pages fetched over one keep-alive connection with nothing parsed
+   beyond finding ``next``. Interleaved in one run; medians of ``--rounds`` rounds, ratios
+   against openstacksdk and against the server-only time (``--no-peers``: imgtools and the
+   floor only). With ``--postgres``, also recording into a team log on PostgreSQL (a
+   throwaway server on loopback, started by this script, emptied before each round).
+2. The log: an M-row audit log (default 1,000,000) into a DataFrame, ``history.log_frame``
    against a plain ``pd.read_sql("SELECT * FROM tasks")`` of the same table; each in a fresh
-   process, with its time and its peak RSS above the process's RSS after imports.
+   process, with its time and its peak RSS above the process's RSS after imports. With
+   ``--postgres``, the same for a team log of ``--pg-log-rows`` rows (default: as many),
+   copied from the file log by ``TaskLog.copy_into`` (what ``imgtools log push`` does).
 
     .venv/bin/python benchmarks/history.py [--tasks 100000] [--log-rows 1000000] [--rounds 3]
-                                           [--only service|log] [--log-path PATH]
+                                           [--only service|log] [--log-path PATH] [--no-peers]
+                                           [--postgres] [--pg-log-rows N]
 
 Figures vary 5-10 % between runs on a shared machine; compare the ratios of one run.
 """
@@ -18,15 +25,17 @@ Figures vary 5-10 % between runs on a shared machine; compare the ratios of one 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,21 +43,95 @@ from typing import Any
 import pandas as pd
 
 PAGE = 1000
+SERVER_ONLY = "server only (pages fetched, `next` found)"
+SDK = "openstacksdk tasks -> to_dict -> DataFrame"
 
 
 # -- 1. the service ----------------------------------------------------------------------------
 
-def _imgtools(emu: Any, record: bool, log_dir: Path) -> Callable[[], pd.DataFrame]:
+# Work a contender leaves for after its timed call (closing a log whose writes go on).
+_AFTER: list[Callable[[], None]] = []
+
+
+def _imgtools(emu: Any, record: bool, log_dir: Path, *,
+              until_recorded: bool = False) -> Callable[[], pd.DataFrame]:
     import imgtools
     from imgtools import history
     from imgtools._tasklog import TaskLog
 
     def run() -> pd.DataFrame:
         # A fresh log each round: recording 100,000 new stubs is the realistic (worst) case.
-        with TaskLog(log_dir / f"{uuid.uuid4()}.sqlite") as log, imgtools.connect(
-                username="demo", api_key="demo-key", identity_url=emu.identity_url,
-                log=log) as client:
-            return history.tasks_frame(client, record=record)
+        log = TaskLog(log_dir / f"{uuid.uuid4()}.sqlite")
+        with imgtools.connect(username="demo", api_key="demo-key",
+                              identity_url=emu.identity_url, log=log) as client:
+            frame = history.tasks_frame(client, record=record)
+        if until_recorded:
+            log.close()  # waits until the log's writer has every listed task
+        else:
+            _AFTER.append(log.close)  # the frame is the user's; the log goes on writing
+        return frame
+
+    return run
+
+
+_NEXT = re.compile(rb'"next"\s*:\s*"([^"]+)"')
+
+
+class _Pages:
+    """What ``len()`` the runner checks: the number of tasks the pages held."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def _server_only(emu: Any, token: str) -> Callable[[], Any]:
+    """The floor: every page fetched, nothing parsed beyond finding ``next`` (and counting
+    the tasks' ``"self"`` links, a byte count, to check the listing was whole)."""
+    import httpx
+
+    def run() -> _Pages:
+        count = 0
+        root = emu.image_endpoint.rsplit("/v2", 1)[0]
+        with httpx.Client(headers={"X-Auth-Token": token, "Accept": "application/json"},
+                          timeout=60.0) as http:
+            url: str | None = f"{emu.image_endpoint}/tasks?limit={PAGE}"
+            while url is not None:
+                body = http.get(url).content
+                count += body.count(b'"self": "/v2/tasks/') + body.count(b'"self":"/v2/tasks/')
+                found = _NEXT.search(body)
+                url = None if found is None else root + found[1].decode()
+        return _Pages(count)
+
+    return run
+
+
+def _imgtools_postgres(emu: Any, url: str, *, until_recorded: bool = False
+                       ) -> Callable[[], pd.DataFrame]:
+    import psycopg
+
+    import imgtools
+    from imgtools import history
+    from imgtools._tasklog import TaskLog
+
+    def empty() -> None:
+        # An empty team log each round: new stubs, the worst case (emptied after timing).
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("TRUNCATE tasks, events")
+
+    def run() -> pd.DataFrame:
+        log = TaskLog(url)
+        with imgtools.connect(username="demo", api_key="demo-key",
+                              identity_url=emu.identity_url, log=log) as client:
+            frame = history.tasks_frame(client)
+        if until_recorded:
+            log.close()
+        else:
+            _AFTER.append(log.close)
+        _AFTER.append(empty)
+        return frame
 
     return run
 
@@ -79,7 +162,8 @@ def _glanceclient(emu: Any, token: str) -> Callable[[], pd.DataFrame]:
     return run
 
 
-def bench_service(count: int, rounds: int) -> None:
+def bench_service(count: int, rounds: int, peers: bool = True,
+                  postgres: str | None = None) -> None:
     from imgtools.emulator import EmulatorConfig, server, start_emulator
 
     # Seeding 100,000 tasks at start-up takes longer than the handle's default readiness wait.
@@ -91,12 +175,21 @@ def bench_service(count: int, rounds: int) -> None:
             config=EmulatorConfig(seed_tasks=count), subprocess=True) as emu:
         print(f"   (emulator up and seeded in {time.perf_counter() - started:.1f} s)")
         token = emu.token("demo")
-        contenders: dict[str, Callable[[], pd.DataFrame]] = {
+        contenders: dict[str, Callable[[], Any]] = {
+            SERVER_ONLY: _server_only(emu, token),
             "imgtools tasks_frame(client)": _imgtools(emu, True, Path(tmp)),
+            "  ... and until the log has written them all": _imgtools(
+                emu, True, Path(tmp), until_recorded=True),
             "imgtools tasks_frame(client, record=False)": _imgtools(emu, False, Path(tmp)),
-            "openstacksdk tasks -> to_dict -> DataFrame": _openstacksdk(emu, token),
-            "python-glanceclient tasks.list -> DataFrame": _glanceclient(emu, token),
         }
+        if postgres is not None:
+            contenders["imgtools tasks_frame(client), team log on PostgreSQL"] = \
+                _imgtools_postgres(emu, postgres)
+            contenders["  ... and until PostgreSQL has them all"] = _imgtools_postgres(
+                emu, postgres, until_recorded=True)
+        if peers:
+            contenders[SDK] = _openstacksdk(emu, token)
+            contenders["python-glanceclient tasks.list -> DataFrame"] = _glanceclient(emu, token)
         # Warm-up (not timed): lazy imports, plugin loading, schema fetches, the first connection.
         import itertools
 
@@ -111,20 +204,26 @@ def bench_service(count: int, rounds: int) -> None:
         conn.close()
         gc = glanceclient.Client("2", endpoint=emu.url, token=token)
         list(itertools.islice(gc.tasks.list(page_size=10), 10))
+        contenders[SERVER_ONLY]()  # warm the emulator's pages too
         times: dict[str, list[float]] = {name: [] for name in contenders}
         for _ in range(rounds):
             for name, run in contenders.items():
                 begin = time.perf_counter()
                 frame = run()
                 times[name].append(time.perf_counter() - begin)
+                while _AFTER:  # not timed, but before the next contender starts
+                    _AFTER.pop(0)()
                 if len(frame) != count:
                     raise SystemExit(f"{name}: {len(frame)} rows, expected {count}")
-    sdk = statistics.median(times["openstacksdk tasks -> to_dict -> DataFrame"])
-    print(f"   {'client':46s} {'median s':>9s} {'tasks/s':>9s} {'vs sdk':>7s}   rounds")
+    floor = statistics.median(times[SERVER_ONLY])
+    sdk = statistics.median(times[SDK]) if SDK in times else None
+    print(f"   {'client':46s} {'median s':>9s} {'tasks/s':>9s} {'vs sdk':>7s} "
+          f"{'/ server':>8s}   rounds")
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"   {name:46s} {median:9.2f} {count / median:9,.0f} {sdk / median:6.1f}x   "
-              + " ".join(f"{v:.2f}" for v in values))
+        versus = f"{sdk / median:6.1f}x" if sdk is not None else "      -"
+        print(f"   {name:46s} {median:9.2f} {count / median:9,.0f} {versus} "
+              f"{median / floor:7.2f}x   " + " ".join(f"{v:.2f}" for v in values))
 
 
 # -- 2. the log --------------------------------------------------------------------------------
@@ -176,6 +275,7 @@ _CHILD = """
 import json, resource, sys, time
 import pandas as pd, sqlite3
 from imgtools._tasklog import TaskLog
+from imgtools.history import log_frame
 mode, path = sys.argv[1], sys.argv[2]
 def rss_mb():
     with open("/proc/self/statm") as f:
@@ -184,7 +284,12 @@ base = rss_mb()
 start = time.perf_counter()
 if mode == "imgtools":
     with TaskLog(path) as log:
-        frame = log.frame()
+        frame = log_frame(log)
+elif mode == "pg-read_sql":
+    import warnings, psycopg
+    warnings.simplefilter("ignore")  # pandas prefers SQLAlchemy; a DBAPI connection works
+    with psycopg.connect(path) as conn:
+        frame = pd.read_sql("SELECT * FROM tasks", conn)
 else:
     conn = sqlite3.connect(path)
     frame = pd.read_sql("SELECT * FROM tasks", conn)
@@ -203,29 +308,64 @@ def _measure(mode: str, path: Path) -> dict[str, float]:
     return result
 
 
-def bench_log(rows: int, rounds: int, path: Path | None) -> None:
-    print(f"== a {rows:,}-row audit log -> DataFrame, each run in a fresh process, "
+def bench_log(rows: int, rounds: int, path: Path | None, postgres: str | None = None,
+              pg_rows: int | None = None) -> None:
+    where = "audit log" if postgres is None else "team log on PostgreSQL"
+    print(f"== a {pg_rows or rows:,}-row {where} -> DataFrame, each run in a fresh process, "
           f"{rounds} interleaved rounds, medians")
     with tempfile.TemporaryDirectory() as tmp:
-        target = path or Path(tmp) / "log.sqlite"
-        if not target.exists():
-            seed_log(target, rows)
-        print(f"   log file: {target.stat().st_size / 2**20:,.0f} MiB")
-        results: dict[str, list[dict[str, float]]] = {"imgtools": [], "read_sql": []}
+        target: Path | str = path or Path(tmp) / "log.sqlite"
+        if postgres is not None:
+            if pg_rows is not None and pg_rows != rows:
+                target = Path(tmp) / "pg-seed.sqlite"
+            assert isinstance(target, Path)
+            if not target.exists():
+                seed_log(target, pg_rows or rows)
+            from imgtools._tasklog import TaskLog
+
+            started = time.perf_counter()
+            with TaskLog(target) as local, TaskLog(postgres) as team:
+                copied = local.copy_into(team)
+            took = time.perf_counter() - started
+            print(f"   copied {copied:,} tasks into PostgreSQL with TaskLog.copy_into in "
+                  f"{took:.1f} s ({copied / took:,.0f} tasks/s)")
+            target = postgres
+        else:
+            assert isinstance(target, Path)
+            if not target.exists():
+                seed_log(target, rows)
+            print(f"   log file: {target.stat().st_size / 2**20:,.0f} MiB")
+        modes = ("imgtools", "read_sql" if postgres is None else "pg-read_sql")
+        results: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
         for _ in range(rounds):
             for mode in results:
                 results[mode].append(_measure(mode, target))
-    names = {"imgtools": "TaskLog.frame() (typed, 13 columns)",
-             "read_sql": 'pd.read_sql("SELECT * FROM tasks") (raw)'}
-    base = statistics.median(r["seconds"] for r in results["read_sql"])
-    print(f"   {'reader':42s} {'median s':>9s} {'rows/s':>10s} {'vs read_sql':>11s} "
-          f"{'peak MiB':>9s} {'frame MiB':>10s}")
+    names = {"imgtools": "history.log_frame(log) (typed, 15 columns)",
+             "read_sql": 'pd.read_sql("SELECT * FROM tasks") (raw)',
+             "pg-read_sql": 'pd.read_sql("SELECT * FROM tasks") (raw)'}
+    base = statistics.median(r["seconds"] for r in results[modes[1]])
+    base_peak = statistics.median(r["peak_mb"] for r in results[modes[1]])
+    print(f"   {'reader':42s} {'median s':>9s} {'rows/s':>10s} {'time/read_sql':>13s} "
+          f"{'peak MiB':>9s} {'peak/read_sql':>13s} {'frame MiB':>10s}")
     for mode, runs in results.items():
         seconds = statistics.median(r["seconds"] for r in runs)
         peak = statistics.median(r["peak_mb"] for r in runs)
         size = statistics.median(r["frame_mb"] for r in runs)
         print(f"   {names[mode]:42s} {seconds:9.2f} {runs[0]['rows'] / seconds:10,.0f} "
-              f"{base / seconds:10.1f}x {peak:9,.0f} {size:10,.0f}")
+              f"{seconds / base:12.2f}x {peak:9,.0f} {peak / base_peak:12.2f}x {size:10,.0f}")
+
+
+@contextlib.contextmanager
+def _postgres(enabled: bool) -> Iterator[str | None]:
+    """A throwaway PostgreSQL server (tests/postgres_support.py) with an empty team log."""
+    if not enabled:
+        yield None
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import postgres_support
+
+    with postgres_support.running() as server:
+        yield postgres_support.team_log_url(server)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -235,13 +375,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", choices=("service", "log"))
     parser.add_argument("--log-path", type=Path, help="reuse (or keep) this seeded log")
+    parser.add_argument("--no-peers", action="store_true",
+                        help="skip openstacksdk and python-glanceclient")
+    parser.add_argument("--postgres", action="store_true",
+                        help="also record into / read from a team log on a throwaway "
+                             "PostgreSQL server (Debian's postgresql binaries)")
+    parser.add_argument("--pg-log-rows", type=int, default=None,
+                        help="rows of the team log read back (default: --log-rows)")
     args = parser.parse_args(argv)
     print(f"python {sys.version.split()[0]}, pandas {pd.__version__}, "
           f"{os.cpu_count()} CPUs, peak RSS measured with getrusage")
-    if args.only in (None, "service"):
-        bench_service(args.tasks, args.rounds)
-    if args.only in (None, "log"):
-        bench_log(args.log_rows, args.rounds, args.log_path)
+    with _postgres(args.postgres) as url:
+        if args.only in (None, "service"):
+            bench_service(args.tasks, args.rounds, peers=not args.no_peers, postgres=url)
+        if args.only in (None, "log"):
+            bench_log(args.log_rows, args.rounds, args.log_path)
+            if url is not None:
+                bench_log(args.log_rows, args.rounds, args.log_path, postgres=url,
+                          pg_rows=args.pg_log_rows)
 
 
 if __name__ == "__main__":

@@ -23,16 +23,27 @@ from imgtools._exceptions import (
     ExportExists,
     ExportNotConfirmed,
     ImgToolsError,
+    ImportFailed,
+    ImportFailure,
+    ImportInProgress,
+    ImportNotConfirmed,
+    ImportSourceNotFound,
+    ImportTooLarge,
+    LogUnavailable,
+    MissingSetting,
     NotExportable,
     NotFound,
+    NotImportable,
     PreflightError,
     RateLimited,
     ResponseError,
     ServiceError,
     TaskError,
     TaskFailed,
+    TaskNotConfirmed,
     TaskTimeout,
     TransportError,
+    UnknownRegion,
     ValidationError,
 )
 from imgtools._files import (
@@ -45,18 +56,22 @@ from imgtools._files import (
     Progress,
     Segment,
 )
+from imgtools._imports import IMPORT_SIZE_LIMIT, AsyncImportTask, ImportTask
 from imgtools._leftovers import DeleteReport, Leftover, LeftoversReport
 from imgtools._models import Image, Task, TaskStatus
 from imgtools._polling import (
     AsyncExportTask,
+    AsyncTaskHandle,
     ExportTask,
     PollPolicy,
+    TaskHandle,
     TaskRef,
     Timeout,
     WaitAllResult,
     WaitProgress,
 )
 from imgtools._sources import AsyncTaskSource, TaskSource
+from imgtools._taskfields import Origin
 from imgtools._tasklog import TaskLog
 
 if _typing.TYPE_CHECKING:
@@ -84,11 +99,14 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'imgtools' has no attribute {name!r}")
 
 
-__all__ = [
+# Plainly sorted (tests/test_exported_members.py), constants among the names.
+__all__ = [  # noqa: RUF022
     "APIError",
     "AsyncClient",
     "AsyncExportTask",
     "AsyncFiles",
+    "AsyncImportTask",
+    "AsyncTaskHandle",
     "AsyncTaskSource",
     "AuthError",
     "ChecksumMismatch",
@@ -106,15 +124,27 @@ __all__ = [
     "ExportTask",
     "Exportability",
     "Files",
+    "IMPORT_SIZE_LIMIT",
     "Image",
     "ImgToolsError",
+    "ImportFailed",
+    "ImportFailure",
+    "ImportInProgress",
+    "ImportNotConfirmed",
+    "ImportSourceNotFound",
+    "ImportTask",
+    "ImportTooLarge",
     "Leftover",
     "LeftoversReport",
+    "LogUnavailable",
+    "MissingSetting",
     "NotExportable",
     "NotFound",
+    "NotImportable",
     "ObjectInfo",
     "OnProgress",
     "OnUpdate",
+    "Origin",
     "PollPolicy",
     "PreflightError",
     "Progress",
@@ -126,7 +156,9 @@ __all__ = [
     "Task",
     "TaskError",
     "TaskFailed",
+    "TaskHandle",
     "TaskLog",
+    "TaskNotConfirmed",
     "TaskRecorder",
     "TaskRef",
     "TaskSource",
@@ -134,6 +166,7 @@ __all__ = [
     "TaskTimeout",
     "Timeout",
     "TransportError",
+    "UnknownRegion",
     "ValidationError",
     "WaitAllResult",
     "WaitProgress",

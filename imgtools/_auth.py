@@ -22,13 +22,19 @@ import time
 from collections.abc import AsyncGenerator, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from imgtools._config import DEFAULT_IDENTITY_URL, TOKEN_REFRESH_MARGIN
-from imgtools._exceptions import AuthError, ConfigurationError, ResponseError, TransportError
+from imgtools._exceptions import (
+    AuthError,
+    ConfigurationError,
+    ResponseError,
+    TransportError,
+    UnknownRegion,
+)
 from imgtools._http import raise_for_status
 from imgtools._models import parse_time
 from imgtools._transport import RETRY_EXTENSION, Stats
@@ -191,7 +197,7 @@ def resolve_credentials(
                                      "is missing")
         return Credentials("token", "arguments", endpoint=normalise_image_endpoint(endpoint),
                            files_endpoint=files, token=Secret(token), tenant_id=tenant,
-                           identity_url=ident)
+                           identity_url=ident, region=reg)
     if username is not None or api_key is not None or password is not None:
         if not username or not (api_key or password):
             raise ConfigurationError("connect(username=..., api_key=...) needs a username and "
@@ -210,7 +216,7 @@ def resolve_credentials(
         return Credentials("token", "environment (API_ENDPOINT, AUTH_TOKEN)",
                            endpoint=normalise_image_endpoint(env_endpoint, name="API_ENDPOINT"),
                            files_endpoint=files, token=Secret(env_token), tenant_id=tenant,
-                           identity_url=ident)
+                           identity_url=ident, region=reg)
 
     for user_var, key_var, is_password in (("RAX_USERNAME", "RAX_API_KEY", False),
                                            ("IMGTOOLS_USERNAME", "IMGTOOLS_API_KEY", False),
@@ -238,6 +244,8 @@ class Session:
     """What a login gives: the token, when to renew it, the tenant and the catalog endpoints.
 
     ``refresh_at`` is on the ``time.monotonic()`` clock, or ``None`` when the expiry is unknown.
+    ``catalog`` is the service catalog as identity sent it (empty for a bare token) and
+    ``region`` the region the endpoints are in, if known (see ``_regions.py``).
     """
 
     token: Secret
@@ -246,6 +254,8 @@ class Session:
     files_endpoint: str | None = None
     refresh_at: float | None = None
     regions: tuple[str, ...] = field(default=())
+    catalog: tuple[Any, ...] = field(default=())
+    region: str | None = None
 
 
 def login_request(creds: Credentials) -> httpx.Request:
@@ -308,10 +318,14 @@ def parse_login(response: httpx.Response, creds: Credentials) -> Session:
         region = default if isinstance(default, str) and default else None
     image, regions = _endpoint(catalog, type_="image", name="cloudImages", region=region)
     files, _ = _endpoint(catalog, type_="object-store", name="cloudFiles", region=region)
+    if image is None and region and regions:
+        # Before any request to the service: name the regions there are.
+        raise UnknownRegion(f"the service catalog has no region {region!r}: it offers "
+                            f"{', '.join(regions)} (set region= or RAX_REGION to one of them)",
+                            region=region, regions=regions)
     if image is None:
         where = f" in region {region!r}" if region else ""
-        have = f" (regions offered: {', '.join(regions)})" if regions else ""
-        raise ConfigurationError(f"the service catalog has no cloudImages endpoint{where}{have}")
+        raise ConfigurationError(f"the service catalog has no cloudImages endpoint{where}")
     refresh_at = None
     expires = parse_time(token_data.get("expires")) if token_data.get("expires") else None
     if expires is not None:
@@ -323,7 +337,8 @@ def parse_login(response: httpx.Response, creds: Credentials) -> Session:
                    image_endpoint=normalise_image_endpoint(image, name="catalog cloudImages URL"),
                    files_endpoint=(normalise_url(files, name="catalog cloudFiles URL")
                                    if files else None),
-                   refresh_at=refresh_at, regions=regions)
+                   refresh_at=refresh_at, regions=regions,
+                   catalog=tuple(catalog) if isinstance(catalog, list) else (), region=region)
 
 
 class TokenAuth(httpx.Auth):
@@ -342,7 +357,8 @@ class TokenAuth(httpx.Auth):
 
 class IdentityAuth(httpx.Auth):
     """Log in through identity v2.0, renew the token before it expires, and on a 401
-    re-authenticate once and send the request again.
+    re-authenticate once and send the request again. Given to the retry transport as its
+    ``TokenRenewer``, it also puts the current token on every repeated attempt.
 
     ``sync_client`` / ``async_client`` carry the identity requests (with retries). A lock makes
     concurrent requests that meet the same expired token log in only once.
@@ -398,14 +414,21 @@ class IdentityAuth(httpx.Auth):
             assert self.session is not None
             return self.session.token.reveal()
 
+    def renew(self, request: httpx.Request, *, refused: bool) -> None:
+        """``TokenRenewer``: called by the retry transport before every repeated attempt."""
+        sent = request.headers.get("X-Auth-Token")
+        if sent is not None:
+            request.headers["X-Auth-Token"] = self._token_sync(rejected=sent if refused else None)
+
     def sync_auth_flow(self, request: httpx.Request
                        ) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self._token_sync()
-        request.headers["X-Auth-Token"] = token
+        request.headers["X-Auth-Token"] = self._token_sync()
         response = yield request
         if response.status_code == 401:
             response.read()
-            request.headers["X-Auth-Token"] = self._token_sync(rejected=token)
+            # The token last sent: the retry transport may have renewed it on the way.
+            rejected = request.headers["X-Auth-Token"]
+            request.headers["X-Auth-Token"] = self._token_sync(rejected=rejected)
             yield request
 
     # -- async ----------------------------------------------------------------------------------
@@ -433,12 +456,19 @@ class IdentityAuth(httpx.Auth):
             assert self.session is not None
             return self.session.token.reveal()
 
+    async def arenew(self, request: httpx.Request, *, refused: bool) -> None:
+        """``TokenRenewer``, awaited."""
+        sent = request.headers.get("X-Auth-Token")
+        if sent is not None:
+            request.headers["X-Auth-Token"] = await self._token_async(
+                rejected=sent if refused else None)
+
     async def async_auth_flow(self, request: httpx.Request
                               ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        token = await self._token_async()
-        request.headers["X-Auth-Token"] = token
+        request.headers["X-Auth-Token"] = await self._token_async()
         response = yield request
         if response.status_code == 401:
             await response.aread()
-            request.headers["X-Auth-Token"] = await self._token_async(rejected=token)
+            rejected = request.headers["X-Auth-Token"]
+            request.headers["X-Auth-Token"] = await self._token_async(rejected=rejected)
             yield request

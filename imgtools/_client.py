@@ -8,12 +8,19 @@ Exports never create a duplicate task. ``POST /v2/tasks`` is not repeated blindl
 answer is lost (a dropped connection, a timeout, a 5xx) the client lists the export tasks created
 since the request began, looks for one with the same image and container, and returns it. Only a
 refusal that says the request was not carried out (413/429 "over limit", 503) is sent again, and a
-503 only after that listing found nothing. Otherwise ``ExportNotConfirmed`` says what to check.
+503 only after that listing found nothing. Once sent, a POST ends in the task or in
+``ExportNotConfirmed``, never in another error: trouble while looking (network, 5xx, 401) is
+asked through a few times, then folded into ``ExportNotConfirmed``, which carries the image,
+container, the time of the POST and ``lookup()``. Asked again for the same image and container,
+the client first looks for the task of that attempt; with the preflight on, it also looks for a
+live export of the pair that no caller got back (from another process), so asking again from a
+new process makes no duplicate either. All of it is written for any task type and input.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import logging
 import os
@@ -24,11 +31,12 @@ import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
 
+from imgtools import testing
 from imgtools._auth import (
     IdentityAuth,
     Session,
@@ -48,6 +56,7 @@ from imgtools._config import (
     DEFAULT_TASKS_PAGE_SIZE,
     DEFAULT_TIMEOUT,
     DEFAULT_WAIT_TIMEOUT,
+    RECONCILE_ATTEMPTS,
     RECONCILE_CLOCK_SKEW,
     RECONCILE_SETTLE,
     USER_AGENT,
@@ -61,9 +70,13 @@ from imgtools._exceptions import (
     ExportExists,
     ExportNotConfirmed,
     ImgToolsError,
+    ImportNotConfirmed,
+    MissingSetting,
     NotExportable,
     NotFound,
+    RateLimited,
     ResponseError,
+    TaskNotConfirmed,
     TransportError,
 )
 from imgtools._files import (
@@ -78,22 +91,38 @@ from imgtools._files import (
     tqdm_progress,
 )
 from imgtools._http import raise_for_status, retry_after_seconds
+from imgtools._imports import (
+    AsyncImportTask,
+    ImportTask,
+    describe_import,
+    op_import_preflight,
+    validate_import_args,
+)
 from imgtools._leftovers import DeleteReport, LeftoversReport, delete_leftovers, in_use, leftovers
 from imgtools._models import Image, Task, TaskStatus, parse_time
 from imgtools._polling import (
     DEFAULT,
     AsyncExportTask,
+    AsyncTaskHandle,
     ExportTask,
     PollPolicy,
+    TaskHandle,
     TaskRef,
     Timeout,
     WaitAllResult,
     WaitProgress,
     _check_timeout,
+    _transient,
     async_wait_all,
     wait_all,
 )
-from imgtools._transport import AsyncRetryTransport, RetryTransport, Stats
+from imgtools._regions import catalog_regions, region_session, servicenet_wanted, settle
+from imgtools._transport import (
+    READ_BODY_EXTENSION,
+    AsyncRetryTransport,
+    RetryTransport,
+    Stats,
+)
 from imgtools._validation import (
     validate_export_args,
     validate_image_id,
@@ -185,6 +214,26 @@ def _path(*parts: str) -> str:
     return "/".join(quote(p, safe="") for p in parts)
 
 
+@dataclass
+class _Attempt:
+    """A ``POST /v2/tasks`` whose task was not confirmed: when (``time.time()``) the first one
+    was sent, and the task once found."""
+
+    task_type: str
+    input: dict[str, Any]
+    posted_at: float
+    task: Task | None = None
+
+
+def _attempt_key(task_type: str, task_input: Mapping[str, Any]
+                 ) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return task_type, tuple(sorted((k, str(v)) for k, v in task_input.items()))
+
+
+def _same_input(seen: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    return all(seen.get(k) == v for k, v in wanted.items())
+
+
 class _BaseClient(Generic[_TransportT]):
     """State and logic both clients share, and their one constructor; no I/O here (``_start``,
     the end of the constructor, is each client's own)."""
@@ -202,15 +251,17 @@ class _BaseClient(Generic[_TransportT]):
                  wait_timeout: float | None = DEFAULT_WAIT_TIMEOUT,
                  log: TaskRecorder | bool | None = True, verify: bool = True,
                  transport: _TransportT | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None,
+                 servicenet: bool | None = None) -> None:
+        env = os.environ if environ is None else environ
         creds = resolve_credentials(endpoint=endpoint, token=token, files_endpoint=files_endpoint,
                                     username=username, api_key=api_key, password=password,
                                     region=region, identity_url=identity_url,
-                                    tenant_id=tenant_id,
-                                    environ=os.environ if environ is None else environ)
+                                    tenant_id=tenant_id, environ=env)
         if creds is None:
             raise no_credentials_error()
         self._creds = creds
+        self._servicenet = servicenet_wanted(servicenet, env)
         self.stats = Stats()
         """Counters: ``requests``, ``retries``, ``reauths``, ``rate_limited``."""
         self.poll = poll if poll is not None else PollPolicy()
@@ -228,12 +279,12 @@ class _BaseClient(Generic[_TransportT]):
         self._log: TaskRecorder | None = None
         self._lock = threading.Lock()
         self._claimed: set[str] = set()
-        self._inputs: dict[str, tuple[str | None, str | None]] = {}
+        self._inputs: dict[str, Mapping[str, Any]] = {}
+        self._attempts: dict[tuple[str, tuple[tuple[str, str], ...]], _Attempt] = {}
         self._secrets: set[str] = set(creds.secrets())
         self._session: Session | None = None
         self._auth: httpx.Auth | None = None
         self._http = self._storage_http = self._identity_http = None
-        self._reconcile_settle = RECONCILE_SETTLE
         self._reconcile_skew = RECONCILE_CLOCK_SKEW
         self._start()
 
@@ -255,8 +306,54 @@ class _BaseClient(Generic[_TransportT]):
 
     @property
     def tenant_id(self) -> str | None:
-        """Your tenant (the ``owner`` of your images), if known."""
+        """Your tenant (the ``owner`` of your images), if known: from the login, or with a bare
+        token from ``tenant_id=`` or a ``.../MossoCloudFS_<digits>`` storage URL."""
         return None if self._session is None else self._session.tenant_id
+
+    @property
+    def region(self) -> str | None:
+        """The region this client works in (as the catalog spells it), if known: after a
+        login always; with a bare token only when given (``region=``, ``RAX_REGION``)."""
+        return None if self._session is None else self._session.region
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        """Every region the login's service catalog offers (empty for a bare token)."""
+        return catalog_regions(self._session)
+
+    @property
+    def servicenet(self) -> bool:
+        """True when Cloud Files is reached over ServiceNet (the catalog's ``internalURL``)."""
+        return self._servicenet
+
+    def in_region(self, region: str) -> Self:
+        """The same login in another region: a client sharing this one's auth (one token, one
+        renewal), counters and audit log, with that region's endpoints; no request is sent.
+        ``UnknownRegion`` (listing the catalog's regions) for a region not offered,
+        ``MissingSetting`` for a bare token (it has no catalog). Close it on its own; its
+        logins go through this client's identity connection, so close this one last."""
+        if self._session is None:
+            raise ConfigurationError("the client has not logged in yet: await client.open() "
+                                     "first")
+        session = region_session(self._session, region, servicenet=self._servicenet)
+        self.log  # noqa: B018 - made now if it is the default, so the twin shares it
+        twin = copy.copy(self)
+        twin._fork(session)
+        return twin
+
+    def _fork(self, session: Session) -> None:
+        """Make a fresh copy of a client its own: ``session``'s endpoints, its own connections
+        and task bookkeeping; the auth, stats, log and secrets stay shared."""
+        self._session = session
+        self._claimed = set()
+        self._attempts = {}
+        self._identity_http = None  # the original's: closing the twin leaves it open
+        self._http = self._storage_http = None
+        self._open_http(session)
+
+    def _open_http(self, session: Session) -> None:
+        """Open the API connections at the session's endpoints (each client its own kind)."""
+        raise NotImplementedError
 
     @property
     def log(self) -> TaskRecorder | None:
@@ -274,7 +371,7 @@ class _BaseClient(Generic[_TransportT]):
     def __repr__(self) -> str:
         who = self._creds.username or self._creds.source
         return (f"{type(self).__name__}(endpoint={self.endpoint!r}, user={who!r}, "
-                f"tenant={self.tenant_id!r})")
+                f"tenant={self.tenant_id!r}, region={self.region!r})")
 
     def _token_login(self) -> tuple[httpx.Auth, Session]:
         """A token needs no login: its auth and session (``endpoint`` + ``token`` credentials)."""
@@ -288,6 +385,7 @@ class _BaseClient(Generic[_TransportT]):
             session.files_endpoint = self._creds.files_endpoint
         if self._creds.tenant_id and not session.tenant_id:
             session.tenant_id = self._creds.tenant_id
+        session = settle(session, self._creds, servicenet=self._servicenet)
         if not self._verify:
             for url in (session.image_endpoint, session.files_endpoint):
                 host = httpx.URL(url).host if url else "localhost"
@@ -310,10 +408,14 @@ class _BaseClient(Generic[_TransportT]):
                 "timeout": self._timeout, "follow_redirects": False,
                 "headers": {"Accept": "application/json", "User-Agent": USER_AGENT}}
 
-    def _retry_options(self) -> dict[str, Any]:
+    def _retry_options(self, *, renew: bool = False) -> dict[str, Any]:
+        """Options of a ``RetryTransport``; ``renew``: for API requests, which carry the token
+        (every repeated attempt gets the current one when the client can log in again)."""
+        renewer = self._auth if renew and isinstance(self._auth, IdentityAuth) else None
         return {"retries": self._retries, "backoff_initial": DEFAULT_RETRY_BACKOFF_INITIAL,
                 "backoff_maximum": DEFAULT_RETRY_BACKOFF_MAXIMUM,
-                "retry_after_cap": DEFAULT_RETRY_AFTER_CAP, "stats": self.stats}
+                "retry_after_cap": DEFAULT_RETRY_AFTER_CAP, "stats": self.stats,
+                "renewer": renewer}
 
     def _wait_timeout(self, timeout: Timeout) -> float | None:
         return _check_timeout(timeout, self.wait_timeout)
@@ -332,16 +434,18 @@ class _BaseClient(Generic[_TransportT]):
             return raise_for_status(response, redact=self._secrets)
         except APIError as exc:
             message = exc.message
+            extra: dict[str, Any] = {}
+            if isinstance(exc, RateLimited):
+                extra["retry_after"] = exc.retry_after
             if isinstance(exc, AuthError) and exc.status_code == 401:
                 if self._creds.kind == "token":
-                    message += (" -- the token was refused (expired?): get a new one, or connect "
-                                "with username + API key so imgtools can renew it")
+                    message += (" -- the token has expired (or was revoked): get a new one, or "
+                                "connect with username + API key so imgtools can renew it")
                 else:
                     message += " -- refused even after logging in again"
+                    extra["renewable"] = True
             raise type(exc)(message, status_code=exc.status_code, method=exc.method,
-                            path=exc.path, request_id=exc.request_id,
-                            **({"retry_after": exc.retry_after}
-                               if hasattr(exc, "retry_after") else {})) from None
+                            path=exc.path, request_id=exc.request_id, **extra) from None
 
     def _transport_error(self, request: httpx.Request, exc: httpx.HTTPError) -> TransportError:
         sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
@@ -351,13 +455,18 @@ class _BaseClient(Generic[_TransportT]):
 
     def _record(self, tasks: list[Task]) -> None:
         for task in tasks:
-            if not task.is_stub:
-                self._inputs[task.id] = (task.image_id, task.container)
+            if task.input is not None:
+                self._inputs[task.id] = task.input
         log = self.log
         if log is None or not tasks:
             return
         try:
-            log.record(tasks)
+            if getattr(log, "records_origin", False):  # a TaskLog: say where they were seen
+                from imgtools._taskfields import origin_of
+
+                log.record(tasks, origin=origin_of(self))  # type: ignore[call-arg]
+            else:
+                log.record(tasks)
         except Exception:  # the audit log must not break an export; say so loudly instead
             logger.warning("could not record %d task(s) in the audit log", len(tasks),
                            exc_info=True)
@@ -387,9 +496,10 @@ class _BaseClient(Generic[_TransportT]):
                       **kwargs: Any) -> _Send:
         client = self._storage_http if storage else self._http
         if client is None:
-            raise ConfigurationError(
+            raise MissingSetting(
                 "no Cloud Files storage URL: set FILES_ENDPOINT (or pass files_endpoint=), or "
-                "log in with username + API key so the service catalog gives it")
+                "log in with username + API key so the service catalog gives it",
+                setting="files_endpoint")
         return _Send(client.build_request(method, url, **kwargs), storage=storage)
 
     # -- operations (written once, driven by both clients) ------------------------------------
@@ -491,9 +601,51 @@ class _BaseClient(Generic[_TransportT]):
             self._claimed.add(task.id)
             return True
 
-    def _op_create_export(self, image_id: str, container: str) -> _Op[Task]:
-        body = {"type": "export",
-                "input": {"image_uuid": image_id, "receiving_swift_container": container}}
+    @staticmethod
+    def _export_task(image_id: str, container: str) -> tuple[dict[str, str], str, str]:
+        """An export's task input, how to name it, and what to check before trying again."""
+        return ({"image_uuid": image_id, "receiving_swift_container": container},
+                f"export image {image_id} to container {container!r}",
+                f"whether {container}/{image_id}.vhd exists")
+
+    def _op_earlier(self, task_type: str, task_input: Mapping[str, Any], what: str,
+                    check: str) -> _Op[Task | None]:
+        """Asked again after a ``TaskNotConfirmed``: the task of that attempt, if the service
+        made it (before anything else, such as a preflight that would now find its export).
+        ``None`` when there was no such attempt or it made no task; ``TaskNotConfirmed`` again
+        when looking fails, since sending another POST could make a duplicate."""
+        attempt = self._attempts.get(_attempt_key(task_type, task_input))
+        if attempt is None:
+            return None
+        try:
+            found = yield from self._op_look_up(attempt)
+        except ImgToolsError as exc:
+            raise self._not_confirmed(attempt, f"looking for the task of the earlier attempt "
+                                      f"failed ({exc})", what, check) from None
+        if found is not None:
+            self._attempts.pop(_attempt_key(task_type, task_input), None)
+        return found
+
+    def _op_create_task(self, task_type: str, task_input: Mapping[str, Any], what: str, *,
+                        live: bool, check: str) -> _Op[Task]:
+        """``POST /v2/tasks``: ends in the task, or, once the POST may have been sent, in a
+        ``TaskNotConfirmed`` that can look the task up later (never in another error).
+
+        With ``live``, it first looks for a live task of the same type and input that no caller
+        of this client got back (one started by another process, or whose answer was lost
+        there) and returns it, so asking again from a new process makes no duplicate."""
+        key = _attempt_key(task_type, task_input)
+        if live:
+            try:
+                found = yield from self._op_find_task(task_type, task_input, None)
+            except ImgToolsError as exc:
+                # Only a help against another process's lost answer: go on without it.
+                logger.info("%s: could not list live tasks first (%s)", what, exc)
+            else:
+                if found is not None:
+                    logger.info("%s: a live task is already doing it: %s", what, found.id)
+                    return found
+        body = {"type": task_type, "input": dict(task_input)}
         refusals = 0
         while True:
             began = time.time()
@@ -509,85 +661,171 @@ class _BaseClient(Generic[_TransportT]):
                 status = response.status_code
                 retry_after = retry_after_seconds(response.headers.get("retry-after"))
                 if 200 <= status < 300:
-                    task = Task.from_json(_json(response), stub=False)
-                    self._claim(task)
-                    self._record([task])
-                    return task
-                if status in (413, 429) and refusals < self._retries:
+                    try:
+                        task = Task.from_json(_json(response), stub=False)
+                    except ImgToolsError as exc:
+                        cause = f"the answer could not be read ({exc})"
+                    else:
+                        self._claim(task)
+                        self._record([task])
+                        self._attempts.pop(key, None)
+                        return task
+                elif status in (413, 429) and refusals < self._retries:
                     # An over-limit refusal: the request was not carried out; wait and resend.
                     refusals += 1
                     self.stats.retried(f"POST {status}")
                     yield _Sleep(min(retry_after if retry_after is not None
                                      else self._backoff(refusals), DEFAULT_RETRY_AFTER_CAP))
                     continue
-                if status < 500:
+                elif status < 500:
                     self._check(response)
                     raise ResponseError(f"POST /v2/tasks: unexpected status {status}")
-                cause = f"the service answered {status}"
-            found = yield from self._op_reconcile(image_id, container, began, cause)
+                else:
+                    cause = f"the service answered {status}"
+            attempt = self._attempts.setdefault(key, _Attempt(task_type, dict(task_input),
+                                                              began))
+            found, problem = yield from self._op_reconcile(attempt, began, cause)
             if found is not None:
+                self._attempts.pop(key, None)
                 return found
-            if status == 503 and refusals < self._retries:
+            if problem is None and status == 503 and refusals < self._retries:
                 # 503: the service says it did not take the request, and the listing agrees.
                 refusals += 1
                 self.stats.retried("POST 503")
                 yield _Sleep(min(retry_after if retry_after is not None
                                  else self._backoff(refusals), DEFAULT_RETRY_AFTER_CAP))
                 continue
-            since = datetime.fromtimestamp(began - self._reconcile_skew, UTC)
-            raise ExportNotConfirmed(
-                f"POST /v2/tasks (export image {image_id} to container {container!r}): {cause}, "
-                f"and no such export task was created since {since:%Y-%m-%d %H:%M:%S} UTC. It "
-                f"may still appear: check client.tasks(type='export') and whether "
-                f"{container}/{image_id}.vhd exists before exporting again")
+            if problem is not None:
+                cause += f"; looking for the task failed ({problem})"
+            raise self._not_confirmed(attempt, cause, what, check)
+
+    def _not_confirmed(self, attempt: _Attempt, cause: str, what: str, check: str
+                       ) -> TaskNotConfirmed:
+        since = datetime.fromtimestamp(attempt.posted_at - self._reconcile_skew, UTC)
+        error = {"export": ExportNotConfirmed,
+                 "import": ImportNotConfirmed}.get(attempt.task_type, TaskNotConfirmed)
+        return error(
+            f"POST /v2/tasks ({what}): {cause}, and no such {attempt.task_type} task was found "
+            f"created since {since:%Y-%m-%d %H:%M:%S} UTC. It may still appear: call the "
+            f"error's lookup(), or ask again (the same client looks for it first), or check "
+            f"client.tasks(type={attempt.task_type!r}) and {check} before trying again",
+            task_type=attempt.task_type, input=dict(attempt.input),
+            posted_at=datetime.fromtimestamp(attempt.posted_at, UTC),
+            lookup=self._lookup(attempt))
+
+    def _lookup(self, attempt: _Attempt) -> Callable[[], Any]:
+        """The ``lookup`` of a ``TaskNotConfirmed``: each client runs ``_op_look_up``."""
+        raise NotImplementedError
 
     @staticmethod
     def _backoff(attempt: int) -> float:
+        if testing.is_testing():
+            return 0.0
         ceiling = min(DEFAULT_RETRY_BACKOFF_MAXIMUM, DEFAULT_RETRY_BACKOFF_INITIAL * 2.0 ** attempt)
         return ceiling * random.random()
 
-    def _op_reconcile(self, image_id: str, container: str, began: float, cause: str
-                      ) -> _Op[Task | None]:
-        """Find the export task a lost POST may have created: list tasks newest first back to
-        ``began`` minus the clock-skew margin, and look at the export tasks nobody claimed."""
-        logger.info("POST /v2/tasks for image %s: %s; looking for the task", image_id, cause)
-        if self._reconcile_settle > 0:
-            yield _Sleep(self._reconcile_settle)
+    def _op_reconcile(self, attempt: _Attempt, began: float, cause: str
+                      ) -> _Op[tuple[Task | None, ImgToolsError | None]]:
+        """Find the task a lost POST may have created, asking again through trouble that may
+        pass (``RECONCILE_ATTEMPTS`` times): the task or ``None`` (certainly not created since
+        ``began``), and the error that kept it from looking, if any."""
+        logger.info("POST /v2/tasks (%s): %s; looking for the task", attempt.task_type, cause)
+        if not testing.is_testing():
+            yield _Sleep(RECONCILE_SETTLE)
         since = datetime.fromtimestamp(began - self._reconcile_skew, UTC)
-        candidates: list[str] = []
-        url: str | None = "tasks"
-        params: dict[str, Any] | None = {"sort_key": "created_at", "sort_dir": "desc",
-                                         "limit": 100}
-        seen: set[str] = set()
-        # Not ?type=export: upstream Glance refuses any type filter but "import".
-        while url is not None:
-            items, url, _ = yield from self._op_page(url, params, "tasks", seen)
-            params = None
-            for item in items:
-                created = parse_time(item.get("created_at")) if isinstance(item, dict) else None
-                if created is None or created < since:
-                    url = None
+        problem: ImgToolsError | None = None
+        for tries in range(RECONCILE_ATTEMPTS):
+            if tries:
+                yield _Sleep(self._backoff(tries))
+            try:
+                found = yield from self._op_find_task(attempt.task_type, attempt.input, since)
+            except ImgToolsError as exc:
+                problem = exc
+                if not _transient(exc):
                     break
-                if item.get("type") == "export" and isinstance(item.get("id"), str):
-                    candidates.append(item["id"])
+            else:
+                if found is not None:
+                    attempt.task = found
+                return found, None
+        return None, problem
+
+    def _op_look_up(self, attempt: _Attempt) -> _Op[Task | None]:
+        """The task of a ``TaskNotConfirmed`` attempt, or ``None`` if none was created since;
+        once found, the same task every time."""
+        if attempt.task is None:
+            since = datetime.fromtimestamp(attempt.posted_at - self._reconcile_skew, UTC)
+            attempt.task = yield from self._op_find_task(attempt.task_type, attempt.input, since)
+        return attempt.task
+
+    def _op_find_task(self, task_type: str, task_input: Mapping[str, Any],
+                      since: datetime | None) -> _Op[Task | None]:
+        """The newest task of this type and input that no caller of this client got back:
+        among those created since ``since`` (listed newest first back to it), or with
+        ``since=None`` among the live ones (pending, then processing). The list gives stubs:
+        details are fetched only for candidates whose input neither this client nor the audit
+        log knows. Claims what it returns."""
+        candidates: list[str] = []
+        # Not ?type=...: upstream Glance refuses any type filter but "import".
+        queries: list[dict[str, Any]]
+        if since is None:
+            queries = [{"status": s, "sort_key": "created_at", "sort_dir": "desc",
+                        "limit": DEFAULT_TASKS_PAGE_SIZE} for s in ("pending", "processing")]
+        else:
+            queries = [{"sort_key": "created_at", "sort_dir": "desc", "limit": 100}]
+        for params in queries:
+            url: str | None = "tasks"
+            query: dict[str, Any] | None = params
+            seen: set[str] = set()
+            while url is not None:
+                items, url, _ = yield from self._op_page(url, query, "tasks", seen)
+                query = None
+                for item in items:
+                    if not isinstance(item, dict):
+                        continue
+                    if since is not None:
+                        created = parse_time(item.get("created_at"))
+                        if created is None or created < since:
+                            url = None
+                            break
+                    task_id = item.get("id")
+                    if item.get("type") == task_type and isinstance(task_id, str) \
+                            and task_id not in candidates:
+                        candidates.append(task_id)
         matches: list[Task] = []
         for task_id in candidates:
             with self._lock:
                 if task_id in self._claimed:
                     continue
-            known = self._inputs.get(task_id)
-            if known is not None and known != (image_id, container):
+            known = self._known_input(task_id)
+            if known is not None and not _same_input(known, task_input):
                 continue  # its input cannot have changed
             try:
                 task, _ = yield from self._op_get_task(task_id)
             except NotFound:
                 continue
-            if task.image_id == image_id and task.container == container:
+            if task.input is not None and _same_input(task.input, task_input):
                 matches.append(task)
         for task in sorted(matches, key=lambda t: t.created_at, reverse=True):
             if self._claim(task):
-                logger.info("POST /v2/tasks for image %s: found its task %s", image_id, task.id)
+                logger.info("found the %s task %s", task_type, task.id)
                 return task
+        return None
+
+    def _known_input(self, task_id: str) -> Mapping[str, Any] | None:
+        """A task's input as this client or its audit log saw it, without a request."""
+        known = self._inputs.get(task_id)
+        if known is not None:
+            return known
+        get = getattr(self.log, "get", None)  # a TaskLog has it; any recorder may not
+        if get is None:
+            return None
+        try:
+            task = get(task_id)
+        except Exception:  # the log is a help here, never a reason to fail
+            return None
+        if isinstance(task, Task) and task.input is not None:
+            self._inputs[task_id] = task.input
+            return task.input
         return None
 
     def _task_params(self, type: str | None, status: str | TaskStatus | None, sort_key: str,
@@ -638,6 +876,16 @@ class _BaseClient(Generic[_TransportT]):
         return Exportability(True)
 
 
+def _handle(client: Client, task: Task) -> ExportTask | ImportTask:
+    """The handle of a task's own kind."""
+    return ImportTask(client, task) if task.type == "import" else ExportTask(client, task)
+
+
+def _ahandle(client: AsyncClient, task: Task) -> AsyncExportTask | AsyncImportTask:
+    return (AsyncImportTask(client, task) if task.type == "import"
+            else AsyncExportTask(client, task))
+
+
 # -- the sync client --------------------------------------------------------------------------
 
 
@@ -670,9 +918,14 @@ class Client(_BaseClient[httpx.BaseTransport]):
             auth = identity
         else:
             auth, session = self._token_login()
-        image_endpoint = self._adopt(auth, session)
+        self._adopt(auth, session)
+        assert self._session is not None
+        self._open_http(self._session)
+
+    def _open_http(self, session: Session) -> None:
+        assert session.image_endpoint is not None
         self._http = httpx.Client(transport=self._transport(),
-                                  **self._client_options(image_endpoint))
+                                  **self._client_options(session.image_endpoint))
         if session.files_endpoint:
             self._storage_http = httpx.Client(transport=self._transport(bulk=True),
                                               **self._client_options(session.files_endpoint))
@@ -685,7 +938,8 @@ class Client(_BaseClient[httpx.BaseTransport]):
             inner = BulkTransport(verify=_verify(self._verify))
         else:
             inner = httpx.HTTPTransport(verify=_verify(self._verify))
-        return RetryTransport(inner, **self._retry_options())
+        # Before login (the identity connection) there is no auth yet: nothing to renew.
+        return RetryTransport(inner, **self._retry_options(renew=True))
 
     @property
     def _storage(self) -> httpx.Client:
@@ -763,6 +1017,13 @@ class Client(_BaseClient[httpx.BaseTransport]):
     def _fetch_task(self, task_id: str) -> tuple[Task, float | None]:
         return self._run(self._op_get_task(task_id))
 
+    def _lookup(self, attempt: _Attempt) -> Callable[[], TaskHandle | None]:
+        def lookup() -> TaskHandle | None:
+            task = self._run(self._op_look_up(attempt))
+            return None if task is None else _handle(self, task)
+
+        return lookup
+
     def iter_task_pages(self, *, type: str | None = None, status: str | TaskStatus | None = None,
                         sort_key: str = "created_at", sort_dir: str = "desc",
                         page_size: int = DEFAULT_TASKS_PAGE_SIZE) -> Iterator[list[dict[str, Any]]]:
@@ -816,14 +1077,23 @@ class Client(_BaseClient[httpx.BaseTransport]):
         Arguments are checked locally first (``ValidationError``, nothing sent). The preflight
         (on by default) raises ``NotExportable``, ``ContainerNotFound`` or ``ExportExists``
         before ``POST /v2/tasks``; ``create_container=True`` creates a missing container.
-        A lost answer is reconciled, never resent blindly (``ExportNotConfirmed``).
+        With the preflight, a live export of the same image to the same container that no
+        caller of this client got back (started by another process) is returned instead of
+        starting another. A lost answer is reconciled, never resent blindly: the task, or
+        ``ExportNotConfirmed`` (``.lookup()`` finds the task later; asking again for the same
+        pair looks for it first).
         """
         image_id, container = validate_export_args(image_id, container)
+        task_input, what, check = self._export_task(image_id, container)
+        earlier = self._run(self._op_earlier("export", task_input, what, check))
+        if earlier is not None:
+            return ExportTask(self, earlier)
         if preflight:
             self._run(self._op_preflight(image_id, container, create_container=create_container))
         elif create_container:
             self._run(self._op_put_container(container))
-        return ExportTask(self, self._run(self._op_create_export(image_id, container)))
+        return ExportTask(self, self._run(self._op_create_task("export", task_input, what,
+                                                               live=preflight, check=check)))
 
     def export(self, image_id: str, container: str, *, create_container: bool = False,
                preflight: bool = True, timeout: Timeout = DEFAULT,
@@ -836,9 +1106,44 @@ class Client(_BaseClient[httpx.BaseTransport]):
                                    preflight=preflight)
         return handle.wait(limit, poll=poll, on_update=on_update)
 
-    def resume(self, task_id: str) -> ExportTask:
-        """``ExportTask.resume(client, task_id)``: follow a task created elsewhere."""
-        return ExportTask.resume(self, task_id)
+    def resume(self, task_id: str) -> ExportTask | ImportTask:
+        """Follow a task created elsewhere (one GET): an ``ImportTask`` for an import, else an
+        ``ExportTask``."""
+        handle = ExportTask.resume(self, task_id)
+        return _handle(self, handle.task) if handle.task is not None else handle
+
+    # -- imports ----------------------------------------------------------------------------
+
+    def begin_import(self, location: str, *, name: str, format: str = "vhd",
+                     preflight: bool = True) -> ImportTask:
+        """Start importing the VHD at ``location`` (``container/object`` in this region's
+        Cloud Files) as a new image called ``name``; returns at once with the task.
+
+        Arguments are checked locally first (``ValidationError``, nothing sent). The preflight
+        (on by default) raises ``ImportSourceNotFound``, ``ImportTooLarge`` (over
+        ``IMPORT_SIZE_LIMIT``; a DLO counts its segments) or ``ImportInProgress`` before
+        ``POST /v2/tasks``. A lost answer is reconciled as for exports: the task, or
+        ``ImportNotConfirmed`` (never a second import).
+        """
+        container, obj, task_input = validate_import_args(location, name, format)
+        what, check = describe_import(task_input)
+        earlier = self._run(self._op_earlier("import", task_input, what, check))
+        if earlier is not None:
+            return ImportTask(self, earlier)
+        if preflight:
+            self._run(op_import_preflight(self, container, obj, task_input))
+        return ImportTask(self, self._run(self._op_create_task("import", task_input, what,
+                                                               live=preflight, check=check)))
+
+    def import_(self, location: str, *, name: str, format: str = "vhd", preflight: bool = True,
+                timeout: Timeout = DEFAULT, poll: PollPolicy | None = None,
+                on_update: OnUpdate | None = None) -> Task:
+        """``begin_import(...)`` then ``wait(...)``: the finished task (``task.image_id`` is
+        the new image), or ``ImportFailed`` (``.failure``: an ``ImportFailure``) /
+        ``TaskTimeout``."""
+        limit = self._wait_timeout(timeout)
+        handle = self.begin_import(location, name=name, format=format, preflight=preflight)
+        return handle.wait(limit, poll=poll, on_update=on_update)
 
     def wait_all(self, tasks: Iterable[TaskRef], *, timeout: Timeout = DEFAULT,
                  poll: PollPolicy | None = None,
@@ -921,7 +1226,8 @@ class Client(_BaseClient[httpx.BaseTransport]):
         image_id = validate_image_id(image_id)
 
         def generate() -> Iterator[bytes]:
-            request = self._http.build_request("GET", _path("images", image_id, "file"))
+            request = self._http.build_request("GET", _path("images", image_id, "file"),
+                                               extensions={READ_BODY_EXTENSION: False})
             try:
                 response = self._http.send(request, stream=True)
                 try:
@@ -954,7 +1260,8 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
     def _transport(self) -> AsyncRetryTransport:
         inner = self._inner if self._inner is not None else httpx.AsyncHTTPTransport(
             verify=_verify(self._verify))
-        return AsyncRetryTransport(inner, **self._retry_options())
+        # Before login (the identity connection) there is no auth yet: nothing to renew.
+        return AsyncRetryTransport(inner, **self._retry_options(renew=True))
 
     async def open(self) -> AsyncClient:
         """Log in (with username + API key) and open the connections; idempotent."""
@@ -975,14 +1282,26 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
                 auth = identity
             else:
                 auth, session = self._token_login()
-            image_endpoint = self._adopt(auth, session)
-            if session.files_endpoint:
-                self._storage_http = httpx.AsyncClient(
-                    transport=self._transport(), **self._client_options(session.files_endpoint))
-            # Last: a set _http is what tells open() the client is ready.
-            self._http = httpx.AsyncClient(transport=self._transport(),
-                                           **self._client_options(image_endpoint))
+            self._adopt(auth, session)
+            assert self._session is not None
+            self._open_http(self._session)
         return self
+
+    def _open_http(self, session: Session) -> None:
+        assert session.image_endpoint is not None
+        if session.files_endpoint:
+            self._storage_http = httpx.AsyncClient(
+                transport=self._transport(), **self._client_options(session.files_endpoint))
+        # Last: a set _http is what tells open() the client is ready.
+        self._http = httpx.AsyncClient(transport=self._transport(),
+                                       **self._client_options(session.image_endpoint))
+
+    def _fork(self, session: Session) -> None:
+        # The original's locks and worker-thread connections are its own.
+        self._ready_lock = None
+        self._blocking = []
+        self._blocking_storage = None
+        super()._fork(session)
 
     @property
     def _storage(self) -> httpx.AsyncClient:
@@ -1041,7 +1360,7 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
             auth._sync_client = identity
         storage = httpx.Client(
             transport=RetryTransport(BulkTransport(verify=_verify(self._verify)),
-                                     **self._retry_options()),
+                                     **self._retry_options(renew=True)),
             **self._client_options(session.files_endpoint))
         self._blocking.append(storage)
         self._blocking_storage = storage
@@ -1084,6 +1403,13 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
 
     async def _fetch_task(self, task_id: str) -> tuple[Task, float | None]:
         return await self._run(self._op_get_task(task_id))
+
+    def _lookup(self, attempt: _Attempt) -> Callable[[], Any]:
+        async def lookup() -> AsyncTaskHandle | None:
+            task = await self._run(self._op_look_up(attempt))
+            return None if task is None else _ahandle(self, task)
+
+        return lookup
 
     def iter_task_pages(self, *, type: str | None = None, status: str | TaskStatus | None = None,
                         sort_key: str = "created_at", sort_dir: str = "desc",
@@ -1137,12 +1463,17 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
                            preflight: bool = True) -> AsyncExportTask:
         """As ``Client.begin_export``."""
         image_id, container = validate_export_args(image_id, container)
+        task_input, what, check = self._export_task(image_id, container)
+        earlier = await self._run(self._op_earlier("export", task_input, what, check))
+        if earlier is not None:
+            return AsyncExportTask(self, earlier)
         if preflight:
             await self._run(self._op_preflight(image_id, container,
                                                create_container=create_container))
         elif create_container:
             await self._run(self._op_put_container(container))
-        return AsyncExportTask(self, await self._run(self._op_create_export(image_id, container)))
+        return AsyncExportTask(self, await self._run(self._op_create_task(
+            "export", task_input, what, live=preflight, check=check)))
 
     async def export(self, image_id: str, container: str, *, create_container: bool = False,
                      preflight: bool = True, timeout: Timeout = DEFAULT,
@@ -1153,9 +1484,35 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
                                          preflight=preflight)
         return await handle.wait(limit, poll=poll, on_update=on_update)
 
-    async def resume(self, task_id: str) -> AsyncExportTask:
+    async def resume(self, task_id: str) -> AsyncExportTask | AsyncImportTask:
         """As ``Client.resume``."""
-        return await AsyncExportTask.resume(self, task_id)
+        handle = await AsyncExportTask.resume(self, task_id)
+        return _ahandle(self, handle.task) if handle.task is not None else handle
+
+    # -- imports ----------------------------------------------------------------------------
+
+    async def begin_import(self, location: str, *, name: str, format: str = "vhd",
+                           preflight: bool = True) -> AsyncImportTask:
+        """As ``Client.begin_import``."""
+        container, obj, task_input = validate_import_args(location, name, format)
+        what, check = describe_import(task_input)
+        earlier = await self._run(self._op_earlier("import", task_input, what, check))
+        if earlier is not None:
+            return AsyncImportTask(self, earlier)
+        if preflight:
+            await self._run(op_import_preflight(self, container, obj, task_input))
+        return AsyncImportTask(self, await self._run(self._op_create_task(
+            "import", task_input, what, live=preflight, check=check)))
+
+    async def import_(self, location: str, *, name: str, format: str = "vhd",
+                      preflight: bool = True, timeout: Timeout = DEFAULT,
+                      poll: PollPolicy | None = None,
+                      on_update: OnUpdate | None = None) -> Task:
+        """As ``Client.import_``."""
+        limit = self._wait_timeout(timeout)
+        handle = await self.begin_import(location, name=name, format=format,
+                                         preflight=preflight)
+        return await handle.wait(limit, poll=poll, on_update=on_update)
 
     async def wait_all(self, tasks: Iterable[TaskRef], *, timeout: Timeout = DEFAULT,
                        poll: PollPolicy | None = None,
@@ -1197,7 +1554,8 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
 
         async def generate() -> AsyncIterator[bytes]:
             await self.open()
-            request = self._http.build_request("GET", _path("images", image_id, "file"))
+            request = self._http.build_request("GET", _path("images", image_id, "file"),
+                                               extensions={READ_BODY_EXTENSION: False})
             try:
                 response = await self._http.send(request, stream=True)
                 try:

@@ -25,6 +25,7 @@ __all__ = [
     "FAST_POLL_MAXIMUM",
     "MAX_CONTAINER_NAME_BYTES",
     "MAX_PAGE_SIZE",
+    "RECONCILE_ATTEMPTS",
     "RECONCILE_CLOCK_SKEW",
     "RECONCILE_SETTLE",
     "TOKEN_REFRESH_MARGIN",
@@ -76,6 +77,10 @@ RECONCILE_CLOCK_SKEW = 120.0
 #: Pause before listing tasks to reconcile a lost POST, so a request still being processed
 #: behind a gateway has time to show up, seconds.
 RECONCILE_SETTLE = 1.0
+#: Times a lost POST's task is looked for (listing and fetching) when looking fails on a
+#: network error, a 5xx, a rate limit or a 401 that a new login may cure, before
+#: ``ExportNotConfirmed`` says it could not be confirmed either way.
+RECONCILE_ATTEMPTS = 4
 
 #: Re-authenticate this long before the token's ``expires`` (at most a tenth of its lifetime),
 #: seconds, so long waits rarely meet a 401 at all.

@@ -211,11 +211,16 @@ def connect(*, endpoint: str | None = None, token: str | None = None,
             retries: int = DEFAULT_RETRIES, poll: PollPolicy | None = None,
             wait_timeout: float | None = DEFAULT_WAIT_TIMEOUT,
             log: TaskRecorder | bool | None = True, verify: bool = True,
-            transport: httpx.BaseTransport | None = None) -> Client:
+            transport: httpx.BaseTransport | None = None,
+            servicenet: bool | None = None) -> Client:
     """A ``Client`` from the first credentials found: arguments (``endpoint`` + ``token``, or
     ``username`` + ``api_key``/``password`` with ``region`` and ``identity_url``), then
     ``API_ENDPOINT`` + ``AUTH_TOKEN`` (+ ``FILES_ENDPOINT``), then ``RAX_USERNAME`` +
     ``RAX_API_KEY`` (+ ``RAX_REGION``).
+
+    ``region``: the region to work in (default: the user's default region); one login serves
+    every region (``client.in_region("IAD")``). ``servicenet=True`` (or ``RAX_SERVICENET=1``)
+    reaches Cloud Files over ServiceNet (the catalog's ``internalURL``).
 
     With none, ``emulator=True`` (or ``IMGTOOLS_EMULATOR=1``) starts the local emulator in the
     background (stopped at exit), logs in as its demo user, polls fast, and records into a log
@@ -238,7 +243,8 @@ async def connect_async(*, endpoint: str | None = None, token: str | None = None
                         poll: PollPolicy | None = None,
                         wait_timeout: float | None = DEFAULT_WAIT_TIMEOUT,
                         log: TaskRecorder | bool | None = True, verify: bool = True,
-                        transport: httpx.AsyncBaseTransport | None = None) -> AsyncClient:
+                        transport: httpx.AsyncBaseTransport | None = None,
+                        servicenet: bool | None = None) -> AsyncClient:
     """As ``connect``, for an ``AsyncClient`` (logged in and ready when it returns)."""
     options, embedded = _plan(dict(locals()))
     if embedded:

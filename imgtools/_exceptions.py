@@ -4,30 +4,44 @@ Every error is an ``ImgToolsError``; none of them carries a token, API key or pa
 
     ImgToolsError
     ├── ConfigurationError          no usable credentials or endpoints
+    │   ├── UnknownRegion           a region the service catalog does not offer (.regions)
+    │   └── MissingSetting          an operation needs what a bare token cannot tell (.setting)
     ├── ValidationError             a bad argument, caught before any request (also ValueError)
     ├── PreflightError              the export would fail; found before POST /v2/tasks
     │   ├── NotExportable           the image cannot be exported (.reason)
     │   ├── ContainerNotFound       the receiving container does not exist
-    │   └── ExportExists            <uuid>.vhd is already in the container
+    │   ├── ExportExists            <uuid>.vhd is already in the container
+    │   └── NotImportable           the import would fail (.reason)
+    │       ├── ImportSourceNotFound    no such object (or manifest) in this region
+    │       ├── ImportTooLarge          over IMPORT_SIZE_LIMIT (.size)
+    │       └── ImportInProgress        an import of the object is pending/processing (.task_id)
     ├── ServiceError                talking to the service went wrong
     │   ├── TransportError          network failure that retries did not fix
     │   ├── ResponseError           an answer imgtools cannot understand (damaged, truncated)
-    │   ├── ExportNotConfirmed      POST /v2/tasks got no answer and no matching task was found
+    │   ├── TaskNotConfirmed        POST /v2/tasks got no answer and its task was not found
+    │   │   ├── ExportNotConfirmed  ... for an export (.image_id, .container, .lookup())
+    │   │   └── ImportNotConfirmed  ... for an import (.location, .name, .lookup())
     │   └── APIError                an HTTP error status (.status_code, .message, .request_id)
     │       ├── AuthError           401 / 403
     │       ├── NotFound            404
     │       └── RateLimited         413 / 429 (.retry_after)
     ├── TaskError                   about one task (.task)
     │   ├── TaskFailed              the task ended in ``failure`` (.message)
+    │   │   └── ImportFailed        ... an import (.failure: ImportFailure, .code)
     │   └── TaskTimeout             the deadline passed first (.task is the last one seen)
-    └── DownloadError               an export could not be verified or stored
-        ├── ChecksumMismatch        bytes that do not hash to the listed MD5
-        └── ConversionError         qemu-img could not convert the VHD (.path: kept)
+    ├── DownloadError               an export could not be verified or stored
+    │   ├── ChecksumMismatch        bytes that do not hash to the listed MD5
+    │   └── ConversionError         qemu-img could not convert the VHD (.path: kept)
+    └── LogUnavailable              the team audit log cannot be reached (.spooled rows kept)
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import enum
+import re
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from imgtools._models import Task
@@ -43,16 +57,27 @@ __all__ = [
     "ExportExists",
     "ExportNotConfirmed",
     "ImgToolsError",
+    "ImportFailed",
+    "ImportFailure",
+    "ImportInProgress",
+    "ImportNotConfirmed",
+    "ImportSourceNotFound",
+    "ImportTooLarge",
+    "LogUnavailable",
+    "MissingSetting",
     "NotExportable",
     "NotFound",
+    "NotImportable",
     "PreflightError",
     "RateLimited",
     "ResponseError",
     "ServiceError",
     "TaskError",
     "TaskFailed",
+    "TaskNotConfirmed",
     "TaskTimeout",
     "TransportError",
+    "UnknownRegion",
     "ValidationError",
 ]
 
@@ -66,6 +91,25 @@ class ImgToolsError(Exception):
 
 class ConfigurationError(ImgToolsError):
     """No usable credentials or endpoints, or contradictory settings."""
+
+
+class UnknownRegion(ConfigurationError):
+    """A region the service catalog does not offer; ``regions`` lists those it does. Raised
+    before any request to Cloud Images or Cloud Files."""
+
+    def __init__(self, message: str, *, region: str, regions: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.region = region
+        self.regions = regions
+
+
+class MissingSetting(ConfigurationError):
+    """An operation needs something the client could not find out (a bare token has no
+    service catalog); ``setting`` names what to set, e.g. ``"region"``."""
+
+    def __init__(self, message: str, *, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 class ValidationError(ImgToolsError, ValueError):
@@ -101,6 +145,37 @@ class ExportExists(PreflightError):
     """``<uuid>.vhd`` is already in the receiving container."""
 
 
+class NotImportable(PreflightError):
+    """The import would fail; found before ``POST /v2/tasks``. ``location`` is the
+    ``container/object`` asked for."""
+
+    def __init__(self, message: str, *, reason: str, location: str) -> None:
+        super().__init__(message, reason=reason)
+        self.location = location
+
+
+class ImportSourceNotFound(NotImportable):
+    """The object (or DLO manifest) to import is not in this region's Cloud Files."""
+
+
+class ImportTooLarge(NotImportable):
+    """The object is over the import limit; ``size`` and ``limit`` in bytes."""
+
+    def __init__(self, message: str, *, reason: str, location: str, size: int,
+                 limit: int) -> None:
+        super().__init__(message, reason=reason, location=location)
+        self.size = size
+        self.limit = limit
+
+
+class ImportInProgress(NotImportable):
+    """An import of the same object is already ``pending`` or ``processing``: ``task_id``."""
+
+    def __init__(self, message: str, *, reason: str, location: str, task_id: str) -> None:
+        super().__init__(message, reason=reason, location=location)
+        self.task_id = task_id
+
+
 class ServiceError(ImgToolsError):
     """Talking to the service went wrong."""
 
@@ -121,11 +196,50 @@ class ResponseError(ServiceError):
     """The service answered with something imgtools cannot understand."""
 
 
-class ExportNotConfirmed(ServiceError):
-    """``POST /v2/tasks`` got no usable answer and no matching task could be found.
+class TaskNotConfirmed(ServiceError):
+    """``POST /v2/tasks`` was sent, but neither its answer nor its task could be found.
 
-    The task may or may not exist: list recent export tasks before trying again.
+    The task may or may not exist. What finds it later: ``task_type``, ``input`` (the task's
+    input as sent), ``posted_at`` (UTC, when the first such POST was sent) and ``lookup()``,
+    which looks again and returns the task's handle, or ``None`` when the service holds no
+    such task (an ``AsyncClient``'s is awaited). Asking the same client for the same task
+    again looks for it first, too, and creates another only when there is none.
     """
+
+    def __init__(self, message: str, *, task_type: str, input: Mapping[str, Any],
+                 posted_at: datetime, lookup: Callable[[], Any]) -> None:
+        super().__init__(message)
+        self.task_type = task_type
+        self.input = input
+        self.posted_at = posted_at
+        self.lookup = lookup
+
+
+class ExportNotConfirmed(TaskNotConfirmed):
+    """The export ``POST /v2/tasks`` was sent, but neither its answer nor its task could be
+    found (see ``TaskNotConfirmed``); ``image_id`` and ``container`` say which export."""
+
+    @property
+    def image_id(self) -> str:
+        return str(self.input["image_uuid"])
+
+    @property
+    def container(self) -> str:
+        return str(self.input["receiving_swift_container"])
+
+
+class ImportNotConfirmed(TaskNotConfirmed):
+    """The import ``POST /v2/tasks`` was sent, but neither its answer nor its task could be
+    found (see ``TaskNotConfirmed``); ``location`` and ``name`` say which import."""
+
+    @property
+    def location(self) -> str:
+        return str(self.input["import_from"])
+
+    @property
+    def name(self) -> str | None:
+        props = self.input.get("image_properties")
+        return str(props["name"]) if isinstance(props, Mapping) and "name" in props else None
 
 
 class APIError(ServiceError):
@@ -143,7 +257,18 @@ class APIError(ServiceError):
 
 
 class AuthError(APIError):
-    """401 or 403: the token is missing, expired or lacks the right role."""
+    """401 or 403: the token is missing, expired or lacks the right role.
+
+    ``renewable`` is true for a 401 that a new login may cure (the client logs in with a
+    username and key, and identity accepted them): waits ride it out. A refused bare token, a
+    403 or identity refusing the credentials is final.
+    """
+
+    def __init__(self, message: str, *, status_code: int, method: str = "", path: str = "",
+                 request_id: str | None = None, renewable: bool = False) -> None:
+        super().__init__(message, status_code=status_code, method=method, path=path,
+                         request_id=request_id)
+        self.renewable = renewable
 
 
 class NotFound(APIError):
@@ -176,6 +301,74 @@ class TaskFailed(TaskError):
         return self.task.message
 
 
+class ImportFailure(enum.StrEnum):
+    """Why an import task failed, by the service's message (which ``ImportFailed`` keeps).
+
+    The VHD codes are Rackspace's documented ones, in the wire form
+    ``Image cannot be imported. Error code: '396'``.
+    """
+
+    #: "Image not found for import. Possible invalid location": the object is gone.
+    SOURCE_NOT_FOUND = "source_not_found"
+    #: An image property other than ``name``, or none at all.
+    BAD_PROPERTIES = "bad_properties"
+    #: The input's location was refused ("Invalid location", file URLs).
+    BAD_LOCATION = "bad_location"
+    #: 396: not a VHD at all.
+    NOT_VHD = "not_vhd"
+    #: 111: a VHD that failed validation for an unspecified reason.
+    INVALID_VHD = "invalid_vhd"
+    #: 413: the virtual disk is over the size the service imports.
+    VIRTUAL_SIZE_TOO_LARGE = "virtual_size_too_large"
+    #: 609: the VHD file is over the size the service imports.
+    FILE_TOO_LARGE = "file_too_large"
+    #: 523: neither a fixed nor a dynamic disk.
+    UNSUPPORTED_DISK_TYPE = "unsupported_disk_type"
+    #: 614: the VHD's own UUID is all zeros.
+    ZERO_UUID = "zero_uuid"
+    #: 721: a differencing disk (it has a parent).
+    HAS_PARENT = "has_parent"
+    #: "Unknown error occurred during image import": the service's own trouble; try again.
+    SERVICE_ERROR = "service_error"
+    #: A message imgtools does not know.
+    OTHER = "other"
+
+    @classmethod
+    def of(cls, message: str | None) -> tuple[ImportFailure, str | None]:
+        """The category of a failed import's ``message``, and its VHD error code if any."""
+        text = message or ""
+        match = _IMPORT_CODE.search(text)
+        if match is not None:
+            code = match.group(1)
+            return _IMPORT_CODES.get(code, cls.INVALID_VHD), code
+        lowered = text.lower()
+        for needle, failure in _IMPORT_TEXTS:
+            if needle in lowered:
+                return failure, None
+        return cls.OTHER, None
+
+
+_IMPORT_CODE = re.compile(r"Error code: '?(\d+)'?")
+_IMPORT_CODES = {"111": ImportFailure.INVALID_VHD, "396": ImportFailure.NOT_VHD,
+                 "413": ImportFailure.VIRTUAL_SIZE_TOO_LARGE, "609": ImportFailure.FILE_TOO_LARGE,
+                 "523": ImportFailure.UNSUPPORTED_DISK_TYPE, "614": ImportFailure.ZERO_UUID,
+                 "721": ImportFailure.HAS_PARENT}
+_IMPORT_TEXTS = (("not found for import", ImportFailure.SOURCE_NOT_FOUND),
+                 ("image_properties", ImportFailure.BAD_PROPERTIES),
+                 ("invalid location", ImportFailure.BAD_LOCATION),
+                 ("file based imports", ImportFailure.BAD_LOCATION),
+                 ("unknown error", ImportFailure.SERVICE_ERROR))
+
+
+class ImportFailed(TaskFailed):
+    """An import task ended in ``failure``: ``failure`` is its category, ``code`` the VHD error
+    code (``'396'``...) when the service gave one, ``message`` the service's own text."""
+
+    def __init__(self, message: str, *, task: Task) -> None:
+        super().__init__(message, task=task)
+        self.failure, self.code = ImportFailure.of(task.message)
+
+
 class TaskTimeout(TaskError):
     """The deadline passed before the task finished; ``task`` is the last one seen."""
 
@@ -203,3 +396,13 @@ class ConversionError(DownloadError):
     def __init__(self, message: str, *, path: str) -> None:
         super().__init__(message)
         self.path = path
+
+
+class LogUnavailable(ImgToolsError):
+    """The team log could not be reached, or refused the operation (a read-only role writing,
+    a schema not initialised). When a write could not be made, ``spooled`` says how many task
+    rows were kept in the local spool, to be sent later."""
+
+    def __init__(self, message: str, *, spooled: int = 0) -> None:
+        super().__init__(message)
+        self.spooled = spooled

@@ -39,6 +39,7 @@ from imgtools._exceptions import (
 )
 from imgtools._http import raise_for_status
 from imgtools._models import Task, TaskStatus
+from imgtools._transport import READ_BODY_EXTENSION
 
 __all__ = [
     "AsyncFiles",
@@ -543,8 +544,10 @@ def _get_into(http: httpx.Client, container: str, seg: Segment, sink: _Sink) -> 
     # range of bytes that would not fit with the ones already here.
     last = "" if sink.end == seg.bytes else sink.end - 1  # to the end: a longer body shows
     headers = {} if whole else {"Range": f"bytes={pos}-{last}", "If-Range": seg.md5}
+    # Streamed here (and resumed with Range above), never read whole by the retry transport.
     with _network(f"GET {seg.name}"), \
-            http.stream("GET", _path(container, seg.name), headers=headers) as response:
+            http.stream("GET", _path(container, seg.name), headers=headers,
+                        extensions={READ_BODY_EXTENSION: False}) as response:
         raise_for_status(response)
         if not whole and response.status_code == 200:
             sink.restart()

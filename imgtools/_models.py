@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from imgtools import _taskfields as fields
 from imgtools._exceptions import ResponseError
+from imgtools._times import parse_time
 
 __all__ = ["Image", "Task", "TaskStatus", "parse_time"]
 
@@ -26,35 +28,6 @@ class TaskStatus(enum.StrEnum):
     @property
     def terminal(self) -> bool:
         return self in (TaskStatus.SUCCESS, TaskStatus.FAILURE)
-
-
-def parse_time(value: Any) -> datetime | None:
-    """Parse the service's timestamps (``2014-02-26T02:01:13Z``, with or without zone or
-    microseconds) into an aware UTC datetime; ``None`` stays ``None``."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ResponseError(f"expected a timestamp string, got {type(value).__name__}")
-    text = value.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise ResponseError(f"unreadable timestamp: {value!r}") from None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
-def _normalise_message(value: Any) -> str | None:
-    # The service sends "None" or "" when there is nothing to say.
-    if value is None:
-        return None
-    text = str(value)
-    if text.strip() in ("", "None", "null"):
-        return None
-    return text
 
 
 def _frozen(value: Any) -> Mapping[str, Any] | None:
@@ -139,7 +112,7 @@ class Task:
             expires_at=parse_time(data.get("expires_at")),
             input=None if is_stub else _frozen(data.get("input")),
             result=None if is_stub else _frozen(data.get("result")),
-            message=None if is_stub else _normalise_message(data.get("message")),
+            message=None if is_stub else fields.message(data.get("message")),
             is_stub=is_stub,
             extra=_FrozenDict({k: v for k, v in data.items() if k not in known}),
         )
@@ -170,32 +143,17 @@ class Task:
     @property
     def image_id(self) -> str | None:
         """The exported image (``input.image_uuid``), or the imported one (``result.image_id``)."""
-        if self.input is not None and isinstance(self.input.get("image_uuid"), str):
-            return str(self.input["image_uuid"])
-        if self.result is not None and isinstance(self.result.get("image_id"), str):
-            return str(self.result["image_id"])
-        return None
+        return fields.image_id(self.input, self.result)
 
     @property
     def container(self) -> str | None:
         """The receiving container of an export, or the source container of an import."""
-        if self.input is None:
-            return None
-        value = self.input.get("receiving_swift_container")
-        if isinstance(value, str):
-            return value
-        source = self.input.get("import_from")
-        if isinstance(source, str) and "/" in source:
-            return source.split("/", 1)[0]
-        return None
+        return fields.container(self.input)
 
     @property
     def export_location(self) -> str | None:
         """``<container>/<uuid>.vhd`` once an export succeeded."""
-        if self.result is None:
-            return None
-        value = self.result.get("export_location")
-        return value if isinstance(value, str) else None
+        return fields.export_location(self.result)
 
     @property
     def duration(self) -> timedelta | None:

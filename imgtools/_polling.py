@@ -1,10 +1,12 @@
-"""Following tasks to the end: ``PollPolicy``, ``ExportTask`` (and its async twin) and batch
-waiting with ``wait_all``.
+"""Following tasks to the end: ``PollPolicy``, ``TaskHandle`` (``ExportTask``, and
+``ImportTask`` in ``_imports.py``; each with its async twin) and batch waiting with ``wait_all``.
 
 This loop repeats while a *task* is not finished; repeating one failed *HTTP request* is the
 transport's job (``_transport.py``). While waiting, network trouble and 5xx/413/429 answers are
-ridden out until the deadline (with ``Retry-After`` obeyed); a 401 that re-authentication cannot
-fix, a vanished task or a damaged answer end the wait with their own error.
+ridden out until the deadline (with ``Retry-After`` obeyed), and so is a 401 while the identity
+service still accepts the credentials (each poll logs in again); a bare token that expired,
+credentials identity refuses, a vanished task or a damaged answer end the wait with their own
+error.
 
 Batch waiting asks the list endpoint which tasks are still ``pending`` or ``processing`` (a few
 pages of up to 1000 stubs for any number of tasks) and fetches details only for tasks that left
@@ -19,7 +21,6 @@ import asyncio
 import dataclasses
 import math
 import random
-import time
 from collections import deque
 from collections.abc import (
     AsyncIterator,
@@ -31,8 +32,9 @@ from collections.abc import (
 )
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
+from imgtools import testing
 from imgtools._config import (
     DEFAULT_POLL_INITIAL,
     DEFAULT_POLL_JITTER,
@@ -43,7 +45,9 @@ from imgtools._config import (
 )
 from imgtools._exceptions import (
     APIError,
+    AuthError,
     ImgToolsError,
+    ImportFailed,
     NotFound,
     RateLimited,
     TaskFailed,
@@ -60,8 +64,10 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT",
     "AsyncExportTask",
+    "AsyncTaskHandle",
     "ExportTask",
     "PollPolicy",
+    "TaskHandle",
     "WaitAllResult",
     "WaitProgress",
 ]
@@ -197,6 +203,10 @@ def _transient(exc: ImgToolsError) -> bool:
     """Trouble worth riding out while waiting: the next poll may well succeed."""
     if isinstance(exc, TransportError | RateLimited):
         return True
+    if isinstance(exc, AuthError):
+        # A 401 with credentials identity still accepts: the next poll logs in again. A refused
+        # bare token, a 403 or refused credentials end the wait.
+        return exc.renewable
     return isinstance(exc, APIError) and exc.status_code >= 500
 
 
@@ -206,8 +216,10 @@ def _retry_after(exc: ImgToolsError) -> float | None:
 
 def _finish(task: Task) -> Task:
     if task.status is TaskStatus.FAILURE:
-        raise TaskFailed(f"task {task.id} failed: {task.message or 'the service gave no reason'}",
-                         task=task)
+        # An import's failure carries its category (ImportFailed is a TaskFailed).
+        error = ImportFailed if task.type == "import" else TaskFailed
+        raise error(f"task {task.id} failed: {task.message or 'the service gave no reason'}",
+                    task=task)
     return task
 
 
@@ -243,6 +255,11 @@ _Outcome = tuple[Task, float | None] | ImgToolsError
 _R = TypeVar("_R")
 
 
+def _now() -> float:
+    # The testing switch may put a fake clock here (``imgtools.testing.use_clock``).
+    return testing.clock().monotonic()
+
+
 def _drive(steps: Generator[_Step, Any, _R], client: Client) -> _R:
     """Run a sans-IO wait loop with blocking I/O: do each step it yields and send back the
     answer (an ``ImgToolsError`` is sent back, not raised)."""
@@ -260,7 +277,7 @@ def _drive(steps: Generator[_Step, Any, _R], client: Client) -> _R:
         elif isinstance(step, _Fetch):
             answer = _fetch_side_by_side(client, step.ids)
         else:
-            time.sleep(step)
+            testing.clock().sleep(step)
             answer = None
 
 
@@ -296,7 +313,12 @@ async def _adrive(steps: Generator[_Step, Any, _R], client: AsyncClient) -> _R:
         elif isinstance(step, _Fetch):
             answer = await _afetch_side_by_side(client, step.ids)
         else:
-            await asyncio.sleep(step)
+            clock = testing.clock()
+            if clock is testing.REAL_CLOCK:
+                await asyncio.sleep(step)
+            else:  # virtual time: let the loop run, then move the clock on
+                clock.sleep(step)
+                await asyncio.sleep(0)
             answer = None
 
 
@@ -325,7 +347,7 @@ class _Pace:
 
     def __init__(self, policy: PollPolicy, limit: float | None) -> None:
         self.policy = policy
-        self.started = time.monotonic()
+        self.started = _now()
         self.deadline = None if limit is None else self.started + limit
         self.attempt = 0
         self._took: deque[float] = deque(maxlen=LATENCY_WINDOW)
@@ -391,7 +413,7 @@ class _ExportTaskBase:
         # A task just seen is not asked about again at once.
         fresh = self._task is not None
         while True:
-            polled = time.monotonic()
+            polled = _now()
             asked = not fresh
             if fresh:
                 fresh = False
@@ -408,7 +430,7 @@ class _ExportTaskBase:
                         on_update(task)
                     if task.done:
                         return _finish(task)
-            now = time.monotonic()
+            now = _now()
             if pace.expired(now):
                 if self._task is None:
                     raise TransportError(f"task {self.id}: no answer from the service within "
@@ -422,8 +444,9 @@ class _ExportTaskBase:
         return task if task is not None and task.done and not task.is_stub else None
 
 
-class ExportTask(_ExportTaskBase):
-    """An export task followed through a ``Client``; made by ``begin_export`` or ``resume``."""
+class TaskHandle(_ExportTaskBase):
+    """A task followed through a ``Client`` (``wait``, ``refresh``, ``resume``); its kinds are
+    ``ExportTask`` and ``ImportTask``."""
 
     def __init__(self, client: Client, task: Task | str) -> None:
         if isinstance(task, Task):
@@ -433,7 +456,7 @@ class ExportTask(_ExportTaskBase):
         self.client = client
 
     @classmethod
-    def resume(cls, client: Client, task_id: str) -> ExportTask:
+    def resume(cls, client: Client, task_id: str) -> Self:
         """Pick up a task created elsewhere (another kernel, yesterday's runbook); one GET."""
         handle = cls(client, task_id)
         handle.refresh()
@@ -458,8 +481,12 @@ class ExportTask(_ExportTaskBase):
         return _drive(steps, self.client)
 
 
-class AsyncExportTask(_ExportTaskBase):
-    """The async twin of ``ExportTask``: ``await task.wait()`` never blocks the event loop, so a
+class ExportTask(TaskHandle):
+    """An export task followed through a ``Client``; made by ``begin_export`` or ``resume``."""
+
+
+class AsyncTaskHandle(_ExportTaskBase):
+    """The async twin of ``TaskHandle``: ``await task.wait()`` never blocks the event loop, so a
     Jupyter widget callback can start it with ``asyncio.get_running_loop().create_task``."""
 
     def __init__(self, client: AsyncClient, task: Task | str) -> None:
@@ -470,7 +497,7 @@ class AsyncExportTask(_ExportTaskBase):
         self.client = client
 
     @classmethod
-    async def resume(cls, client: AsyncClient, task_id: str) -> AsyncExportTask:
+    async def resume(cls, client: AsyncClient, task_id: str) -> Self:
         """Pick up a task created elsewhere; one GET."""
         handle = cls(client, task_id)
         await handle.refresh()
@@ -487,6 +514,10 @@ class AsyncExportTask(_ExportTaskBase):
         steps = self._steps(self.client._wait_timeout(timeout), poll or self.client.poll,
                             on_update)
         return await _adrive(steps, self.client)
+
+
+class AsyncExportTask(AsyncTaskHandle):
+    """The async twin of ``ExportTask``."""
 
 
 # -- batch waiting ---------------------------------------------------------------------------
@@ -551,7 +582,7 @@ class WaitAllResult:
                 f"timed_out={len(self.timed_out)}, errors={len(self.errors)})")
 
 
-TaskRef = Task | str | ExportTask | AsyncExportTask
+TaskRef = Task | str | TaskHandle | AsyncTaskHandle
 
 _LISTED = (TaskStatus.PENDING, TaskStatus.PROCESSING)
 
@@ -560,14 +591,14 @@ class _Batch:
     """The bookkeeping of ``wait_all``, without I/O: what to list, what left the lists."""
 
     def __init__(self, tasks: Iterable[TaskRef]) -> None:
-        self.handles: dict[str, list[ExportTask | AsyncExportTask]] = {}
+        self.handles: dict[str, list[TaskHandle | AsyncTaskHandle]] = {}
         self.last: dict[str, Task] = {}
         self.open: dict[str, TaskStatus | None] = {}  # unfinished id -> last status (None = ?)
         self.final: dict[str, Task] = {}
         self.errors: dict[str, ImgToolsError] = {}
         self.rounds = 0
         for ref in tasks:
-            if isinstance(ref, ExportTask | AsyncExportTask):
+            if isinstance(ref, TaskHandle | AsyncTaskHandle):
                 task_id, task = ref.id, ref.task
                 self.handles.setdefault(task_id, []).append(ref)
             elif isinstance(ref, Task):
@@ -648,7 +679,7 @@ class _Batch:
             processing=sum(1 for s in statuses if s is TaskStatus.PROCESSING),
             errors=len(self.errors),
             rounds=self.rounds,
-            elapsed=time.monotonic() - started,
+            elapsed=_now() - started,
         )
 
     def result(self) -> WaitAllResult:
@@ -704,7 +735,7 @@ def _batch_steps(batch: _Batch, limit: float | None, policy: PollPolicy,
     cost = _RoundCost()
     while True:
         retry_after: float | None = None
-        began = time.monotonic()
+        began = _now()
         if not batch.finished:
             try:
                 retry_after = yield from _round(batch, record, cost)
@@ -716,7 +747,7 @@ def _batch_steps(batch: _Batch, limit: float | None, policy: PollPolicy,
             on_progress(batch.progress(pace.started))
         if batch.finished:
             return batch.result()
-        now = time.monotonic()
+        now = _now()
         if pace.expired(now):
             return batch.result()
         yield pace.sleep(began, now, retry_after, expect=cost.expect(len(batch.open)))
@@ -753,7 +784,7 @@ def _round(batch: _Batch, record: Callable[[list[Task]], Any], cost: _RoundCost
     batch.rounds += 1
     batch.start_round()
     retry_after: float | None = None
-    began, pages_read = time.monotonic(), 0
+    began, pages_read = _now(), 0
     for status in batch.statuses_to_list():
         pages = yield _List(status)
         if isinstance(pages, ImgToolsError):
@@ -764,13 +795,13 @@ def _round(batch: _Batch, record: Callable[[list[Task]], Any], cost: _RoundCost
             if changed:
                 record(changed)
             retry_after = after if after is not None else retry_after
-    listed = time.monotonic()
+    listed = _now()
     cost.listed(listed - began, pages_read)
     finished = batch.left_the_lists()
     if not finished:
         return retry_after
     outcomes: list[_Outcome] = yield _Fetch(tuple(finished))
-    cost.fetched(time.monotonic() - listed, len(finished))
+    cost.fetched(_now() - listed, len(finished))
     problem: ImgToolsError | None = None
     for task_id, outcome in zip(finished, outcomes, strict=True):
         if isinstance(outcome, NotFound):

@@ -1,429 +1,133 @@
-"""The local audit log: every task imgtools observes, kept after the service forgets it.
+"""The audit log: every task imgtools observes, kept after the service forgets it.
 
 The service purges a finished task 48 h after it ends and its list gives only stubs, so
-imgtools keeps its own record in SQLite (stdlib): a ``tasks`` table (one row per task id,
-the newest state and the fullest detail seen) and an ``events`` table (one row per status a
-task was seen in, with the time it was first seen).
+imgtools keeps its own record: a ``tasks`` table (one row per task id, the newest state and the
+fullest detail seen, and where it was seen) and an ``events`` table (one row per status a task
+was seen in, with the time it was first seen). The tables and the merge rules, as SQL, are in
+``_logsql``; this module holds ``TaskLog`` and its SQLite backend (the default: a file).
 
-Storage choices, for speed and for several writers at once:
+The log returns rows and columns (plain Python and numpy), never DataFrames: ``history``
+builds those (``history.log_frame(log)``, ``history.events_frame(log)``).
 
-* times are INTEGER epoch **microseconds** UTC: they sort, compare and turn into
-  ``datetime64[us, UTC]`` without parsing;
-* WAL mode, ``synchronous=NORMAL`` (a committed row survives a killed process; only a power
-  cut can lose the last commits), ``busy_timeout`` plus a retry loop, short ``BEGIN IMMEDIATE``
-  transactions, and one connection per thread (and per process, after a fork).
+SQLite choices, for speed and for several writers at once: WAL mode, ``synchronous=NORMAL``
+(a committed row survives a killed process; only a power cut can lose the last commits),
+``busy_timeout`` plus a retry loop, short ``BEGIN IMMEDIATE`` transactions, one connection per
+thread (and per process, after a fork). The schema version is ``PRAGMA user_version``; an
+older file is upgraded in place on first open.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
+import atexit
 import json
+import logging
 import os
 import random
-import re
 import sqlite3
 import threading
 import time
-import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
+from typing import Any, Final, Protocol, Self, TypeVar
 
-from imgtools._exceptions import ResponseError, ValidationError
-from imgtools._models import Task, TaskStatus, parse_time
+from imgtools import _logsql as sql
+from imgtools._exceptions import ValidationError
+from imgtools._logsql import NAT_US, TEXT_COLUMNS, TIME_COLUMNS, join_columns, plain_chunk
+from imgtools._models import Task, TaskStatus
+from imgtools._pglog import LogUnavailable, is_url, safe_url
+from imgtools._taskfields import UNKNOWN, Origin
+from imgtools._times import iso_us, now_us, parse_since, to_us
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-__all__ = ["TaskLog", "default_log_path", "parse_since"]
+__all__ = ["LogColumns", "LogUnavailable", "Origin", "TaskLog", "default_log_path",
+           "default_log_target", "parse_since"]
 
 _T = TypeVar("_T")
 
-#: Environment variable naming the log file.
+#: Environment variable naming the log file (or a ``postgresql://`` URL).
 LOG_ENV: Final = "IMGTOOLS_LOG"
 #: Seconds a connection waits for another writer's lock (SQLite ``busy_timeout``).
 BUSY_TIMEOUT: Final = 10.0
 #: Seconds ``record``/``import_`` keep retrying "database is locked" before giving up.
 LOCK_RETRY_DEADLINE: Final = 60.0
-#: Rows fetched per step when building a frame (bounds peak memory).
+#: Rows fetched per step when reading columns (bounds peak memory).
 FETCH_CHUNK: Final = 65_536
 #: Ids per ``IN (...)`` lookup (below SQLite's variable limit on old builds too).
 ID_CHUNK: Final = 900
+#: Task lines per transaction when importing a JSON Lines file.
+IMPORT_BATCH: Final = 1000
 
-_SCHEMA_VERSION: Final = 1
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS tasks (
-    id              TEXT PRIMARY KEY,
-    type            TEXT NOT NULL,
-    status          TEXT NOT NULL,
-    owner           TEXT,
-    created_at      INTEGER NOT NULL,   -- epoch microseconds, UTC
-    updated_at      INTEGER NOT NULL,
-    expires_at      INTEGER,
-    input           TEXT,               -- JSON object or NULL
-    result          TEXT,
-    message         TEXT,               -- NULL when the service sent "None" or ""
-    image_id        TEXT,
-    container       TEXT,
-    export_location TEXT,
-    first_seen      INTEGER NOT NULL,
-    last_seen       INTEGER NOT NULL,
-    detail          INTEGER NOT NULL    -- 1: input/result/message match the stored status
-);
-CREATE INDEX IF NOT EXISTS tasks_created_at ON tasks (created_at);
-CREATE TABLE IF NOT EXISTS events (
-    task_id    TEXT NOT NULL,
-    status     TEXT NOT NULL,
-    seen_at    INTEGER NOT NULL,        -- first time this status was seen, epoch us UTC
-    updated_at INTEGER NOT NULL,        -- the task's updated_at when it was seen
-    PRIMARY KEY (task_id, status)
-) WITHOUT ROWID;
-"""
+LogColumns = dict[str, Any]
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_US: Final = timedelta(microseconds=1)
-# Lifecycle order: breaks ties between two states with the same (seconds) updated_at.
-_RANK: Final = {"pending": 0, "processing": 1, "success": 2, "failure": 2}
-_COLUMNS: Final = ("id", "type", "status", "owner", "created_at", "updated_at", "expires_at",
-                   "input", "result", "message", "image_id", "container", "export_location",
-                   "first_seen", "last_seen", "detail")
+Filter = str | Iterable[str] | None
 
 
 def default_log_path() -> Path:
-    """``$IMGTOOLS_LOG``, else ``platformdirs.user_data_dir("imgtools")/tasks.sqlite``."""
+    """The local log file: ``$IMGTOOLS_LOG`` when it is a path, else
+    ``platformdirs.user_data_dir("imgtools")/tasks.sqlite``."""
     env = os.environ.get(LOG_ENV)
-    if env:
+    if env and not is_url(env):
         return Path(env).expanduser()
     import platformdirs
 
     return Path(platformdirs.user_data_dir("imgtools")) / "tasks.sqlite"
 
 
-_SINCE_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
-_SINCE_UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+def default_log_target() -> str | Path:
+    """What ``TaskLog()`` opens: ``$IMGTOOLS_LOG`` (a path or a ``postgresql://`` URL), else
+    the local log file."""
+    env = os.environ.get(LOG_ENV)
+    return env if env and is_url(env) else default_log_path()
 
 
-def parse_since(value: str | datetime | timedelta | None, *,
-                now: datetime | None = None) -> datetime | None:
-    """A point in time (aware UTC) from ``"7d"``, ``"12h"``, ``"30m"``, ``"90s"``, ``"2w"``
-    (that long before ``now``), an ISO date/datetime, a ``timedelta`` or a ``datetime``
-    (naive means UTC). ``None`` stays ``None``."""
-    if value is None:
-        return None
-    now = _aware(now) if now is not None else datetime.now(UTC)
-    if isinstance(value, datetime):
-        return _aware(value)
-    if isinstance(value, timedelta):
-        return now - value
-    if not isinstance(value, str):
-        raise ValidationError(f"since: expected text like '7d', got {type(value).__name__}",
-                              field="since")
-    match = _SINCE_RE.match(value)
-    if match:
-        return now - timedelta(seconds=float(match[1]) * _SINCE_UNITS[match[2].lower()])
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        return _aware(datetime.fromisoformat(text))
-    except ValueError:
-        raise ValidationError(
-            f"since: {value!r} is neither a span like '7d', '12h', '30m' nor an ISO date",
-            field="since", problems=("use <number><s|m|h|d|w> or YYYY-MM-DD[THH:MM[:SS]]",),
-        ) from None
+class _Backend(Protocol):
+    """What ``TaskLog`` needs of a database: one dialect, writes in one transaction,
+    reads, and the frame's columns read fast."""
+
+    dialect: sql.Dialect
+
+    def write(self, tasks: Sequence[sql.TaskRow], events: Sequence[sql.EventRow]) -> None: ...
+
+    def fetchall(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def iterate(self, query: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]: ...
+
+    def columns(self, where: str, params: list[Any]) -> LogColumns: ...
+
+    def close(self) -> None: ...
 
 
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+# -- SQLite --------------------------------------------------------------------------------------
 
+_IMAGE_ID: Final = "coalesce(input_image, result_image)"
+_READ_EXPR: Final = {"image_id": _IMAGE_ID}
+# The frame's columns travel as one string per chunk (``_logsql.split_chunk``).
+_CONCAT: Final = "SELECT count(*), max(id), " + ", ".join(
+    [f"group_concat(ifnull({_READ_EXPR.get(c, c)}, char(31)), char(30))" for c in TEXT_COLUMNS]
+    + [f"group_concat(ifnull({c}, {NAT_US}), ',')" for c in TIME_COLUMNS])
+_PLAIN: Final = ", ".join([*(_READ_EXPR.get(c, c) for c in TEXT_COLUMNS),
+                           *(f"coalesce({c}, {NAT_US})" for c in TIME_COLUMNS)])
 
-def _to_us(value: datetime) -> int:
-    return (_aware(value) - _EPOCH) // _US
-
-
-def _time_us(value: Any) -> int | None:
-    """A service timestamp as epoch microseconds; the common ``...Z`` form without
-    ``parse_time``'s detours (Python 3.11's ``fromisoformat`` reads ``Z`` itself)."""
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            pass
-        else:
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=UTC)
-            return (parsed - _EPOCH) // _US
-    parsed_or_none = parse_time(value)  # None/"" -> None; damage -> ResponseError
-    return None if parsed_or_none is None else _to_us(parsed_or_none)
-
-
-def _from_us(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
-
-
-def _iso(value: int | None) -> str | None:
-    if value is None:
-        return None
-    return _from_us(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _dumps(value: Mapping[str, Any] | None) -> str | None:
-    if value is None:
-        return None
-    return json.dumps(dict(value), sort_keys=True, separators=(",", ":"), default=str)
-
-
-def _loads(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    value = json.loads(text)
-    return value if isinstance(value, dict) else None
-
-
-def _derived(input_json: str | None, result_json: str | None
-             ) -> tuple[str | None, str | None, str | None]:
-    """(image_id, container, export_location): the same rules as ``Task``'s properties."""
-    if input_json is None and result_json is None:
-        return None, None, None
-    probe = Task(id="", type="", status=TaskStatus.PENDING, created_at=_EPOCH,
-                 updated_at=_EPOCH, input=_loads(input_json), result=_loads(result_json))
-    return probe.image_id, probe.container, probe.export_location
-
-
-@dataclass(frozen=True, slots=True)
-class _Row:
-    """One ``tasks`` row; times in epoch microseconds, input/result as JSON text."""
-
-    id: str
-    type: str
-    status: str
-    owner: str | None
-    created_at: int
-    updated_at: int
-    expires_at: int | None
-    input: str | None
-    result: str | None
-    message: str | None
-    first_seen: int
-    last_seen: int
-    detail: bool
-    # Derived from input/result (kept with them so writes need not re-parse the JSON).
-    image_id: str | None = None
-    container: str | None = None
-    export_location: str | None = None
-
-    @classmethod
-    def from_task(cls, task: Task, seen: int) -> _Row:
-        full = not task.is_stub
-        return cls(
-            id=task.id, type=task.type, status=task.status.value, owner=task.owner,
-            created_at=_to_us(task.created_at), updated_at=_to_us(task.updated_at),
-            expires_at=None if task.expires_at is None else _to_us(task.expires_at),
-            input=_dumps(task.input) if full else None,
-            result=_dumps(task.result) if full else None,
-            message=task.message if full else None,
-            first_seen=seen, last_seen=seen, detail=full,
-            image_id=task.image_id if full else None,
-            container=task.container if full else None,
-            export_location=task.export_location if full else None,
-        )
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, Any], seen: int) -> _Row:
-        if "input" in body or not isinstance(body, Mapping):
-            return cls.from_task(Task.from_json(body), seen)
-        try:
-            task_id, task_type, status = body["id"], body["type"], body["status"]
-            created, updated = _time_us(body["created_at"]), _time_us(body["updated_at"])
-        except KeyError as missing:
-            raise ResponseError(f"task is missing field: {missing}") from None
-        if status not in _RANK:
-            raise ResponseError(f"unknown task status: {status!r}")
-        if not isinstance(task_id, str) or not isinstance(task_type, str):
-            raise ResponseError("task id and type must be strings")
-        if created is None or updated is None:
-            raise ResponseError("task has empty created_at/updated_at")
-        expires = _time_us(body.get("expires_at"))
-        owner = body.get("owner")
-        return cls(id=task_id, type=task_type, status=status,
-                   owner=None if owner is None else str(owner),
-                   created_at=created, updated_at=updated, expires_at=expires,
-                   input=None, result=None, message=None,
-                   first_seen=seen, last_seen=seen, detail=False)
-
-    @classmethod
-    def from_db(cls, row: Sequence[Any]) -> _Row:
-        # Column order is _COLUMNS.
-        return cls(id=row[0], type=row[1], status=row[2], owner=row[3], created_at=row[4],
-                   updated_at=row[5], expires_at=row[6], input=row[7], result=row[8],
-                   message=row[9], image_id=row[10], container=row[11], export_location=row[12],
-                   first_seen=row[13], last_seen=row[14], detail=bool(row[15]))
-
-    def rederived(self) -> _Row:
-        """This row with image_id/container/export_location recomputed from input/result."""
-        image_id, container, export_location = _derived(self.input, self.result)
-        return replace(self, image_id=image_id, container=container,
-                       export_location=export_location)
-
-    def to_db(self) -> tuple[Any, ...]:
-        return (self.id, self.type, self.status, self.owner, self.created_at, self.updated_at,
-                self.expires_at, self.input, self.result, self.message, self.image_id,
-                self.container, self.export_location, self.first_seen, self.last_seen,
-                int(self.detail))
-
-    def to_task(self) -> Task:
-        return Task(
-            id=self.id, type=self.type, status=TaskStatus(self.status),
-            created_at=_from_us(self.created_at), updated_at=_from_us(self.updated_at),
-            owner=self.owner,
-            expires_at=None if self.expires_at is None else _from_us(self.expires_at),
-            input=_frozen(_loads(self.input)) if self.detail or self.input else None,
-            result=_frozen(_loads(self.result)) if self.detail else None,
-            message=self.message if self.detail else None,
-            is_stub=not self.detail,
-        )
-
-    @property
-    def key(self) -> tuple[int, int]:
-        return self.updated_at, _RANK.get(self.status, 0)
-
-
-def _frozen(value: dict[str, Any] | None) -> Mapping[str, Any] | None:
-    # Reuse the model's read-only mapping so tasks read back behave like fresh ones.
-    from imgtools._models import _frozen as freeze
-
-    return freeze(value)
-
-
-def _merge(old: _Row, new: _Row) -> _Row:
-    """The log's upsert rule for one task seen twice (``new`` arriving after ``old``).
-
-    * The state (status, updated_at, expires_at) comes from whichever copy is newer by
-      ``(updated_at, lifecycle rank)``; on a tie the arriving copy wins, so repeats are no-ops.
-    * A stub never erases known input/result/message.
-    * ``detail`` stays true only while the stored input/result/message belong to the stored
-      status, so a later stub with a new status marks the row for re-fetching.
-    * ``first_seen`` is the earliest, ``last_seen`` the latest observation.
-    """
-    new_wins = new.key >= old.key
-    state, other = (new, old) if new_wins else (old, new)
-    # ``source``: the one row input, result and message all come from (its derived columns
-    # then hold); ``None`` when they are mixed and must be derived again.
-    source: _Row | None
-    if new_wins:
-        if new.detail:
-            source = new if new.input is not None or old.input is None else None
-            input_, result, message, detail = new.input or old.input, new.result, new.message, True
-        else:
-            source, detail = old, old.detail and old.status == new.status
-            input_, result, message = old.input, old.result, old.message
-    elif old.detail:
-        source = old if old.input is not None or new.input is None else None
-        input_, result, message, detail = old.input or new.input, old.result, old.message, True
-    elif new.detail and new.status == old.status:
-        source, detail = new, True
-        input_, result, message = new.input, new.result, new.message
-    else:
-        # An older full copy: its input never changes, its result/message belong to a past state.
-        source = old if old.input is not None or new.input is None else None
-        input_ = old.input or new.input
-        result, message, detail = old.result, old.message, False
-    merged = replace(
-        state,
-        owner=state.owner if state.owner is not None else other.owner,
-        created_at=min(old.created_at, new.created_at),
-        expires_at=state.expires_at if state.expires_at is not None
-        else (other.expires_at if other.status == state.status else None),
-        input=input_, result=result, message=message, detail=detail,
-        first_seen=min(old.first_seen, new.first_seen),
-        last_seen=max(old.last_seen, new.last_seen),
-    )
-    if source is None:
-        return merged.rederived()
-    return replace(merged, image_id=source.image_id, container=source.container,
-                   export_location=source.export_location)
-
-
-_UPSERT: Final = (
-    f"INSERT INTO tasks ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
-    "ON CONFLICT(id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:])
-)
-# The same (task, status) twice adds nothing; from another machine's log the earliest wins.
-_EVENT: Final = (
-    "INSERT INTO events (task_id, status, seen_at, updated_at) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT(task_id, status) DO UPDATE SET "
-    "seen_at = min(seen_at, excluded.seen_at), updated_at = min(updated_at, excluded.updated_at) "
-    "WHERE excluded.seen_at < events.seen_at OR excluded.updated_at < events.updated_at"
-)
-
-
-# The frame's columns: text columns travel as one string per chunk, values separated by
-# "\x1e" (ASCII record separator) and NULL written as "\x1f" (unit separator; not NUL, which
-# numpy strips from strings); times as decimal text.
-_FRAME_TEXT: Final = ("id", "type", "status", "owner", "image_id", "container",
-                      "export_location", "message")
-_FRAME_INTS: Final = ("created_at", "updated_at", "expires_at")
-_NULL: Final = "\x1f"
-_SEP: Final = "\x1e"
-_NAT_US: Final = -9223372036854775808  # NaT in datetime64, as an integer
-_FRAME_CONCAT: Final = "SELECT count(*), " + ", ".join(
-    [f"group_concat(ifnull({c}, char(31)), char(30))" for c in _FRAME_TEXT]
-    + [f"group_concat(ifnull({c}, {_NAT_US}), ',')" for c in _FRAME_INTS])
-_FRAME_PLAIN: Final = ", ".join(
-    [*_FRAME_TEXT, *(f"ifnull({c}, {_NAT_US})" for c in _FRAME_INTS)])
-
-
-def _split_chunk(row: Sequence[Any]) -> dict[str, Any] | None:
-    """One ``_FRAME_CONCAT`` answer as columns, or ``None`` if a value held a separator."""
-    import numpy as np
-
-    count = row[0]
-    if count == 0:
-        return {}
-    out: dict[str, Any] = {}
-    for at, name in enumerate(_FRAME_TEXT, 1):
-        split = row[at].split(_SEP)
-        if len(split) != count:
-            return None
-        values = np.fromiter(split, dtype=object, count=count)
-        if _NULL in row[at]:
-            values[values == _NULL] = None
-        out[name] = values
-    for at, name in enumerate(_FRAME_INTS, 1 + len(_FRAME_TEXT)):
-        # numpy's C text parser; a short read (bad text) shows as a count mismatch.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            numbers = np.fromstring(row[at], dtype=np.int64, sep=",")
-        if len(numbers) != count:
-            return None
-        out[name] = numbers
-    return out
-
-
-def _plain_chunk(rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
-    import numpy as np
-
-    if not rows:
-        return {}
-    columns = list(zip(*rows, strict=True))
-    out: dict[str, Any] = {name: np.array(columns[at], dtype=object)
-                           for at, name in enumerate(_FRAME_TEXT)}
-    for at, name in enumerate(_FRAME_INTS, len(_FRAME_TEXT)):
-        out[name] = np.array(columns[at], dtype=np.int64)
-    return out
-
-
-def _join(parts: list[Any]) -> Any:
-    import numpy as np
-
-    if not parts:
-        return []
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+# v1 -> v2: derived image columns split by the JSON they come from, origin columns added.
+_UPGRADE_1_TO_2: Final = [
+    "DROP INDEX IF EXISTS tasks_created_at",
+    "ALTER TABLE tasks RENAME TO tasks_v1",
+    *sql.schema(sql.SQLITE)[:1],
+    f"INSERT INTO tasks ({', '.join(sql.TASK_COLUMNS)}) SELECT id, type, status, owner, "
+    "created_at, updated_at, expires_at, input, result, message, "
+    "CASE WHEN json_valid(input) AND json_type(input, '$.image_uuid') = 'text' "
+    "THEN json_extract(input, '$.image_uuid') END, container, "
+    "CASE WHEN json_valid(result) AND json_type(result, '$.image_id') = 'text' "
+    "THEN json_extract(result, '$.image_id') END, export_location, "
+    "first_seen, last_seen, detail, NULL, owner, NULL, NULL FROM tasks_v1",
+    "DROP TABLE tasks_v1",
+    *(f"ALTER TABLE events ADD COLUMN {c} {t}" for c, t in
+      (("region", "TEXT"), ("account", "TEXT"), ("host", "TEXT"), ("emulator", "INTEGER"))),
+    "UPDATE events SET account = (SELECT owner FROM tasks WHERE tasks.id = events.task_id)",
+]
+_UPGRADES: Final = {1: _UPGRADE_1_TO_2}
 
 
 def _is_locked(error: sqlite3.OperationalError) -> bool:
@@ -431,35 +135,31 @@ def _is_locked(error: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-class _class_or_instance:
-    """A method that also works on the class: ``TaskLog.import_(path)`` merges into the default
-    log (``$IMGTOOLS_LOG`` or the user's), ``log.import_(path)`` into that one."""
+def _retry(action: Callable[[], _T]) -> _T:
+    """Run ``action()``, retrying "database is locked" with jittered backoff.
 
-    def __init__(self, func: Callable[..., Any]) -> None:
-        self.func = func
-        self.__doc__ = func.__doc__
-
-    def __get__(self, obj: Any, owner: type) -> Callable[..., Any]:
-        if obj is not None:
-            return functools.partial(self.func, obj)
-
-        def into_default(path: str | os.PathLike[str]) -> Any:
-            with owner() as log:
-                return self.func(log, path)
-
-        return into_default
-
-
-class TaskLog:
-    """The SQLite audit log of tasks (see the module docstring).
-
-    ``TaskLog(path=None)``: the file at ``path``, else ``$IMGTOOLS_LOG``, else
-    ``<user data dir>/imgtools/tasks.sqlite``; created on first use. Safe to share between
-    threads, and to open from several processes or notebooks at once.
+    ``busy_timeout`` covers most waits; this covers the cases SQLite reports at once
+    (switching to WAL, a lock held across the whole timeout by a long reader).
     """
+    deadline = time.monotonic() + LOCK_RETRY_DEADLINE
+    delay = 0.01
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as error:
+            if not _is_locked(error) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 1.0)
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path).expanduser() if path is not None else default_log_path()
+
+class _SQLite:
+    """The file backend: one connection per thread (and per process, after a fork)."""
+
+    dialect = sql.SQLITE
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
@@ -467,17 +167,9 @@ class TaskLog:
         self._orphans: list[sqlite3.Connection] = []
         self._pid = os.getpid()
         self._closed = False
-        self._connect()  # fail early on an unusable path, and create the schema
-
-    @classmethod
-    def default(cls) -> TaskLog:
-        """The log at the default path (``$IMGTOOLS_LOG`` or the user data dir)."""
-        return cls()
-
-    def __repr__(self) -> str:
-        return f"TaskLog({str(self.path)!r})"
-
-    # -- connections ---------------------------------------------------------------------------
+        self._upsert_task = sql.upsert_task(sql.SQLITE)
+        self._upsert_event = sql.upsert_event(sql.SQLITE)
+        self._connect()  # fail early on an unusable path, and create or upgrade the schema
 
     def _connect(self) -> sqlite3.Connection:
         if self._closed:
@@ -497,7 +189,7 @@ class TaskLog:
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None,
                                check_same_thread=False)
         try:
-            self._retry(lambda: self._setup(conn))
+            _retry(lambda: self._setup(conn))
         except BaseException:
             conn.close()
             raise
@@ -513,54 +205,104 @@ class TaskLog:
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"database is locked (journal_mode is {mode})")
         conn.execute("PRAGMA synchronous = NORMAL")
-        if conn.execute("PRAGMA user_version").fetchone()[0] == _SCHEMA_VERSION:
+        if conn.execute("PRAGMA user_version").fetchone()[0] == sql.SCHEMA_VERSION:
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > _SCHEMA_VERSION:
+            if version > sql.SCHEMA_VERSION:
                 raise ValidationError(f"the task log was written by a newer imgtools "
-                                      f"(schema {version} > {_SCHEMA_VERSION})", field="path")
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
+                                      f"(schema {version} > {sql.SCHEMA_VERSION})", field="path")
+            while 0 < version < sql.SCHEMA_VERSION:  # upgrade in place, step by step
+                for statement in _UPGRADES[version]:
                     conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+                version += 1
+            for statement in sql.schema(sql.SQLITE):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {sql.SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
 
-    @staticmethod
-    def _retry(action: Callable[[], _T]) -> _T:
-        """Run ``action()``, retrying "database is locked" with jittered backoff.
-
-        ``busy_timeout`` covers most waits; this covers the cases SQLite reports at once
-        (switching to WAL, a lock held across the whole timeout by a long reader).
-        """
-        deadline = time.monotonic() + LOCK_RETRY_DEADLINE
-        delay = 0.01
-        while True:
+    def write(self, tasks: Sequence[sql.TaskRow], events: Sequence[sql.EventRow]) -> None:
+        def attempt() -> None:
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                return action()
-            except sqlite3.OperationalError as error:
-                if not _is_locked(error) or time.monotonic() > deadline:
-                    raise
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 1.0)
+                conn.executemany(self._upsert_task, tasks)
+                conn.executemany(self._upsert_event, events)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+        _retry(attempt)
+
+    def drain(self, send: Callable[[list[sql.TaskRow], list[sql.EventRow]], None]) -> int:
+        """``send(rows, events)`` everything in the log, then delete it, in one transaction
+        (a failed ``send`` keeps it all); returns the number of task rows sent."""
+        def attempt() -> int:
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(f"SELECT {', '.join(sql.TASK_COLUMNS)} FROM tasks").fetchall()
+                events = conn.execute(
+                    f"SELECT {', '.join(sql.EVENT_COLUMNS)} FROM events").fetchall()
+                if rows or events:
+                    send(rows, events)
+                conn.execute("DELETE FROM tasks")
+                conn.execute("DELETE FROM events")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return len(rows)
+
+        return _retry(attempt)
+
+    def fetchall(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._connect().execute(query, params).fetchall()
+
+    def iterate(self, query: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+        cursor = self._connect().execute(query, params)
+        while rows := cursor.fetchmany(1000):
+            yield from rows
+
+    def columns(self, where: str, params: list[Any]) -> LogColumns:
+        """The frame's columns as whole arrays, read ``FETCH_CHUNK`` rows at a time in key
+        order (``id > last``: a range scan of the table's one B-tree).
+
+        Per chunk, one query concatenates each column into a single string in SQLite
+        (``group_concat``) and Python splits it: that makes a few large objects instead of a
+        tuple and a dozen objects per row, which is what makes reading 1,000,000 rows fast and
+        keeps transient memory to one chunk. All columns come from the same scan, so they line
+        up row for row. A separator found inside a value (the split count disagrees) sends that
+        chunk through an ordinary row fetch instead.
+        """
         conn = self._connect()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        parts: dict[str, list[Any]] = {name: [] for name in TEXT_COLUMNS + TIME_COLUMNS}
+        clause = f"{where} AND" if where else " WHERE"
+        last = ""
+        while True:
+            bounds = [*params, last, FETCH_CHUNK]
+            chunk_sql = f"SELECT * FROM tasks{clause} id > ? ORDER BY id LIMIT ?"
+            row = conn.execute(f"{_CONCAT} FROM ({chunk_sql})", bounds).fetchone()
+            count, high = row[0], row[1]
+            if count == 0:
+                break
+            chunk = sql.split_chunk(count, row[2:])
+            if chunk is None:
+                rows = conn.execute(f"SELECT {_PLAIN} FROM ({chunk_sql})", bounds).fetchall()
+                chunk = plain_chunk(rows)
+            for name, values in chunk.items():
+                parts[name].append(values)
+            if count < FETCH_CHUNK:
+                break
+            last = high
+        return join_columns(parts)
 
     def close(self) -> None:
-        """Close every connection this log opened (in this process). Idempotent."""
         with self._lock:
             if self._pid == os.getpid():
                 for conn in self._connections:
@@ -568,6 +310,178 @@ class TaskLog:
             self._connections = []
             self._closed = True
             self._local = threading.local()
+
+
+# -- the log ---------------------------------------------------------------------------------
+
+_logger = logging.getLogger("imgtools")
+# Logs with writes queued: flushed at interpreter exit, so nothing queued is dropped.
+_OPEN_LOGS: weakref.WeakSet[_WriteBehind] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:
+    for behind in list(_OPEN_LOGS):
+        behind.flush()
+
+
+# A queued write: builds its rows and events when the writer takes it.
+_Job = Callable[[], tuple[Sequence[sql.TaskRow], Sequence[sql.EventRow]]]
+
+
+class _WriteBehind:
+    """One writer thread per log (started on first use, per process) for the ``..._later``
+    calls: it takes every job queued so far and writes them in one transaction."""
+
+    def __init__(self, log: TaskLog) -> None:
+        self._log = weakref.ref(log)
+        self._cond = threading.Condition()
+        self._queue: list[tuple[_Job, int]] = []
+        self._busy = False
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def put(self, job: _Job, count: int) -> None:
+        with self._cond:
+            if self._pid != os.getpid():  # a fork: the parent's thread and queue are not ours
+                self._queue, self._busy, self._thread = [], False, None
+                self._pid = os.getpid()
+            self._queue.append((job, count))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, daemon=True,
+                                                name="imgtools-log-writer")
+                self._thread.start()
+                _OPEN_LOGS.add(self)
+            self._cond.notify_all()
+
+    def flush(self) -> None:
+        if not self._queue and not self._busy:  # the common case: nothing queued, no lock
+            return
+        with self._cond:
+            while (self._queue or self._busy) and self._pid == os.getpid():
+                self._cond.wait()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                # Busy before the queue empties: flush()'s unlocked check never sees both idle.
+                self._busy = True
+                batch, self._queue = self._queue, []
+            try:
+                self._write(batch)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _write(self, batch: list[tuple[_Job, int]]) -> None:
+        log = self._log()
+        if log is None:
+            return
+        rows: list[sql.TaskRow] = []
+        events: list[sql.EventRow] = []
+        for job, count in batch:
+            try:
+                job_rows, job_events = job()
+            except Exception:  # a damaged page: dropped alone, and said
+                _logger.warning("could not record %d listed task(s) in the audit log", count,
+                                exc_info=True)
+                continue
+            rows.extend(job_rows)
+            events.extend(job_events)
+        if not rows:
+            return
+        try:
+            log._backend.write(rows, events)
+        except Exception:
+            _logger.warning("could not record %d listed task(s) in the audit log", len(rows),
+                            exc_info=True)
+
+
+class _class_or_instance:
+    """A method that also works on the class: ``TaskLog.import_(path)`` merges into the default
+    log (``$IMGTOOLS_LOG`` or the user's), ``log.import_(path)`` into that one."""
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+        self.__doc__ = func.__doc__
+
+    def __get__(self, obj: Any, owner: type) -> Callable[..., Any]:
+        if obj is not None:
+            return lambda *args, **kwargs: self.func(obj, *args, **kwargs)
+
+        def into_default(path: str | os.PathLike[str]) -> Any:
+            with owner() as log:
+                return self.func(log, path)
+
+        return into_default
+
+
+def _values(value: Filter) -> list[str] | None:
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+class TaskLog:
+    """The audit log of tasks (see the module docstring).
+
+    ``TaskLog(path=None)``: the SQLite file at ``path``, else ``$IMGTOOLS_LOG``, else
+    ``<user data dir>/imgtools/tasks.sqlite``; created on first use. A ``postgresql://`` URL
+    (as ``path`` or in ``$IMGTOOLS_LOG``) opens the team log on that server instead (its
+    tables made by ``imgtools log init URL``); ``spool`` is the local file where writes it
+    cannot take wait (default: one per URL in the user data dir). Both have the same
+    semantics. Safe to share between threads, and to open from several processes, hosts or
+    notebooks at once.
+    """
+
+    #: ``record`` takes ``origin=`` (the client passes where it saw the tasks).
+    records_origin: Final = True
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *,
+                 spool: str | os.PathLike[str] | None = None) -> None:
+        target = path if path is not None else default_log_target()
+        self._backend: _Backend
+        #: The SQLite file (``None`` for a team log on PostgreSQL).
+        self.path: Path | None
+        #: The team log's URL without its password (``None`` for a file).
+        self.url: str | None
+        if is_url(target):
+            from imgtools._pglog import Postgres
+
+            self.path, self.url = None, safe_url(str(target))
+            self._backend = Postgres(str(target), None if spool is None
+                                     else Path(spool).expanduser(), TaskLog)
+        else:
+            self.path, self.url = Path(target).expanduser(), None
+            self._backend = _SQLite(self.path)
+        self._d = self._backend.dialect
+        self._behind = _WriteBehind(self)
+
+    @classmethod
+    def default(cls) -> TaskLog:
+        """The log at the default path (``$IMGTOOLS_LOG`` or the user data dir)."""
+        return cls()
+
+    def __repr__(self) -> str:
+        return f"TaskLog({str(self.path) if self.url is None else self.url!r})"
+
+    def close(self) -> None:
+        """Write what ``record_bodies_later`` queued, then close every connection this log
+        opened (in this process). Idempotent."""
+        self._behind.flush()
+        self._backend.close()
+
+    def flush(self) -> None:
+        """Wait until what ``record_bodies_later`` queued is written (or failed: logged)."""
+        self._behind.flush()
+
+    def _read(self) -> _Backend:
+        # Read-your-writes: whatever this process queued is in the database first.
+        self._behind.flush()
+        return self._backend
 
     def __enter__(self) -> Self:
         return self
@@ -578,188 +492,235 @@ class TaskLog:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def record(self, tasks: Iterable[Task], *, seen_at: datetime | None = None) -> None:
+    def record(self, tasks: Iterable[Task], *, seen_at: datetime | None = None,
+               origin: Origin | None = None) -> None:
         """Upsert ``tasks`` in one transaction and add an event for each status not seen yet.
 
-        ``seen_at`` (default now, UTC) is when the tasks were observed. Idempotent: the
-        same state twice changes nothing but ``last_seen``. A stub never erases known
+        ``seen_at`` (default now, UTC) is when the tasks were observed, ``origin`` the service
+        they were seen through (region, account, host, emulator). Idempotent: the same state
+        twice changes nothing but ``last_seen``. A stub never erases known
         input/result/message, and an older ``updated_at`` never overwrites a newer state.
         """
-        seen = _to_us(seen_at) if seen_at is not None else _to_us(datetime.now(UTC))
-        rows = [_Row.from_task(task, seen) for task in tasks]
-        if rows:
-            events = [(r.id, r.status, seen, r.updated_at) for r in rows]
-            self._retry(functools.partial(self._upsert, rows, events))
+        seen = to_us(seen_at) if seen_at is not None else now_us()
+        where = origin if origin is not None else UNKNOWN
+        self.write_rows([sql.task_row(task, seen, where) for task in tasks])
 
     def record_bodies(self, bodies: Iterable[Mapping[str, Any]], *,
-                      seen_at: datetime | None = None) -> None:
+                      seen_at: datetime | None = None, origin: Origin | None = None) -> None:
         """``record`` for task bodies as the service sent them (list stubs or full bodies),
         without building ``Task`` objects for stubs: the fast path for big listings.
         A damaged body raises ``ResponseError`` and nothing of the batch is written."""
-        seen = _to_us(seen_at) if seen_at is not None else _to_us(datetime.now(UTC))
-        rows = [_Row.from_body(body, seen) for body in bodies]
-        if rows:
-            events = [(r.id, r.status, seen, r.updated_at) for r in rows]
-            self._retry(functools.partial(self._upsert, rows, events))
+        seen = to_us(seen_at) if seen_at is not None else now_us()
+        where = origin if origin is not None else UNKNOWN
+        self.write_rows([sql.body_row(body, seen, where) for body in bodies])
 
-    def _upsert(self, rows: Sequence[_Row], events: Sequence[tuple[str, str, int, int]]) -> None:
-        # Fold duplicates inside the batch first, in arrival order.
-        batch: dict[str, _Row] = {}
-        for row in rows:
-            known = batch.get(row.id)
-            batch[row.id] = row if known is None else _merge(known, row)
-        ids = list(batch)
-        with self._write() as conn:
-            for start in range(0, len(ids), ID_CHUNK):
-                part = ids[start:start + ID_CHUNK]
-                marks = ",".join("?" * len(part))
-                for db_row in conn.execute(
-                        f"SELECT {', '.join(_COLUMNS)} FROM tasks WHERE id IN ({marks})", part):
-                    old = _Row.from_db(db_row)
-                    batch[old.id] = _merge(old, batch[old.id])
-            conn.executemany(_UPSERT, [row.to_db() for row in batch.values()])
-            conn.executemany(_EVENT, events)
+    def record_bodies_later(self, bodies: Sequence[Mapping[str, Any]], *,
+                            seen_at: datetime | None = None,
+                            origin: Origin | None = None) -> None:
+        """``record_bodies`` on this log's writer thread: returns at once, so that recording a
+        big listing overlaps fetching and framing it instead of adding to them. Pages queued
+        together are written in one transaction. Every read of this log, ``flush()``,
+        ``close()`` and the end of the process wait for what was queued; a page that cannot
+        be written (a damaged body, the database gone) is logged as a warning, never raised
+        (an audit log must not break a listing)."""
+        seen = to_us(seen_at) if seen_at is not None else now_us()
+        where = origin if origin is not None else UNKNOWN
+
+        def job() -> tuple[list[sql.TaskRow], list[sql.EventRow]]:
+            rows = [sql.body_row(body, seen, where) for body in bodies]
+            return rows, [sql.event_of(r) for r in rows]
+
+        self._behind.put(job, len(bodies))
+
+    def record_stubs_later(self, columns: Mapping[str, Any], *,
+                           seen_at: datetime | None = None,
+                           origin: Origin | None = None) -> None:
+        """``record_bodies_later`` for list stubs given as whole columns
+        (``_logsql.STUB_COLUMNS``: the ids, types, statuses, owners and int64 epoch-us times
+        a frame builder parsed already), so no Python object is made per field."""
+        seen = to_us(seen_at) if seen_at is not None else now_us()
+        where = origin if origin is not None else UNKNOWN
+        self._behind.put(lambda: sql.stub_rows(columns, seen, where), len(columns["id"]))
+
+    def write_rows(self, rows: Sequence[sql.TaskRow],
+                   events: Sequence[sql.EventRow] | None = None) -> None:
+        """Upsert raw rows (``_logsql.TASK_COLUMNS`` order) and their events in one
+        transaction; the events default to one per row (its status, first seen now)."""
+        if rows:
+            self._behind.flush()  # after what was queued before: arrival order is kept
+            self._backend.write(rows, [sql.event_of(r) for r in rows] if events is None
+                                else events)
+
+    def copy_into(self, other: TaskLog) -> int:
+        """Merge every task and event of this log into ``other`` with the log's upsert rules
+        (so copying twice changes nothing); returns the number of tasks copied."""
+        count = 0
+        batch: list[sql.TaskRow] = []
+        for row in self._read().iterate(f"SELECT {', '.join(sql.TASK_COLUMNS)} FROM tasks"):
+            batch.append(row)
+            if len(batch) >= IMPORT_BATCH * 10:
+                other.write_rows(batch, [])
+                count, batch = count + len(batch), []
+        if batch:
+            other.write_rows(batch, [])
+            count += len(batch)
+        events: list[sql.EventRow] = []
+        for event in self._read().iterate(f"SELECT {', '.join(sql.EVENT_COLUMNS)} FROM events"):
+            events.append(event)
+            if len(events) >= IMPORT_BATCH * 10:
+                other.write_events(events)
+                events = []
+        if events:
+            other.write_events(events)
+        return count
+
+    def write_events(self, events: Sequence[sql.EventRow]) -> None:
+        """Upsert raw events (``_logsql.EVENT_COLUMNS`` order) in one transaction."""
+        if events:
+            self._behind.flush()
+            self._backend.write([], events)
+
+    def drain_into(self, send: Callable[[list[sql.TaskRow], list[sql.EventRow]], None]) -> int:
+        """Hand every row and event to ``send`` and delete them if it returns, in one
+        transaction (a file log only: the spool of a team log)."""
+        drain = getattr(self._backend, "drain", None)
+        if drain is None:
+            raise ValidationError("only a file log can be drained", field="path")
+        self._behind.flush()
+        return int(drain(send))
+
+    def pending(self) -> int:
+        """Task rows a team log keeps in its local spool, waiting for the server (0 for a
+        file log)."""
+        pending = getattr(self._backend, "pending", None)
+        return int(pending()) if pending is not None else 0
+
+    def push_pending(self) -> int:
+        """Send a team log's spool to the server now; the number of task rows sent."""
+        push = getattr(self._backend, "push_pending", None)
+        return int(push()) if push is not None else 0
 
     # -- reading -------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return int(self._connect().execute("SELECT count(*) FROM tasks").fetchone()[0])
+        return int(self._read().fetchall("SELECT count(*) FROM tasks")[0][0])
 
     def __contains__(self, task_id: object) -> bool:
-        return self._connect().execute(
-            "SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone() is not None
+        return bool(self._read().fetchall(
+            f"SELECT 1 FROM tasks WHERE id = {self._d.mark}", (task_id,)))
 
     def get(self, task_id: str) -> Task | None:
         """The logged task (a stub unless its detail is known), or ``None``."""
-        row = self._connect().execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM tasks WHERE id = ?", (task_id,)).fetchone()
-        return None if row is None else _Row.from_db(row).to_task()
+        found = self._read().fetchall(
+            f"SELECT {', '.join(sql.TASK_COLUMNS)} FROM tasks WHERE id = {self._d.mark}",
+            (task_id,))
+        return sql.row_to_task(found[0]) if found else None
 
-    def tasks(self, since: str | datetime | timedelta | None = None,
-              status: str | Iterable[str] | None = None,
-              type: str | Iterable[str] | None = None) -> Iterator[Task]:
-        """Logged tasks, oldest ``created_at`` first, filtered like ``frame``."""
-        where, params = self._where(since, status, type)
-        cursor = self._connect().execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM tasks{where} ORDER BY created_at, id", params)
-        while rows := cursor.fetchmany(1000):
-            for row in rows:
-                yield _Row.from_db(row).to_task()
+    def tasks(self, since: str | datetime | timedelta | None = None, status: Filter = None,
+              type: Filter = None, *, region: Filter = None, account: Filter = None,
+              emulator: bool | None = None) -> Iterator[Task]:
+        """Logged tasks, oldest ``created_at`` first, filtered like ``columns``."""
+        where, params = self.where(since, status, type, region=region, account=account,
+                                   emulator=emulator)
+        for row in self._read().iterate(
+                f"SELECT {', '.join(sql.TASK_COLUMNS)} FROM tasks{where} "
+                f"ORDER BY created_at, id", params):
+            yield sql.row_to_task(row)
 
     def complete_ids(self, ids: Iterable[str]) -> set[str]:
         """Those of ``ids`` whose input/result/message the log holds for their stored status."""
-        conn = self._connect()
         wanted = list(ids)
         found: set[str] = set()
         for start in range(0, len(wanted), ID_CHUNK):
             part = wanted[start:start + ID_CHUNK]
-            marks = ",".join("?" * len(part))
-            found.update(r[0] for r in conn.execute(
-                f"SELECT id FROM tasks WHERE detail = 1 AND id IN ({marks})", part))
+            found.update(r[0] for r in self._read().fetchall(
+                f"SELECT id FROM tasks WHERE detail = 1 AND id IN ({self._d.marks(len(part))})",
+                part))
         return found
 
-    @staticmethod
-    def _where(since: str | datetime | timedelta | None, status: str | Iterable[str] | None,
-               type: str | Iterable[str] | None) -> tuple[str, list[Any]]:
+    def where(self, since: str | datetime | timedelta | None = None, status: Filter = None,
+              type: Filter = None, *, region: Filter = None, account: Filter = None,
+              emulator: bool | None = None) -> tuple[str, list[Any]]:
+        """The ``WHERE`` clause (with a leading space, or empty) and its parameters for
+        these filters on ``tasks``."""
         clauses: list[str] = []
         params: list[Any] = []
         start = parse_since(since)
         if start is not None:
-            clauses.append("created_at >= ?")
-            params.append(_to_us(start))
-        for column, value in (("status", status), ("type", type)):
-            if value is None:
-                continue
-            values = [value] if isinstance(value, str) else [str(v) for v in value]
-            clauses.append(f"{column} IN ({','.join('?' * len(values))})")
-            params.extend(values)
+            clauses.append(f"created_at >= {self._d.mark}")
+            params.append(to_us(start))
+        for column, value in (("status", status), ("type", type), ("region", region),
+                              ("account", account)):
+            values = _values(value)
+            if values is not None:
+                clauses.append(f"{column} IN ({self._d.marks(len(values))})")
+                params.extend(values)
+        if emulator is not None:
+            clauses.append("emulator = 1" if emulator else "coalesce(emulator, 0) = 0")
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
-    def frame(self, since: str | datetime | timedelta | None = None,
-              status: str | Iterable[str] | None = None,
-              type: str | Iterable[str] | None = None) -> pd.DataFrame:
-        """The logged tasks as the standard tasks frame (``source`` = ``"log"``).
+    def columns(self, since: str | datetime | timedelta | None = None, status: Filter = None,
+                type: Filter = None, *, region: Filter = None, account: Filter = None,
+                emulator: bool | None = None) -> LogColumns:
+        """The logged tasks as whole columns (``TEXT_COLUMNS``: object arrays with ``None``;
+        ``TIME_COLUMNS``: int64 epoch microseconds, ``NAT_US`` for null), in storage order.
 
         ``since``: tasks created at or after it (``"7d"``, ``"12h"``, a datetime...);
-        ``status`` / ``type``: one value or several. Columns and dtypes are those of
-        ``imgtools.history.tasks_frame``.
+        ``status`` / ``type`` / ``region`` / ``account``: one value or several; ``emulator``:
+        only tasks seen through the embedded emulator (true) or not (false).
+        ``history.log_frame(log)`` makes the standard frame of them.
         """
-        from imgtools.history import _frame_from_log_columns
+        where, params = self.where(since, status, type, region=region, account=account,
+                                   emulator=emulator)
+        return self._read().columns(where, params)
 
-        where, params = self._where(since, status, type)
-        return _frame_from_log_columns(self._frame_columns(where, params))
-
-    def _frame_columns(self, where: str, params: list[Any]) -> dict[str, Any]:
-        """The frame's columns as whole lists/arrays, read ``FETCH_CHUNK`` rowids at a time.
-
-        Per chunk, one query concatenates each column into a single string in SQLite
-        (``group_concat``) and Python splits it: that makes a few large objects instead of a
-        tuple and eleven objects per row, which is what makes reading 1,000,000 rows fast and
-        keeps transient memory to one chunk. All columns come from the same scan, so they line
-        up row for row. A separator found inside a value (the split count disagrees) sends that
-        chunk through an ordinary row fetch instead.
-        """
-        conn = self._connect()
-        low, high = conn.execute("SELECT min(rowid), max(rowid) FROM tasks").fetchone()
-        parts: dict[str, list[Any]] = {name: [] for name in _FRAME_TEXT + _FRAME_INTS}
-        if low is None:
-            return {name: _join([]) for name in parts}
-        clause = f"{where} AND" if where else " WHERE"
-        for start in range(low - 1, high, FETCH_CHUNK):
-            bounds = [*params, start, start + FETCH_CHUNK]
-            row = conn.execute(f"{_FRAME_CONCAT} FROM tasks{clause} rowid > ? AND rowid <= ?",
-                               bounds).fetchone()
-            chunk = _split_chunk(row)
-            if chunk is None:
-                rows = conn.execute(f"SELECT {_FRAME_PLAIN} FROM tasks{clause} rowid > ? "
-                                    f"AND rowid <= ?", bounds).fetchall()
-                chunk = _plain_chunk(rows)
-            for name, values in chunk.items():
-                parts[name].append(values)
-        return {name: _join(values) for name, values in parts.items()}
-
-    def events_frame(self, task_id: str | None = None) -> pd.DataFrame:
-        """Status changes seen: ``task_id``, ``status`` (categorical), ``seen_at`` (first
-        seen) and ``updated_at`` (the task's own time then), UTC; oldest first."""
-        from imgtools.history import _events_frame
-
-        where, params = (" WHERE task_id = ?", [task_id]) if task_id is not None else ("", [])
-        rows = self._connect().execute(
-            f"SELECT task_id, status, seen_at, updated_at FROM events{where}"
-            " ORDER BY seen_at, task_id", params).fetchall()
-        return _events_frame(rows)
+    def event_rows(self, task_id: str | None = None) -> list[tuple[Any, ...]]:
+        """Status changes seen, oldest first: ``(task_id, status, seen_at, updated_at, region,
+        account)`` with times in epoch microseconds."""
+        where, params = ((f" WHERE task_id = {self._d.mark}", [task_id])
+                         if task_id is not None else ("", []))
+        return self._read().fetchall(
+            f"SELECT task_id, status, seen_at, updated_at, region, account FROM events{where}"
+            " ORDER BY seen_at, task_id", params)
 
     # -- moving logs between machines ----------------------------------------------------------
+
+    def _lines(self) -> Iterator[dict[str, Any]]:
+        """Every task with its events as one JSON-ready dict (the export line)."""
+        mark = self._d.mark
+        batch: list[tuple[Any, ...]] = []
+
+        def flush() -> Iterator[dict[str, Any]]:
+            found: dict[str, list[dict[str, Any]]] = {}
+            for task_id, status, seen, updated, *where in self._read().fetchall(
+                    f"SELECT {', '.join(sql.EVENT_COLUMNS)} FROM events WHERE task_id IN "
+                    f"({', '.join([mark] * len(batch))}) ORDER BY seen_at",
+                    [r[0] for r in batch]):
+                found.setdefault(task_id, []).append(
+                    {"status": status, "seen_at": iso_us(seen), "updated_at": iso_us(updated),
+                     **dict(zip(("region", "account", "host", "emulator"), where, strict=True))})
+            for row in batch:
+                yield _line(row, found.get(row[0], []))
+
+        for row in self._read().iterate(
+                f"SELECT {', '.join(sql.TASK_COLUMNS)} FROM tasks ORDER BY id"):
+            batch.append(row)
+            if len(batch) >= ID_CHUNK:
+                yield from flush()
+                batch = []
+        if batch:
+            yield from flush()
 
     def export(self, path: str | os.PathLike[str]) -> int:
         """Write the whole log as JSON Lines (one task per line, with its events) to ``path``;
         returns the number of tasks written. Times are ISO 8601 UTC with microseconds."""
-        conn = self._connect()
         target = Path(path).expanduser()
         count = 0
         tmp = target.with_name(target.name + ".tmp")
         with tmp.open("w", encoding="utf-8") as out:
-            cursor = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM tasks ORDER BY id")
-            while rows := cursor.fetchmany(1000):
-                found: dict[str, list[dict[str, Any]]] = {}
-                marks = ",".join("?" * len(rows))
-                for task_id, status, seen, updated in conn.execute(
-                        f"SELECT task_id, status, seen_at, updated_at FROM events "
-                        f"WHERE task_id IN ({marks}) ORDER BY seen_at", [r[0] for r in rows]):
-                    found.setdefault(task_id, []).append(
-                        {"status": status, "seen_at": _iso(seen), "updated_at": _iso(updated)})
-                for db_row in rows:
-                    row = _Row.from_db(db_row)
-                    line = {
-                        "id": row.id, "type": row.type, "status": row.status, "owner": row.owner,
-                        "created_at": _iso(row.created_at), "updated_at": _iso(row.updated_at),
-                        "expires_at": _iso(row.expires_at), "input": _loads(row.input),
-                        "result": _loads(row.result), "message": row.message,
-                        "detail": row.detail, "first_seen": _iso(row.first_seen),
-                        "last_seen": _iso(row.last_seen), "events": found.get(row.id, []),
-                    }
-                    out.write(json.dumps(line, separators=(",", ":")) + "\n")
-                    count += 1
+            for line in self._lines():
+                out.write(json.dumps(line, separators=(",", ":")) + "\n")
+                count += 1
         tmp.replace(target)  # readers never see half a file
         return count
 
@@ -769,10 +730,10 @@ class TaskLog:
         as ``record``, events included; returns the number of task lines read.
 
         A damaged line raises ``ValidationError`` naming its line number; lines before
-        the failing batch of 1,000 are kept.
+        the failing batch of ``IMPORT_BATCH`` are kept.
         """
-        rows: list[_Row] = []
-        events: list[tuple[str, str, int, int]] = []
+        rows: list[sql.TaskRow] = []
+        events: list[sql.EventRow] = []
         count = 0
         with Path(path).expanduser().open(encoding="utf-8") as src:
             for number, text in enumerate(src, 1):
@@ -786,12 +747,27 @@ class TaskLog:
                 rows.append(row)
                 events.extend(row_events)
                 count += 1
-                if len(rows) >= 1000:
-                    self._retry(functools.partial(self._upsert, rows, events))
+                if len(rows) >= IMPORT_BATCH:
+                    self.write_rows(rows, events)
                     rows, events = [], []
         if rows:
-            self._retry(functools.partial(self._upsert, rows, events))
+            self.write_rows(rows, events)
         return count
+
+
+def _line(row: Sequence[Any], events: list[dict[str, Any]]) -> dict[str, Any]:
+    c = sql.COL
+    return {
+        "id": row[c["id"]], "type": row[c["type"]], "status": row[c["status"]],
+        "owner": row[c["owner"]], "created_at": iso_us(row[c["created_at"]]),
+        "updated_at": iso_us(row[c["updated_at"]]), "expires_at": iso_us(row[c["expires_at"]]),
+        "input": sql.loads(row[c["input"]]), "result": sql.loads(row[c["result"]]),
+        "message": row[c["message"]], "detail": bool(row[c["detail"]]),
+        "first_seen": iso_us(row[c["first_seen"]]), "last_seen": iso_us(row[c["last_seen"]]),
+        "region": row[c["region"]], "account": row[c["account"]], "host": row[c["host"]],
+        "emulator": None if row[c["emulator"]] is None else bool(row[c["emulator"]]),
+        "events": events,
+    }
 
 
 def _us_field(data: Mapping[str, Any], name: str, *, required: bool = True) -> int | None:
@@ -804,10 +780,20 @@ def _us_field(data: Mapping[str, Any], name: str, *, required: bool = True) -> i
         return int(value)
     parsed = parse_since(str(value))  # ISO text (the span forms never appear in exports)
     assert parsed is not None
-    return _to_us(parsed)
+    return to_us(parsed)
 
 
-def _parse_line(text: str) -> tuple[_Row, list[tuple[str, str, int, int]]]:
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _flag(value: Any) -> int | None:
+    return None if value is None else int(bool(value))
+
+
+def _parse_line(text: str) -> tuple[sql.TaskRow, list[sql.EventRow]]:
+    from imgtools import _taskfields as fields
+
     data = json.loads(text)
     if not isinstance(data, dict):
         raise TypeError("expected a JSON object")
@@ -823,24 +809,27 @@ def _parse_line(text: str) -> tuple[_Row, list[tuple[str, str, int, int]]]:
     for name in ("input", "result"):
         if data.get(name) is not None and not isinstance(data[name], dict):
             raise TypeError(f"{name} must be an object or null")
-    detail = bool(data.get("detail", "input" in data))
-    message = data.get("message")
-    row = _Row(
-        id=data["id"], type=data["type"], status=status,
-        owner=None if data.get("owner") is None else str(data["owner"]),
-        created_at=created, updated_at=updated,
-        expires_at=_us_field(data, "expires_at", required=False),
-        input=_dumps(data.get("input")), result=_dumps(data.get("result")),
-        message=None if message in (None, "", "None", "null") else str(message),
-        first_seen=first, last_seen=last if last is not None else first, detail=detail,
-    ).rederived()
-    events = []
+    inp, res = data.get("input"), data.get("result")
+    owner = _text(data.get("owner"))
+    account = _text(data.get("account"))
+    where = (_text(data.get("region")), account if account is not None else owner,
+             _text(data.get("host")), _flag(data.get("emulator")))
+    row = (data["id"], data["type"], status, owner, created, updated,
+           _us_field(data, "expires_at", required=False), sql.dumps(inp), sql.dumps(res),
+           fields.message(data.get("message")), fields.input_image(inp), fields.container(inp),
+           fields.result_image(res), fields.export_location(res),
+           first, last if last is not None else first,
+           int(bool(data.get("detail", "input" in data))), *where)
+    events: list[sql.EventRow] = []
     for event in data.get("events") or []:
         seen = _us_field(event, "seen_at")
         at = _us_field(event, "updated_at", required=False)
         assert seen is not None
-        events.append((row.id, TaskStatus(event["status"]).value, seen,
-                       updated if at is None else at))
+        event_where = tuple(event.get(k, w) for k, w in
+                            zip(("region", "account", "host"), where, strict=False))
+        events.append((row[0], TaskStatus(event["status"]).value, seen,
+                       updated if at is None else at, *event_where,
+                       _flag(event.get("emulator", where[3]))))
     if not events:
-        events.append((row.id, status, first, updated))
+        events.append((row[0], status, first, updated, *where))
     return row, events

@@ -16,6 +16,17 @@ What is retried, with jittered exponential backoff and at most ``retries`` times
 
 A request marked ``extensions={RETRY_EXTENSION: True}`` is treated as idempotent (the identity
 ``POST /tokens`` is: it only mints a token).
+
+Two things make the retries work with the layers around them:
+
+- the body of an answer the client reads whole anyway (JSON and text: task, image and list
+  answers, Swift listings) is read *inside* the loop, so a body cut short is asked again like a
+  dropped connection; large binary bodies (export segments, image files) are left to the caller,
+  which resumes them with ``Range``. ``READ_BODY_EXTENSION`` overrides the choice per request;
+- with a ``TokenRenewer`` (the auth that logs in), every repeated attempt carries the *current*
+  token, renewed when it is about to expire, and a 401 logs in again (at most
+  ``REAUTH_RETRIES`` times per request, the later ones after a backoff): a token that expires
+  while a request is being retried never ends it.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import httpx
 
@@ -40,20 +52,41 @@ from imgtools._http import retry_after_seconds
 
 __all__ = [
     "IDEMPOTENT_METHODS",
+    "PRELOAD_LIMIT",
+    "READ_BODY_EXTENSION",
+    "REAUTH_RETRIES",
     "RETRY_EXTENSION",
     "AsyncRetryTransport",
     "RetryTransport",
     "Stats",
+    "TokenRenewer",
 ]
 
 logger = logging.getLogger("imgtools")
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 RETRY_EXTENSION = "imgtools.retry"
+#: Request extension: ``True`` reads the answer's body inside the retry loop, ``False`` never;
+#: unset, JSON and text answers of idempotent requests are read there (see the module doc).
+READ_BODY_EXTENSION = "imgtools.read_body"
+#: Answers read inside the retry loop are at most this long (by ``Content-Length``), bytes.
+PRELOAD_LIMIT = 16 * 1024 * 1024
+#: Logins again after a 401 within one request, before the 401 is its answer.
+REAUTH_RETRIES = 3
 _RETRY_STATUSES = frozenset({502, 503, 504})
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _MAYBE_SENT = (httpx.ReadError, httpx.ReadTimeout, httpx.WriteError, httpx.WriteTimeout,
                httpx.RemoteProtocolError)
+
+
+class TokenRenewer(Protocol):
+    """Puts the current token on a request that carries one, logging in first when it is about
+    to expire or, with ``refused``, when the service refused the token the request carries.
+    Raises the ``AuthError`` of an identity service that refuses the credentials."""
+
+    def renew(self, request: httpx.Request, *, refused: bool) -> None: ...
+
+    async def arenew(self, request: httpx.Request, *, refused: bool) -> None: ...
 
 
 @dataclass
@@ -93,7 +126,7 @@ class _RetryRules:
 
     def __init__(self, *, retries: int, backoff_initial: float, backoff_maximum: float,
                  retry_after_cap: float, stats: Stats | None,
-                 random_: Callable[[], float]) -> None:
+                 random_: Callable[[], float], renews: bool = False) -> None:
         if retries < 0:
             raise ValueError("retries must be >= 0")
         self.retries = retries
@@ -102,11 +135,27 @@ class _RetryRules:
         self.retry_after_cap = retry_after_cap
         self.stats = stats if stats is not None else Stats()
         self._random = random_
+        self.renews = renews
 
     @staticmethod
     def idempotent(request: httpx.Request) -> bool:
         return (request.method in IDEMPOTENT_METHODS
                 or request.extensions.get(RETRY_EXTENSION) is True)
+
+    @staticmethod
+    def preload(request: httpx.Request, response: httpx.Response) -> bool:
+        """Read this answer's body inside the loop? (See the module doc.)"""
+        wanted = request.extensions.get(READ_BODY_EXTENSION)
+        if wanted is not None:
+            return bool(wanted)
+        if request.method == "HEAD" or not _RetryRules.idempotent(request):
+            return False
+        media = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if not (media == "application/json" or media.endswith("+json")
+                or media.startswith("text/")):
+            return False
+        length = response.headers.get("content-length", "")
+        return not length.isdigit() or int(length) <= PRELOAD_LIMIT
 
     def backoff(self, attempt: int) -> float:
         # "Full jitter": uniform over [0, min(max, initial * 2**attempt)], so clients that failed
@@ -153,9 +202,11 @@ class _RetryRules:
 
         A ``None`` step means "send the request": the driver sends back the response or the
         ``httpx.TransportError`` it raised (raised again from here when it is final). A ``_Retry``
-        step means "close this refused answer, wait, then ask again". Returns the final response.
+        step means "close this refused answer, wait, renew the token, then ask again". Returns
+        the final response. A 401 answered by logging in again uses up no retry.
         """
         attempt = 0
+        refused = 0
         while True:
             self.stats.add("requests")
             outcome = yield None
@@ -167,6 +218,14 @@ class _RetryRules:
                 yield _Retry(delay)
             else:
                 assert outcome is not None, "a None step is answered with the outcome"
+                if (outcome.status_code == 401 and self.renews and refused < REAUTH_RETRIES
+                        and "x-auth-token" in request.headers):
+                    # The first new login at once; the next ones after a backoff.
+                    delay = self.backoff(refused - 1) if refused else 0.0
+                    refused += 1
+                    self.note(request, "401", delay, attempt)
+                    yield _Retry(delay, discard=outcome, refused=True)
+                    continue
                 delay = self.delay_for_response(request, outcome, attempt)
                 if delay is None:
                     return outcome
@@ -178,10 +237,12 @@ class _RetryRules:
 @dataclass(frozen=True, slots=True)
 class _Retry:
     """Wait ``delay`` seconds before the next attempt, after closing ``discard`` (a refused
-    answer) so its connection goes back to the pool."""
+    answer) so its connection goes back to the pool; then put the current token on the request
+    (``refused``: the service refused the one it carries)."""
 
     delay: float
     discard: httpx.Response | None = None
+    refused: bool = False
 
 
 #: What a transport sends back: the outcome of an attempt, or ``None`` after a ``_Retry``.
@@ -204,12 +265,15 @@ class RetryTransport(httpx.BaseTransport):
                  retry_after_cap: float = DEFAULT_RETRY_AFTER_CAP,
                  stats: Stats | None = None,
                  sleep: Callable[[float], None] = time.sleep,
-                 random_: Callable[[], float] = random.random) -> None:
+                 random_: Callable[[], float] = random.random,
+                 renewer: TokenRenewer | None = None) -> None:
         self._transport = transport if transport is not None else httpx.HTTPTransport()
         self._rules = _RetryRules(retries=retries, backoff_initial=backoff_initial,
                                   backoff_maximum=backoff_maximum,
-                                  retry_after_cap=retry_after_cap, stats=stats, random_=random_)
+                                  retry_after_cap=retry_after_cap, stats=stats, random_=random_,
+                                  renews=renewer is not None)
         self._sleep = sleep
+        self._renewer = renewer
 
     @property
     def stats(self) -> Stats:
@@ -226,16 +290,36 @@ class RetryTransport(httpx.BaseTransport):
             if step is None:
                 try:
                     outcome = self._transport.handle_request(request)
+                    if self._rules.preload(request, outcome):
+                        _read(outcome)
                 except httpx.TransportError as exc:
                     outcome = exc
             else:
                 if step.discard is not None:
                     _discard(step.discard)
                 self._sleep(step.delay)
+                if self._renewer is not None:
+                    self._renewer.renew(request, refused=step.refused)
                 outcome = None
 
     def close(self) -> None:
         self._transport.close()
+
+
+def _read(response: httpx.Response) -> None:
+    try:
+        response.read()
+    except BaseException:
+        response.close()
+        raise
+
+
+async def _aread(response: httpx.Response) -> None:
+    try:
+        await response.aread()
+    except BaseException:
+        await response.aclose()
+        raise
 
 
 def _discard(response: httpx.Response) -> None:
@@ -267,12 +351,15 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
                  retry_after_cap: float = DEFAULT_RETRY_AFTER_CAP,
                  stats: Stats | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 random_: Callable[[], float] = random.random) -> None:
+                 random_: Callable[[], float] = random.random,
+                 renewer: TokenRenewer | None = None) -> None:
         self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
         self._rules = _RetryRules(retries=retries, backoff_initial=backoff_initial,
                                   backoff_maximum=backoff_maximum,
-                                  retry_after_cap=retry_after_cap, stats=stats, random_=random_)
+                                  retry_after_cap=retry_after_cap, stats=stats, random_=random_,
+                                  renews=renewer is not None)
         self._sleep = sleep
+        self._renewer = renewer
 
     @property
     def stats(self) -> Stats:
@@ -289,12 +376,16 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
             if step is None:
                 try:
                     outcome = await self._transport.handle_async_request(request)
+                    if self._rules.preload(request, outcome):
+                        await _aread(outcome)
                 except httpx.TransportError as exc:
                     outcome = exc
             else:
                 if step.discard is not None:
                     await _adiscard(step.discard)
                 await self._sleep(step.delay)
+                if self._renewer is not None:
+                    await self._renewer.arenew(request, refused=step.refused)
                 outcome = None
 
     async def aclose(self) -> None:

@@ -31,8 +31,8 @@ EXIT_TIMEOUT = 3
 EXIT_SERVICE = 4
 
 # Columns of the one-line-per-task table; the rest stays available in json/csv.
-TABLE_COLUMNS = ["id", "type", "status", "created_at", "duration", "image_id", "container",
-                 "export_location", "message"]
+TABLE_COLUMNS = ["region", "id", "type", "status", "created_at", "duration", "image_id",
+                 "container", "export_location", "message"]
 
 
 def _exit_code(error: BaseException) -> int:
@@ -48,7 +48,22 @@ def _exit_code(error: BaseException) -> int:
 def _connect(args: argparse.Namespace) -> Any:
     import imgtools
 
-    return imgtools.connect(emulator=True if args.emulator else None)
+    region = getattr(args, "region", None)
+    if region is not None and region.lower() == ALL_REGIONS:
+        if args.command not in ("tasks", "audit"):
+            raise ValidationError(f"--region all works with tasks and audit only, not "
+                                  f"{args.command}", field="region")
+        region = None
+    return imgtools.connect(emulator=True if args.emulator else None, region=region)
+
+
+#: ``--region all``: every region of the login's service catalog.
+ALL_REGIONS = "all"
+
+
+def _all_regions(args: argparse.Namespace) -> bool:
+    region = getattr(args, "region", None)
+    return region is not None and region.lower() == ALL_REGIONS
 
 
 def _print_frame(frame: Any, fmt: str, out: TextIO) -> None:
@@ -100,6 +115,19 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
+    client = _connect(args)
+    with client:
+        handle = client.begin_import(args.location, name=args.name,
+                                     preflight=not args.no_preflight)
+        if not args.wait:
+            _print_task(handle.task, args.format, out)
+            return EXIT_OK
+        task = handle.wait(timeout=args.timeout, on_update=_poll_note if args.verbose else None)
+        _print_task(task, args.format, out)
+    return EXIT_OK
+
+
 def cmd_task(args: argparse.Namespace, out: TextIO) -> int:
     client = _connect(args)
     with client:
@@ -109,16 +137,27 @@ def cmd_task(args: argparse.Namespace, out: TextIO) -> int:
 
 def _frame_for(args: argparse.Namespace) -> Any:
     from imgtools._tasklog import TaskLog
-    from imgtools.history import filter_tasks, merged, tasks_frame
+    from imgtools.history import filter_tasks, log_frame, merged, tasks_frame
 
+    every = _all_regions(args)
+    region = None if every or args.region is None else args.region
     if args.source == "log":
         with TaskLog() as log:
-            frame = log.frame(since=args.since, status=args.status, type=args.type)
+            frame = log_frame(log, since=args.since, status=args.status, type=args.type,
+                              region=region, account=args.account)
         return frame
     client = _connect(args)
     with client:
-        frame = tasks_frame(client) if args.source == "service" else merged(client)
-        frame = filter_tasks(frame, since=args.since, status=args.status, type=args.type)
+        if every:
+            from imgtools._region_frames import frame_by_region
+
+            frame = frame_by_region(client, with_log=args.source == "all")
+        else:
+            frame = tasks_frame(client) if args.source == "service" else merged(client)
+        # The connection chose the service's region; the log's rows are filtered to it.
+        frame = filter_tasks(frame, since=args.since, status=args.status, type=args.type,
+                             region=region if args.source != "service" else None,
+                             account=args.account)
         if getattr(args, "details", "none") != "none":
             from imgtools.details import fetch_details
 
@@ -138,18 +177,69 @@ def cmd_tasks(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_audit(args: argparse.Namespace, out: TextIO) -> int:
     from imgtools.history import summary
 
-    report = summary(_frame_for(args))
+    frame = _frame_for(args)
+    report = summary(frame, by=args.by)
     if report.without_details or report.not_fetched:
         print(f"imgtools: {report.without_details} task(s) in view have no details anywhere "
               f"(purged from the service, never seen in full here); {report.not_fetched} "
               "listed but not fetched", file=sys.stderr)
-    for name, table in report.tables.items():
+    tables = dict(report.tables)
+    if "region" in frame.columns and args.by != "region":
+        from imgtools._region_frames import region_counts
+
+        tables["by_region"] = region_counts(frame)
+    for name, table in tables.items():
         if args.format == "json":
             out.write(json.dumps({name: json.loads(table.to_json(orient="split",
                                                                  date_format="iso"))}) + "\n")
         else:
             out.write(f"== {name} ==\n")
             out.write((table.to_string() if len(table) else "(none)") + "\n\n")
+    return EXIT_OK
+
+
+def _team_url(given: str | None, flag: str) -> str:
+    import os
+
+    from imgtools._pglog import is_url
+    from imgtools._tasklog import LOG_ENV
+
+    url = given or os.environ.get(LOG_ENV, "")
+    if not is_url(url):
+        raise ValidationError(f"{flag}: give the team log's postgresql:// URL (or set "
+                              f"{LOG_ENV} to it)", field=flag.lstrip("-"))
+    return url
+
+
+def cmd_log(args: argparse.Namespace, out: TextIO) -> int:
+    from imgtools._pglog import init_schema, safe_url
+    from imgtools._tasklog import TaskLog, default_log_path
+
+    if args.action == "init":
+        url = _team_url(args.url, "URL")
+        version = init_schema(url)
+        out.write(f"{safe_url(url)}: schema version {version}\n")
+        return EXIT_OK
+    if args.action == "push":
+        url = _team_url(args.to, "--to")
+        source = Path(args.source).expanduser() if args.source else default_log_path()
+        with TaskLog(url) as team:
+            kept = team.push_pending()
+            if source.suffix in (".jsonl", ".json"):
+                count = team.import_(source)
+            else:
+                if not source.exists():
+                    raise ValidationError(f"--from: no log at {source}", field="from")
+                with TaskLog(source) as local:
+                    count = local.copy_into(team)
+            out.write(f"pushed {count} task(s) from {source} to {team.url}")
+            out.write(f" (and {kept} kept while it was unreachable)\n" if kept else "\n")
+        return EXIT_OK
+    url = _team_url(args.source, "--from")
+    target = Path(args.to).expanduser() if args.to else default_log_path()
+    with TaskLog(url) as team, TaskLog(target) as local:
+        count = team.copy_into(local)
+        out.write(f"pulled {count} task(s) from {team.url} into {target}\n")
     return EXIT_OK
 
 
@@ -242,7 +332,8 @@ def _positive_float(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imgtools",
-        description="Export Cloud Images to Cloud Files, follow tasks, audit them.",
+        description="Export Cloud Images to Cloud Files (and import them), follow tasks, "
+                    "audit them.",
         epilog="Credentials: API_ENDPOINT + AUTH_TOKEN (+ FILES_ENDPOINT), or RAX_USERNAME + "
                "RAX_API_KEY (+ RAX_REGION). Exit codes: 0 done, 1 task failed, 2 bad input "
                "or configuration, 3 timeout, 4 service or network error.")
@@ -250,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--emulator", action="store_true",
                         help="with no credentials set, use a local emulator for this command")
     common.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
+    common.add_argument("--region", default=None,
+                        help="the region to work in (default: RAX_REGION, else your default "
+                             "region); tasks and audit also take 'all'")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[[argparse.Namespace, TextIO], int], help: str,
@@ -272,6 +366,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_positive_float, default=None,
                    help="seconds to wait with --wait (default: the client's, 3600)")
 
+    p = add("import", cmd_import, "start an import task: a VHD in Cloud Files becomes an image")
+    p.add_argument("location", metavar="CONTAINER/OBJECT",
+                   help="the VHD (or its DLO manifest) in this region's Cloud Files")
+    p.add_argument("--name", required=True, help="the new image's name")
+    p.add_argument("--wait", action="store_true", help="poll until the task finishes")
+    p.add_argument("--no-preflight", action="store_true",
+                   help="skip the checks made before the task is created")
+    p.add_argument("--timeout", type=_positive_float, default=None,
+                   help="seconds to wait with --wait (default: the client's, 3600)")
+
     p = add("task", cmd_task, "show one task")
     p.add_argument("task_id")
 
@@ -284,6 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--since", help="only tasks created since, e.g. 7d, 12h, 2026-11-01")
         p.add_argument("--status", choices=("pending", "processing", "success", "failure"))
         p.add_argument("--type", choices=("export", "import"))
+        p.add_argument("--account", action="append",
+                       help="only tasks of this account (tenant id; repeat for several)")
+        if name == "audit":
+            p.add_argument("--by", choices=("type", "region", "account"), default="type",
+                           help="what the summary rows are (default: type)")
         if name == "audit":
             from imgtools.details import DEFAULT_DETAILS, DETAILS_MODES
 
@@ -323,6 +432,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "transfers are always kept")
     p.add_argument("--container", action="append", default=[],
                    help="only look in this container (repeatable; default: all)")
+
+    p = sub.add_parser("log", help="the audit log: set up a team log, push and pull history",
+                       description="The audit log: IMGTOOLS_LOG names it (a file, or a "
+                                   "postgresql:// URL for a team log). URLs are never printed "
+                                   "with their password.")
+    p.set_defaults(func=cmd_log)
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = actions.add_parser("init", help="create or upgrade a team log's tables (needs DDL rights)")
+    q.add_argument("url", nargs="?", metavar="URL",
+                   help="postgresql://user[:password]@host[:port]/db (default: $IMGTOOLS_LOG)")
+    q = actions.add_parser("push", help="merge a local log (or a JSON Lines export) into the "
+                                        "team log, and send what an outage kept; idempotent")
+    q.add_argument("--to", metavar="URL", help="the team log (default: $IMGTOOLS_LOG)")
+    q.add_argument("--from", dest="source", metavar="PATH",
+                   help="a local log file or .jsonl export (default: the local log)")
+    q = actions.add_parser("pull", help="merge the team log into a local log, for offline "
+                                        "auditing; idempotent")
+    q.add_argument("--from", dest="source", metavar="URL",
+                   help="the team log (default: $IMGTOOLS_LOG)")
+    q.add_argument("--to", metavar="PATH", help="the local log file (default: the local log)")
 
     sub.add_parser("emulator", help="run the local emulator (see: imgtools emulator --help)",
                    add_help=False)

@@ -29,6 +29,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from imgtools._exceptions import NotFound, ValidationError
+from imgtools._frames import _frame_from_tasks
 from imgtools._models import Task
 from imgtools._tasklog import TaskLog
 
@@ -148,9 +149,7 @@ def _plan(frame: pd.DataFrame, log: TaskLog | None, mode: DetailsMode
 
 
 def _tasks_frame(tasks: Sequence[Task]) -> pd.DataFrame:
-    from imgtools.history import tasks_frame
-
-    return tasks_frame(list(tasks))
+    return _frame_from_tasks(list(tasks))
 
 
 def _apply(frame: pd.DataFrame, full: pd.DataFrame, *, only_detail: bool) -> int:

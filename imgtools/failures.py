@@ -133,17 +133,20 @@ PURGED: Final = "(no details: purged from the service, never seen in full here)"
 NOT_FETCHED: Final = "(no details: not fetched)"
 
 
-def failure_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Failed tasks of a tasks frame grouped by type and category, most frequent first:
-    ``type``, ``category``, ``count``, ``first``, ``last``, ``messages`` (how many different
-    raw messages) and ``message`` (the most frequent raw message, as the service wrote it).
+def failure_table(frame: pd.DataFrame, *, by: str = "type",
+                  keys: pd.Series | None = None) -> pd.DataFrame:
+    """Failed tasks of a tasks frame grouped by ``by`` (a column, or ``keys`` aligned with the
+    frame when given) and category, most frequent first: ``type`` (or ``by``), ``category``,
+    ``count``, ``first``, ``last``, ``messages`` (how many different raw messages) and
+    ``message`` (the most frequent raw message, as the service wrote it).
 
     A failure whose details are unknown is counted as ``no details``, with why (purged and
     never seen in full, or listed but not fetched), never as an empty message."""
     from imgtools.details import has_details
 
     failed_rows = (frame["status"].astype(str) == "failure").to_numpy()
-    failed = frame.loc[failed_rows, ["type", "message", "created_at", "source"]].copy()
+    failed = frame.loc[failed_rows, ["message", "created_at", "source"]].copy()
+    failed[by] = (frame[by] if keys is None else keys).astype(str).to_numpy()[failed_rows]
     known = has_details(frame)[failed_rows]
     listed = (failed["source"].astype(str) == "service").to_numpy()
     message = failed["message"].astype(object).to_numpy(copy=True)
@@ -155,14 +158,14 @@ def failure_table(frame: pd.DataFrame) -> pd.DataFrame:
                           for c, m in zip(categories, message, strict=True)]
     failed["message"] = message
     if not len(failed):
-        return pd.DataFrame({"type": pd.Series(dtype=object), "category": pd.Series(dtype=object),
+        return pd.DataFrame({by: pd.Series(dtype=object), "category": pd.Series(dtype=object),
                              "count": pd.Series(dtype="int64"),
                              "first": pd.Series(dtype=frame["created_at"].dtype),
                              "last": pd.Series(dtype=frame["created_at"].dtype),
                              "messages": pd.Series(dtype="int64"),
                              "message": pd.Series(dtype=object)})
     # One row per category: wordings differ only by the container or image they name.
-    grouped = failed.groupby(["type", "category"], observed=True)
+    grouped = failed.groupby([by, "category"], observed=True)
     table = pd.DataFrame(grouped["created_at"].agg(count="count", first="min", last="max"))
     table["messages"] = grouped["message"].nunique()
     table["message"] = grouped["message"].agg(lambda m: m.value_counts().index[0])
@@ -171,5 +174,5 @@ def failure_table(frame: pd.DataFrame) -> pd.DataFrame:
              .reset_index(drop=True))
     table["count"] = table["count"].astype("int64")
     table["messages"] = table["messages"].astype("int64")
-    table["type"] = table["type"].astype(str)
+    table[by] = table[by].astype(str)
     return table

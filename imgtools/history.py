@@ -17,6 +17,8 @@ Every frame has the same columns and dtypes, also when empty (see ``COLUMNS``):
 ``message``        string; null when the service sent ``"None"`` or ``""``
 ``source``         categorical: ``service`` (the service said so now) or ``log`` (only the
                    audit log still knows)
+``region``         string: the region the task was seen in (null when unknown)
+``account``        string: the account (tenant) it was seen through
 =================  =========================================================================
 
 Columns are built whole (lists, numpy, vectorised parsing), never row by row through pandas.
@@ -28,7 +30,6 @@ import asyncio
 import dataclasses
 import inspect
 import logging
-import queue
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,14 +37,27 @@ from datetime import UTC, datetime
 from typing import Any, Final, cast
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 
+from imgtools._frames import (
+    COLUMNS,
+    SOURCE_CATEGORIES,
+    STATUS_CATEGORIES,
+    TYPE_CATEGORIES,
+    _categorical,
+    _conform,
+    _frame_from_items,
+    _frame_from_log_columns,
+    _frame_from_tasks,
+    _strings,
+    _times,
+    empty_frame,
+)
 from imgtools._models import Task
 from imgtools._sources import AsyncTaskSource, TaskSource
-from imgtools._tasklog import _EPOCH as _EPOCH_US
-from imgtools._tasklog import _US as _ONE_US
-from imgtools._tasklog import TaskLog, parse_since
+from imgtools._taskfields import origin_of
+from imgtools._tasklog import TaskLog
+from imgtools._times import parse_since
 from imgtools.details import DETAILS_CONCURRENCY, check_details, fetch_details, has_details
 from imgtools.failures import failure_table
 
@@ -53,11 +67,15 @@ __all__ = [
     "SOURCE_CATEGORIES",
     "STATUS_CATEGORIES",
     "STATUS_STYLES",
+    "SUMMARY_GROUPS",
     "TYPE_CATEGORIES",
+    "UNKNOWN_GROUP",
     "Summary",
     "empty_frame",
+    "events_frame",
     "filter_tasks",
     "format_duration",
+    "log_frame",
     "merged",
     "parse_since",
     "style_tasks",
@@ -68,249 +86,38 @@ __all__ = [
 
 _logger = logging.getLogger("imgtools")
 
-COLUMNS: Final = ("id", "type", "status", "owner", "created_at", "updated_at", "expires_at",
-                  "duration", "image_id", "container", "export_location", "message", "source")
-TYPE_CATEGORIES: Final = ("export", "import")
-STATUS_CATEGORIES: Final = ("pending", "processing", "success", "failure")
-SOURCE_CATEGORIES: Final = ("service", "log")
 
-# pandas' default string dtype (NaN for missing), so our frames match what users build.
-_STR: Final = pd.StringDtype(na_value=np.nan)
-_TIME: Final = pd.DatetimeTZDtype(unit="us", tz="UTC")
-_NAT: Final = np.iinfo(np.int64).min  # datetime64's NaT, as an integer
-_EMPTY_MESSAGES: Final = ("", "None", "null")
+# -- frames from the log ------------------------------------------------------------------------
 
-_ObjArray = npt.NDArray[np.object_]
-_IntArray = npt.NDArray[np.int64]
+def log_frame(log: TaskLog, *, since: str | datetime | None = None,
+              status: str | Iterable[str] | None = None,
+              type: str | Iterable[str] | None = None,
+              region: str | Iterable[str] | None = None,
+              account: str | Iterable[str] | None = None,
+              emulator: bool | None = None) -> pd.DataFrame:
+    """The logged tasks as the standard tasks frame (``source`` = ``"log"``), oldest first.
 
-
-# -- building frames ---------------------------------------------------------------------------
-
-def _categorical(values: Sequence[Any] | _ObjArray, fixed: Sequence[str]) -> Any:
-    """A categorical with ``fixed`` categories first, so empty frames and ``value_counts``
-    keep a stable shape; a value outside them is kept (appended, sorted), never turned null."""
-    # Factorise once, then put the fixed categories first (a cheap recode of the codes).
-    cat: Any = pd.Categorical(values)
-    seen = [str(c) for c in cat.categories]
-    unknown = sorted(c for c in seen if c not in fixed)
-    cat = cat.set_categories([*fixed, *unknown])
-    return cat
+    ``since``: tasks created at or after it (``"7d"``, ``"12h"``, a datetime...);
+    ``status`` / ``type`` / ``region`` / ``account``: one value or several; ``emulator``: only
+    tasks seen through the embedded emulator (true) or only others (false). The filters run in
+    the database.
+    """
+    return _frame_from_log_columns(log.columns(since, status, type, region=region,
+                                               account=account, emulator=emulator))
 
 
-def _strings(values: Sequence[Any] | _ObjArray) -> pd.api.extensions.ExtensionArray:
-    return pd.array(np.asarray(values, dtype=object), dtype=_STR)
-
-
-def _times(micros: _IntArray) -> pd.DatetimeIndex:
-    # int64 microseconds (NaT as int64 min) reinterpreted, not parsed.
-    return pd.DatetimeIndex(micros.view("M8[us]")).tz_localize("UTC")
-
-
-def _assemble(
-    *, ids: Sequence[Any] | _ObjArray, types: Sequence[Any] | _ObjArray,
-    statuses: Sequence[Any] | _ObjArray, owners: Sequence[Any] | _ObjArray,
-    created: _IntArray, updated: _IntArray, expires: _IntArray,
-    image_ids: Sequence[Any] | _ObjArray, containers: Sequence[Any] | _ObjArray,
-    locations: Sequence[Any] | _ObjArray, messages: Sequence[Any] | _ObjArray,
-    source: str | Sequence[str] | _ObjArray,
-) -> pd.DataFrame:
-    """The standard frame from whole columns; times are int64 epoch microseconds."""
-    status = _categorical(statuses, STATUS_CATEGORIES)
-    finished = np.isin(status.codes, (2, 3))  # success, failure
-    duration = np.where(finished & (updated != _NAT) & (created != _NAT),
-                        updated - created, _NAT)
-    message = _messages(np.asarray(messages, dtype=object))
-    if isinstance(source, str):
-        code = SOURCE_CATEGORIES.index(source)
-        source_col = pd.Categorical.from_codes(np.full(len(ids), code, dtype=np.int8),
-                                               categories=pd.Index(list(SOURCE_CATEGORIES)))
-    else:
-        source_col = _categorical(source, SOURCE_CATEGORIES)
-    frame = pd.DataFrame({
-        "id": _strings(ids),
-        "type": _categorical(types, TYPE_CATEGORIES),
-        "status": status,
-        "owner": _strings(owners),
-        "created_at": _times(created),
-        "updated_at": _times(updated),
-        "expires_at": _times(expires),
-        "duration": pd.TimedeltaIndex(duration.view("m8[us]")),
-        "image_id": _strings(image_ids),
-        "container": _strings(containers),
-        "export_location": _strings(locations),
-        "message": _strings(message),
-        "source": source_col,
-    }, copy=False)
-    return frame
-
-
-def empty_frame() -> pd.DataFrame:
-    """A tasks frame with no rows and every column typed."""
-    none: list[Any] = []
-    no_times = np.empty(0, dtype=np.int64)
-    return _assemble(ids=none, types=none, statuses=none, owners=none, created=no_times,
-                     updated=no_times, expires=no_times, image_ids=none, containers=none,
-                     locations=none, messages=none, source="service")
-
-
-def _frame_from_tasks(tasks: Sequence[Task], source: str = "service") -> pd.DataFrame:
-    """The standard frame from ``Task`` objects: one list comprehension per column."""
-    n = len(tasks)
-    epoch = _EPOCH_US
-    return _assemble(
-        ids=[t.id for t in tasks],
-        types=[t.type for t in tasks],
-        statuses=[t.status.value for t in tasks],
-        owners=[t.owner for t in tasks],
-        created=np.fromiter(((t.created_at - epoch) // _ONE_US for t in tasks), np.int64, n),
-        updated=np.fromiter(((t.updated_at - epoch) // _ONE_US for t in tasks), np.int64, n),
-        expires=np.fromiter((_NAT if t.expires_at is None else (t.expires_at - epoch) // _ONE_US
-                             for t in tasks), np.int64, n),
-        image_ids=[t.image_id for t in tasks],
-        containers=[t.container for t in tasks],
-        locations=[t.export_location for t in tasks],
-        messages=[t.message for t in tasks],
-        source=source,
-    )
-
-
-def _parse_iso(values: list[Any]) -> _IntArray:
-    """ISO 8601 texts (the service's ``...Z`` form, or with offset/fraction) to int64 us;
-    ``None`` to NaT. One vectorised parse."""
-    if not values:
-        return np.empty(0, dtype=np.int64)
-    parsed = pd.to_datetime(np.asarray(values, dtype=object), utc=True, format="ISO8601")
-    return np.asarray(parsed.as_unit("us").asi8, dtype=np.int64)
-
-
-def _frame_from_items(items: Sequence[Mapping[str, Any]], source: str = "service"
-                      ) -> pd.DataFrame:
-    """The standard frame straight from task bodies as the service sent them (list stubs or
-    full bodies), without building ``Task`` objects: the fast path for big listings."""
-    def inputs(name: str) -> list[Any]:
-        return [i.get(name) if isinstance(i, Mapping) else None
-                for i in (d.get("input") for d in items)]
-
-    def results(name: str) -> list[Any]:
-        return [r.get(name) if isinstance(r, Mapping) else None
-                for r in (d.get("result") for d in items)]
-
-    has_detail = any("input" in d or "result" in d for d in items)
-    if has_detail:
-        image_uuid, result_image = inputs("image_uuid"), results("image_id")
-        image_ids = [a if isinstance(a, str) else (b if isinstance(b, str) else None)
-                     for a, b in zip(image_uuid, result_image, strict=True)]
-        receiving, import_from = inputs("receiving_swift_container"), inputs("import_from")
-        containers = [a if isinstance(a, str) else
-                      (b.split("/", 1)[0] if isinstance(b, str) and "/" in b else None)
-                      for a, b in zip(receiving, import_from, strict=True)]
-        locations = [x if isinstance(x, str) else None for x in results("export_location")]
-        messages = [d.get("message") for d in items]
-    else:
-        image_ids = containers = locations = messages = [None] * len(items)
-    return _assemble(
-        ids=[d.get("id") for d in items],
-        types=[d.get("type") for d in items],
-        statuses=[d.get("status") for d in items],
-        owners=[None if d.get("owner") is None else str(d["owner"]) for d in items],
-        created=_parse_iso([d.get("created_at") for d in items]),
-        updated=_parse_iso([d.get("updated_at") for d in items]),
-        expires=_parse_iso([d.get("expires_at") for d in items]),
-        image_ids=image_ids, containers=containers, locations=locations, messages=messages,
-        source=source,
-    )
-
-
-def _shared(values: _ObjArray) -> _ObjArray:
-    """The same strings, with repeats sharing one object: owner, container and message take
-    a handful of values, and a million copies of each would cost ~60 MB per column."""
-    if len(values) == 0:
-        return values
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    table = np.empty(len(uniques) + 1, dtype=object)  # code -1 (null) -> the last slot, None
-    table[:-1] = np.asarray(uniques, dtype=object)
-    return cast(_ObjArray, table[codes])
-
-
-def _messages(values: _ObjArray) -> _ObjArray:
-    """Messages with the service's "None" / "" / blanks as null, repeats sharing one object.
-
-    Failure messages repeat, so the check runs once per distinct text, not once per row."""
-    if len(values) == 0:
-        return values
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    table = np.empty(len(uniques) + 1, dtype=object)
-    table[:-1] = [None if str(u).strip() in _EMPTY_MESSAGES else u for u in uniques]
-    return cast(_ObjArray, table[codes])
-
-
-def _chronological(created: _IntArray, ids: _ObjArray) -> Any:
-    """Row order oldest ``created_at`` first, ties (whole-second stamps are common) by id,
-    so two logs holding the same tasks give identical frames. ``slice(None)`` if in order."""
-    order: Any = np.argsort(created, kind="stable")
-    ranked = created[order]
-    tied = np.zeros(len(order), dtype=bool)
-    same = ranked[1:] == ranked[:-1]
-    tied[1:] |= same
-    tied[:-1] |= same
-    if tied.any():
-        # Re-sort only the tied rows by (created_at, id); their slots stay where they are.
-        slots = np.flatnonzero(tied)
-        sub = pd.DataFrame({"c": ranked[slots], "i": ids[order[slots]]})
-        order[slots] = order[slots][sub.sort_values(["c", "i"], kind="stable").index]
-    if bool((order[1:] > order[:-1]).all()):
-        return slice(None)  # already in order: skip the copies
-    return order
-
-
-def _frame_from_log_columns(columns: Mapping[str, Any]) -> pd.DataFrame:
-    """The standard frame from ``TaskLog._frame_columns``, oldest ``created_at`` first
-    (ties by id)."""
-    created = np.asarray(columns["created_at"], dtype=np.int64)
-    order = _chronological(created, np.asarray(columns["id"], dtype=object))
-
-    def text(name: str, share: bool = False) -> _ObjArray:
-        values = np.asarray(columns[name], dtype=object)[order]
-        return _shared(values) if share else values
-
-    def ints(name: str) -> _IntArray:
-        return cast(_IntArray, np.asarray(columns[name], dtype=np.int64)[order])
-
-    return _assemble(ids=text("id"), types=text("type"), statuses=text("status"),
-                     owners=text("owner", True), created=created[order],
-                     updated=ints("updated_at"), expires=ints("expires_at"),
-                     image_ids=text("image_id"), containers=text("container", True),
-                     locations=text("export_location"), messages=text("message"),
-                     source="log")
-
-
-def _events_frame(rows: Sequence[tuple[str, str, int, int]]) -> pd.DataFrame:
-    columns = list(zip(*rows, strict=True)) if rows else [(), (), (), ()]
+def events_frame(log: TaskLog, task_id: str | None = None) -> pd.DataFrame:
+    """Status changes the log saw: ``task_id``, ``status`` (categorical), ``seen_at`` (first
+    seen) and ``updated_at`` (the task's own time then), UTC; oldest first. (Where each was
+    seen is in ``log.event_rows()``.)"""
+    rows = log.event_rows(task_id)
+    columns = list(zip(*rows, strict=True)) if rows else [()] * 4
     return pd.DataFrame({
         "task_id": _strings(list(columns[0])),
         "status": _categorical(list(columns[1]), STATUS_CATEGORIES),
         "seen_at": _times(np.array(columns[2], dtype=np.int64)),
         "updated_at": _times(np.array(columns[3], dtype=np.int64)),
     })
-
-
-def _conform(frame: pd.DataFrame) -> pd.DataFrame:
-    """Column order and dtypes of the standard frame, after concat/merge may have widened them."""
-    out = frame.loc[:, list(COLUMNS)].copy()
-    for column, fixed in (("type", TYPE_CATEGORIES), ("status", STATUS_CATEGORIES),
-                          ("source", SOURCE_CATEGORIES)):
-        if not isinstance(out[column].dtype, pd.CategoricalDtype) or \
-                list(out[column].cat.categories[:len(fixed)]) != list(fixed):
-            out[column] = _categorical(out[column].astype(object).to_numpy(), fixed)
-    for column in ("id", "owner", "image_id", "container", "export_location", "message"):
-        if out[column].dtype != _STR:
-            out[column] = out[column].astype(_STR)
-    for column in ("created_at", "updated_at", "expires_at"):
-        if out[column].dtype != _TIME:
-            out[column] = pd.to_datetime(out[column], utc=True).dt.as_unit("us")
-    if out["duration"].dtype != np.dtype("m8[us]"):
-        out["duration"] = pd.to_timedelta(out["duration"]).dt.as_unit("us")
-    return out.reset_index(drop=True)
 
 
 # -- sources -----------------------------------------------------------------------------------
@@ -323,75 +130,48 @@ def _is_async(client: object) -> bool:
     return inspect.iscoroutinefunction(getattr(client, "get_task", None))
 
 
-class _BackgroundRecorder:
-    """Records listing pages into the audit log on a worker thread, so SQLite's writes overlap
-    the wait for the next page instead of adding to it. ``finish()`` waits for the last page;
-    a log failure is logged, never raised (an audit log must not break a listing)."""
-
-    def __init__(self, log: TaskLog) -> None:
-        self.log = log
-        self.pages: queue.SimpleQueue[list[Mapping[str, Any]] | None] = queue.SimpleQueue()
-        self.seen_at = datetime.now(UTC)
-        self.thread = threading.Thread(target=self._work, name="imgtools-log-writer",
-                                       daemon=True)
-        self.thread.start()
-
-    def _work(self) -> None:
-        while (page := self.pages.get()) is not None:
-            try:
-                self.log.record_bodies(page, seen_at=self.seen_at)
-            except Exception:
-                _logger.warning("could not record %d listed task(s) in the audit log",
-                                len(page), exc_info=True)
-
-    def put(self, page: list[Mapping[str, Any]]) -> None:
-        self.pages.put(page)
-
-    def finish(self) -> None:
-        self.pages.put(None)
-        self.thread.join()
-
-
 def _page_source(client: Any) -> Callable[[], Any] | None:
     pages = getattr(client, "iter_task_pages", None)
     return pages if callable(pages) else None
 
 
-def _service_items(client: Any, record: bool) -> list[Mapping[str, Any]] | list[Task]:
+def _service_items(client: Any) -> list[Mapping[str, Any]] | list[Task]:
     """Every task the service lists: raw bodies when the client offers ``iter_task_pages()``
-    (no ``Task`` objects: the fast path), else ``Task`` objects from ``tasks()``."""
+    (no ``Task`` objects: the fast path; the caller records them), else ``Task`` objects
+    from ``tasks()`` (such a client records what it lists itself)."""
     pages = _page_source(client)
     if pages is None:
-        return list(client.tasks())  # such a client records what it lists itself
-    log = _client_log(client) if record else None
-    writer = _BackgroundRecorder(log) if log is not None else None
+        return list(client.tasks())
     items: list[Mapping[str, Any]] = []
-    try:
-        for page in pages():
-            items.extend(page)
-            if writer is not None:
-                writer.put(page)
-    finally:
-        if writer is not None:
-            writer.finish()
+    for page in pages():
+        items.extend(page)
     return items
 
 
-async def _collect_async(client: Any, record: bool = True) -> list[Any]:
+def _framed(client: Any, items: list[Any], record: bool) -> pd.DataFrame:
+    """The frame of a listing, recorded in the client's log unless ``record`` is false."""
+    origin = origin_of(client)
+    if items and not isinstance(items[0], Task):
+        log = _client_log(client) if record else None
+        return _frame_from_items(items, origin=origin, record_in=log,
+                                 seen_at=datetime.now(UTC))
+    return _frame_from_tasks(items, origin=origin)
+
+
+def _record_listing(client: Any, items: list[Any], record: bool) -> None:
+    """Record raw listed bodies (the ``details=True`` path, which frames them itself)."""
+    log = _client_log(client) if record else None
+    if log is not None and items and not isinstance(items[0], Task):
+        log.record_bodies_later(items, origin=origin_of(client))
+
+
+async def _collect_async(client: Any) -> list[Any]:
     pages = _page_source(client)
     if pages is None:
         return [task async for task in client.tasks()]
-    log = _client_log(client) if record else None
-    writer = _BackgroundRecorder(log) if log is not None else None
     raw: list[Any] = []
-    try:
-        async for page in pages():
-            raw.extend(page)
-            if writer is not None:
-                writer.put(page)
-    finally:
-        if writer is not None:
-            await asyncio.to_thread(writer.finish)
+    async for page in pages():
+        raw.extend(page)
     return raw
 
 
@@ -465,8 +245,10 @@ def _with_details(client: Any, items: list[Any], concurrency: int) -> pd.DataFra
         fetched = _run(_fetch_details(client, missing, concurrency))
         known.update((task.id, task) for task in fetched)
         if log is not None and fetched and not getattr(client, "records_gets", False):
-            log.record(fetched)  # idempotent: harmless if the client recorded them already
-    return _frame_from_tasks([_prefer(task, known.get(task.id)) for task in tasks])
+            # idempotent: harmless if the client recorded them already
+            log.record(fetched, origin=origin_of(client))
+    return _frame_from_tasks([_prefer(task, known.get(task.id)) for task in tasks],
+                             origin=origin_of(client))
 
 
 def _prefer(listed: Task, full: Task | None) -> Task:
@@ -485,7 +267,9 @@ def _prefer(listed: Task, full: Task | None) -> Task:
 
 def tasks_frame(source: TaskSource | AsyncTaskSource | TaskLog | Iterable[Task], *,
                 details: bool | str = False, record: bool = True,
-                concurrency: int = DETAILS_CONCURRENCY) -> pd.DataFrame:
+                concurrency: int = DETAILS_CONCURRENCY,
+                region: str | Iterable[str] | None = None,
+                account: str | Iterable[str] | None = None) -> pd.DataFrame:
     """Tasks as a typed DataFrame (columns in the module docstring, also when empty).
 
     ``source``: a ``Client`` / ``AsyncClient`` (every page of ``GET /v2/tasks``;
@@ -495,8 +279,16 @@ def tasks_frame(source: TaskSource | AsyncTaskSource | TaskLog | Iterable[Task],
     time (default ``DETAILS_CONCURRENCY``); also ``details="failures"`` (failures only) or
     ``"all"`` (every task again), see ``imgtools.details``. ``record`` (default true): what the
     listing shows goes into the client's audit log too (a worker thread writes while pages
-    arrive).
+    arrive). ``region`` / ``account``: keep only tasks seen there (one value or several).
     """
+    frame = _tasks_frame(source, details=details, record=record, concurrency=concurrency)
+    if region is None and account is None:
+        return frame
+    return filter_tasks(frame, region=region, account=account)
+
+
+def _tasks_frame(source: Any, *, details: bool | str, record: bool, concurrency: int
+                 ) -> pd.DataFrame:
     from imgtools._exceptions import ValidationError
 
     mode = check_details(details)
@@ -509,7 +301,7 @@ def tasks_frame(source: TaskSource | AsyncTaskSource | TaskLog | Iterable[Task],
         if details:
             raise ValidationError("details=True needs a client; a TaskLog already holds "
                                   "every detail it has seen", field="details")
-        return source.frame()
+        return log_frame(source)
     if _is_client(source):
         if _is_async(source):
             try:
@@ -524,12 +316,11 @@ def tasks_frame(source: TaskSource | AsyncTaskSource | TaskLog | Iterable[Task],
             return asyncio.run(tasks_frame_async(
                 cast(AsyncTaskSource, source), details=details, record=record,
                 concurrency=concurrency))
-        items = _service_items(source, record)
+        items = _service_items(source)
         if details:
+            _record_listing(source, items, record)
             return _with_details(source, items, concurrency)
-        if items and not isinstance(items[0], Task):
-            return _frame_from_items(items)  # type: ignore[arg-type]
-        return _frame_from_tasks(cast(list[Task], items))
+        return _framed(source, items, record)
     if details:
         raise ValidationError("details=True needs a client to fetch from", field="details")
     if isinstance(source, (str, bytes, Mapping)) or not isinstance(source, Iterable):
@@ -547,11 +338,11 @@ def tasks_frame(source: TaskSource | AsyncTaskSource | TaskLog | Iterable[Task],
 async def tasks_frame_async(client: AsyncTaskSource, *, details: bool = False, record: bool = True,
                             concurrency: int = DETAILS_CONCURRENCY) -> pd.DataFrame:
     """``tasks_frame`` for an ``AsyncClient`` inside a running event loop (notebooks)."""
-    items = await _collect_async(client, record)
+    items = await _collect_async(client)
+    origin = origin_of(client)
     if not details:
-        if items and not isinstance(items[0], Task):
-            return _frame_from_items(items)
-        return _frame_from_tasks(items)
+        return _framed(client, items, record)
+    _record_listing(client, items, record)
     tasks = [t if isinstance(t, Task) else Task.from_json(t) for t in items]
     stubs = [t.id for t in tasks if t.is_stub]
     log = _client_log(client)
@@ -561,22 +352,24 @@ async def tasks_frame_async(client: AsyncTaskSource, *, details: bool = False, r
     fetched = await _fetch_details(client, [tid for tid in stubs if tid not in known],
                                    concurrency)
     if log is not None and fetched:
-        log.record(fetched)
+        log.record(fetched, origin=origin)
     known.update((t.id, t) for t in fetched)
-    return _frame_from_tasks([_prefer(t, known.get(t.id)) for t in tasks])
+    return _frame_from_tasks([_prefer(t, known.get(t.id)) for t in tasks], origin=origin)
 
 
 def merged(client: TaskSource | AsyncTaskSource, log: TaskLog | None = None, *,
            details: str = "none", concurrency: int = DETAILS_CONCURRENCY,
-           progress: Any = None) -> pd.DataFrame:
+           progress: Any = None, region: str | Iterable[str] | None = None,
+           account: str | Iterable[str] | None = None) -> pd.DataFrame:
     """Service tasks and logged tasks in one frame, one row per task id, oldest first.
 
     A task the service still lists keeps its current state (``source="service"``) with
     image/container/location/message filled from the log where the service gave only a stub;
     a task the service has purged comes from the log (``source="log"``). ``log`` defaults to
-    the client's log, else ``TaskLog.default()``. ``details`` (``"missing"``, ``"failures"``,
-    ``"all"``, default ``"none"``), ``concurrency`` and ``progress``: see
-    ``imgtools.details.fetch_details``, run on the merged frame.
+    the client's log, else ``TaskLog.default()``. ``region`` / ``account``: keep only tasks
+    seen there. ``details`` (``"missing"``, ``"failures"``, ``"all"``, default ``"none"``),
+    ``concurrency`` and ``progress``: see ``imgtools.details.fetch_details``, run on the
+    tasks in view (after the region/account filter).
     """
     mode = check_details(details)
     if log is None:
@@ -584,14 +377,17 @@ def merged(client: TaskSource | AsyncTaskSource, log: TaskLog | None = None, *,
         log = _client_log(client)
         log = log if log is not None else TaskLog.default()
     service = tasks_frame(client).set_index("id")
-    logged = log.frame().set_index("id")
+    logged = log_frame(log).set_index("id")
     filled = logged.reindex(service.index)
-    for column in ("owner", "expires_at", "image_id", "container", "export_location", "message"):
+    for column in ("owner", "expires_at", "image_id", "container", "export_location", "message",
+                   "region", "account"):
         service[column] = service[column].fillna(filled[column])
     only_logged = logged.loc[logged.index.difference(service.index)]
     both = pd.concat([service, only_logged]) if len(only_logged) else service
     both = both.reset_index().rename(columns={"index": "id"})
     frame = _conform(both.sort_values(["created_at", "id"], kind="stable"))
+    if region is not None or account is not None:
+        frame = filter_tasks(frame, region=region, account=account)
     if mode == "none":
         return frame
     return fetch_details(frame, client, log, details=mode, concurrency=concurrency,
@@ -600,14 +396,18 @@ def merged(client: TaskSource | AsyncTaskSource, log: TaskLog | None = None, *,
 
 def filter_tasks(frame: pd.DataFrame, *, since: str | datetime | None = None,
                  status: str | Iterable[str] | None = None,
-                 type: str | Iterable[str] | None = None) -> pd.DataFrame:
+                 type: str | Iterable[str] | None = None,
+                 region: str | Iterable[str] | None = None,
+                 account: str | Iterable[str] | None = None) -> pd.DataFrame:
     """Rows of a tasks frame created at/after ``since`` (``"7d"``, ``"12h"``, ISO...), with
-    one of the given statuses and types; for the CLI's ``--since/--status/--type``."""
+    one of the given statuses, types, regions and accounts; for the CLI's ``--since``,
+    ``--status``, ``--type``, ``--region`` and ``--account``."""
     mask = np.ones(len(frame), dtype=bool)
     start = parse_since(since)
     if start is not None:
         mask &= (frame["created_at"] >= pd.Timestamp(start)).to_numpy()
-    for column, wanted in (("status", status), ("type", type)):
+    for column, wanted in (("status", status), ("type", type), ("region", region),
+                           ("account", account)):
         if wanted is not None:
             values = [wanted] if isinstance(wanted, str) else list(wanted)
             mask &= frame[column].isin(values).to_numpy()
@@ -698,37 +498,62 @@ class Summary:
             "durations": self.durations, "failures": self.failures, "per_day": self.per_day})
 
 
-def summary(frame: pd.DataFrame) -> Summary:
-    """The audit summary of a tasks frame (from ``tasks_frame``, ``merged`` or a log)."""
+#: Columns a summary can group by (``summary(frame, by=...)``).
+SUMMARY_GROUPS: Final = ("type", "region", "account")
+#: The group of tasks whose region or account is not known.
+UNKNOWN_GROUP: Final = "(unknown)"
+
+
+def _group_key(frame: pd.DataFrame, by: str) -> pd.Series:
+    if by == "type":
+        return frame["type"]
+    values = frame[by].astype(object).where(frame[by].notna(), UNKNOWN_GROUP)
+    return pd.Series(pd.Categorical(values, categories=sorted(set(values))), index=frame.index,
+                     name=by)
+
+
+def summary(frame: pd.DataFrame, *, by: str = "type") -> Summary:
+    """The audit summary of a tasks frame (from ``tasks_frame``, ``merged`` or a log).
+
+    ``by``: what the rows of ``counts``, ``success_rate``, ``durations`` and ``failures``
+    are: ``"type"`` (default), ``"region"`` or ``"account"`` (unknown ones grouped as
+    ``UNKNOWN_GROUP``)."""
+    if by not in SUMMARY_GROUPS:
+        from imgtools._exceptions import ValidationError
+
+        raise ValidationError(f"summary: by must be one of {', '.join(SUMMARY_GROUPS)}, "
+                              f"not {by!r}", field="by")
     frame = _conform(frame) if len(frame) else empty_frame()
-    types = frame["type"]
-    counts = pd.crosstab(types, frame["status"], dropna=False)
-    counts = counts.reindex(index=types.cat.categories, columns=frame["status"].cat.categories,
+    keys = _group_key(frame, by)
+    counts = pd.crosstab(keys, frame["status"], dropna=False)
+    counts = counts.reindex(index=keys.cat.categories, columns=frame["status"].cat.categories,
                             fill_value=0)
     counts["total"] = counts.sum(axis=1)
     counts.loc["total"] = counts.sum(axis=0)
-    counts.index.name, counts.columns.name = "type", "status"
+    counts.index.name, counts.columns.name = by, "status"
 
-    success = (frame["status"] == "success").groupby(types, observed=False).sum()
-    failure = (frame["status"] == "failure").groupby(types, observed=False).sum()
+    success = (frame["status"] == "success").groupby(keys, observed=False).sum()
+    failure = (frame["status"] == "failure").groupby(keys, observed=False).sum()
     finished = success + failure
     rate = pd.DataFrame({"finished": finished, "succeeded": success, "failed": failure})
     rate.loc["all"] = rate.sum(axis=0)
     rate = rate.astype("int64")
     rate["success_rate"] = (rate["succeeded"] / rate["finished"].where(rate["finished"] > 0))
-    rate.index.name = "type"
+    rate.index.name = by
 
-    done = frame.loc[frame["duration"].notna(), ["type", "duration"]]
-    groups = [(str(t), done.loc[done["type"] == t, "duration"])
-              for t in types.cat.categories] + [("all", done["duration"])]
+    finished_rows = frame["duration"].notna()
+    done = pd.DataFrame({"key": keys[finished_rows], "duration": frame.loc[finished_rows,
+                                                                          "duration"]})
+    groups = [(str(k), done.loc[done["key"] == k, "duration"])
+              for k in keys.cat.categories] + [("all", done["duration"])]
     durations = pd.DataFrame({
         "count": pd.array([len(v) for _, v in groups], dtype="int64"),
         **{name: pd.to_timedelta([v.quantile(q) if len(v) else pd.NaT for _, v in groups])
            .as_unit("us") for name, q in (("p50", 0.5), ("p90", 0.9), ("max", 1.0))},
     }, index=pd.Index([name for name, _ in groups]))
-    durations.index.name = "type"
+    durations.index.name = by
 
-    failures = failure_table(frame)
+    failures = failure_table(frame, by=by, keys=keys)
     known = has_details(frame)
     listed = (frame["source"] == "service").to_numpy()
 

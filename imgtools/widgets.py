@@ -52,7 +52,7 @@ from imgtools.details import (
 )
 from imgtools.failures import categorize
 from imgtools.formatting import format_bytes, one_line
-from imgtools.history import STATUS_STYLES, format_duration, merged
+from imgtools.history import STATUS_STYLES, events_frame, format_duration, merged
 from imgtools.tables import display_frame
 
 if TYPE_CHECKING:
@@ -818,7 +818,7 @@ class TaskBrowser(_Form):
             out.append(("pending", _stamp(created), SERVICE_TIME + " (created_at)"))
         if self.task_log is None:
             return out
-        events = self.task_log.events_frame(task_id)
+        events = events_frame(self.task_log, task_id)
         for status, seen, updated in zip(events["status"].astype(str), events["seen_at"],
                                          events["updated_at"], strict=True):
             if status == "pending":

@@ -6,17 +6,27 @@ from __future__ import annotations
 import logging
 import pickle
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from client_support import MISSING, WEB, Recorder, fresh_container, make_client
+from client_support import (
+    FAST,
+    MISSING,
+    SMALL,
+    WEB,
+    Recorder,
+    clear_faults,
+    fresh_container,
+    make_client,
+)
 
 import imgtools
-from imgtools import AuthError, ConfigurationError, NotFound
+from imgtools import AuthError, ConfigurationError, NotFound, TaskStatus
 from imgtools._auth import Secret, normalise_image_endpoint, resolve_credentials
 from imgtools._config import DEFAULT_IDENTITY_URL
-from imgtools.emulator import EmulatorHandle
+from imgtools.emulator import EmulatorHandle, start_emulator
 
 pytest_plugins = ["fixtures_client"]  # the emulator fixtures: emu, client
 
@@ -197,9 +207,40 @@ def test_a_bare_token_is_not_renewed(emu: EmulatorHandle) -> None:
         with pytest.raises(AuthError) as info:
             c.get_image(WEB)
         assert info.value.status_code == 401
-        assert "get a new one" in str(info.value)
+        assert "the token has expired" in str(info.value) and "get a new one" in str(info.value)
         assert token not in str(info.value)
+        assert not info.value.renewable
         assert c.stats.reauths == 0
+        # A wait ends with that error too: nothing can renew a bare token.
+        with pytest.raises(AuthError, match="the token has expired"):
+            c.wait_all([MISSING])
+
+
+@pytest.fixture(scope="module")
+def short_token_emu() -> Iterator[EmulatorHandle]:
+    """Tokens live one second: shorter than the retries of one request."""
+    with start_emulator(config=FAST.replace(token_ttl=1.0), subprocess=True) as handle:
+        yield handle
+
+
+def test_a_token_expiring_during_retries_never_ends_a_request_or_a_wait(
+        short_token_emu: EmulatorHandle) -> None:
+    emu = short_token_emu
+    with make_client(emu, retries=10) as c:
+        task = c.export(SMALL, fresh_container(), create_container=True)
+        try:
+            # Seeded: five 503s, a pass, five 503s, a pass. The backoff of five retries
+            # (several seconds) outlasts every token, so each pass needs a token renewed
+            # during the retries of the same request.
+            emu.set_faults(paths="/v2/tasks/", error_503=0.5, seed=1239)
+            assert c.get_task(task.id).status is TaskStatus.SUCCESS
+            emu.set_faults(paths="/v2/tasks/", error_503=0.5, seed=1239)
+            result = c.wait_all([task.id])
+        finally:
+            clear_faults(emu)
+        assert [t.id for t in result.succeeded] == [task.id] and result.ok
+        assert c.stats.reauths >= 1
+        assert c.stats.retry_reasons["503"] >= 10
 
 
 def test_token_and_files_endpoint_from_the_environment(emu: EmulatorHandle,

@@ -150,6 +150,34 @@ def test_tasks_formats_and_log(as_demo: EmulatorHandle,
     assert "== counts ==" in out and "== failures ==" in out
 
 
+def test_tasks_and_audit_filter_by_region_and_account(as_demo: EmulatorHandle,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    task = _export(capsys)
+    code, out, _ = run("tasks", "--from", "log", "--format", "json", capsys=capsys)
+    logged = {r["id"]: r for r in json.loads(out)}
+    account = logged[str(task["id"])]["account"]
+    assert account and logged[str(task["id"])]["region"] == "ORD"  # the login's default region
+    for source in ("log", "service", "all"):
+        code, out, _ = run("tasks", "--from", source, "--account", str(account),
+                           "--account", "another", "--format", "json", capsys=capsys)
+        assert code == EXIT_OK and str(task["id"]) in {r["id"] for r in json.loads(out)}
+        code, out, _ = run("tasks", "--from", source, "--account", "another", capsys=capsys)
+        assert code == EXIT_OK and out.strip() == "no tasks"
+        code, out, _ = run("tasks", "--from", source, "--region", "ORD", "--format", "json",
+                           capsys=capsys)
+        assert code == EXIT_OK and str(task["id"]) in {r["id"] for r in json.loads(out)}
+        code, out, _ = run("tasks", "--from", source, "--region", "DFW", "--format", "json",
+                           capsys=capsys)
+        assert code == EXIT_OK and str(task["id"]) not in {r["id"] for r in json.loads(out)}
+        code, out, _ = run("tasks", "--from", source, "--region", "all", "--format", "json",
+                           capsys=capsys)
+        assert code == EXIT_OK and str(task["id"]) in {r["id"] for r in json.loads(out)}
+    code, out, _ = run("audit", "--by", "account", "--format", "json", capsys=capsys)
+    assert code == EXIT_OK
+    counts = json.loads(out.splitlines()[0])["counts"]
+    assert counts["index"] == [account, "total"]
+
+
 @pytest.mark.parametrize("fsync", [False, True])
 def test_verify_and_download(as_demo: EmulatorHandle, capsys: pytest.CaptureFixture[str],
                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -4,14 +4,16 @@ bad input, faults (503s, rate limits, dropped connections, lost POST answers).""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from client_support import (
     DB,
+    FAST,
     MISSING,
     OLD,
     OTHERS_WEB,
@@ -36,12 +38,21 @@ from imgtools import (
     NotFound,
     PollPolicy,
     TaskFailed,
+    TaskLog,
     TaskStatus,
     ValidationError,
 )
-from imgtools.emulator import EmulatorHandle
+from imgtools.emulator import EmulatorHandle, start_emulator
+from imgtools.testing import set_testing
 
 pytest_plugins = ["fixtures_client"]  # the emulator fixtures: emu, client
+
+
+@pytest.fixture(autouse=True)
+def _no_courtesy_pauses() -> Iterator[None]:
+    # No settle before looking for a lost POST's task, no backoff between looks or resent POSTs.
+    with set_testing(True):
+        yield
 
 # -- images -----------------------------------------------------------------------------------
 
@@ -290,12 +301,35 @@ def test_dropped_connections_on_reads_are_retried(emu: EmulatorHandle) -> None:
         assert set(reasons) <= {"RemoteProtocolError", "ReadError", "ConnectError"}
 
 
+@pytest.mark.parametrize("call", ["get_image", "get_task", "verify_export"])
+def test_a_body_cut_short_is_asked_again(emu: EmulatorHandle, call: str) -> None:
+    with make_client(emu) as c:
+        task = c.export(SMALL, fresh_container(), create_container=True)
+        cuts = emu.stats()["faults"].get("cut_body", 0)
+        # Seeded: the first answer on the path is cut halfway, the next one is whole (the
+        # export's segments after its listing meet cuts too: they resume with Range, as ever).
+        path = {"get_image": "/v2/images/", "get_task": "/v2/tasks/", "verify_export": "/v1/"}
+        emu.set_faults(cut_body=0.5, seed=1, methods="GET", paths=path[call])
+        try:
+            if call == "get_image":
+                assert c.get_image(SMALL).id == SMALL
+            elif call == "get_task":
+                assert c.get_task(task.id).status is TaskStatus.SUCCESS
+            else:
+                assert c.verify_export(task).ok
+        finally:
+            clear_faults(emu)
+        assert emu.stats()["faults"].get("cut_body", 0) > cuts
+        # The cut answer was asked again by the transport, like a dropped connection.
+        assert c.stats.retries >= 1
+        assert set(c.stats.retry_reasons) <= {"RemoteProtocolError", "ReadError"}
+
+
 def test_post_answer_lost_is_reconciled_without_a_duplicate(client: imgtools.Client,
                                                             emu: EmulatorHandle) -> None:
     container = fresh_container()
     client.begin_export(DB, fresh_container(), create_container=True)  # an unrelated task
     before = tasks_created(emu)
-    client._reconcile_settle = 0.0
     emu.set_faults(drop_after=1.0, paths="/v2/tasks", methods="POST")
     task = client.begin_export(DB, container, create_container=True)
     clear_faults(emu)
@@ -308,7 +342,6 @@ def test_post_answer_lost_is_reconciled_without_a_duplicate(client: imgtools.Cli
 def test_post_dropped_unhandled_gives_export_not_confirmed(client: imgtools.Client,
                                                            emu: EmulatorHandle) -> None:
     before = tasks_created(emu)
-    client._reconcile_settle = 0.0
     emu.set_faults(drop_before=1.0, paths="/v2/tasks", methods="POST")
     container = fresh_container()
     with pytest.raises(ExportNotConfirmed) as info:
@@ -321,7 +354,6 @@ def test_post_dropped_unhandled_gives_export_not_confirmed(client: imgtools.Clie
 def test_post_503_is_reconciled_then_resent(emu: EmulatorHandle) -> None:
     before = tasks_created(emu)
     with make_client(emu, retries=2) as client:
-        client._reconcile_settle = 0.0
         emu.set_faults(error_503=1.0, paths="/v2/tasks", methods="POST")
         with pytest.raises(ExportNotConfirmed):
             client.begin_export(SMALL, fresh_container(), create_container=True)
@@ -330,13 +362,106 @@ def test_post_503_is_reconciled_then_resent(emu: EmulatorHandle) -> None:
         assert client.stats.retry_reasons.get("POST 503", 0) == 2
     # A third of the POSTs refused: every export is still created exactly once.
     with make_client(emu, retries=10) as client:
-        client._reconcile_settle = 0.0
         emu.set_faults(error_503=0.3, paths="/v2/tasks", methods="POST")
         handles = [client.begin_export(SMALL, fresh_container(), create_container=True)
                    for _ in range(6)]
         clear_faults(emu)
         assert tasks_created(emu) == before + 6
         assert len({h.id for h in handles}) == 6
+
+
+def test_a_lost_post_that_cannot_be_reconciled_is_not_confirmed_and_found_later(
+        emu: EmulatorHandle) -> None:
+    container = fresh_container()
+    before = tasks_created(emu)
+    with make_client(emu, retries=1) as c:
+        # Every answer on /v2/tasks is lost: the POST's, and the listing's that looks for it.
+        emu.set_faults(paths="/v2/tasks", drop_after=1.0)
+        began = datetime.now(UTC)
+        try:
+            with pytest.raises(ExportNotConfirmed) as info:
+                c.begin_export(SMALL, container, create_container=True)
+        finally:
+            clear_faults(emu)
+        error = info.value
+        assert tasks_created(emu) == before + 1  # the POST did make the task
+        assert (error.image_id, error.container, error.task_type) == (SMALL, container, "export")
+        assert began - timedelta(seconds=1) <= error.posted_at <= datetime.now(UTC)
+        assert "looking for the task failed" in str(error) and "lookup()" in str(error)
+        found = error.lookup()
+        assert found is not None and found.task is not None
+        assert (found.task.image_id, found.task.container) == (SMALL, container)
+        assert error.lookup().id == found.id  # the same task every time
+        # Asked again, the client returns that task (its export may be done by now: the
+        # preflight would refuse it) and sends no second POST.
+        again = c.begin_export(SMALL, container, create_container=True)
+        assert again.id == found.id and tasks_created(emu) == before + 1
+        assert again.wait().status is TaskStatus.SUCCESS
+
+
+def test_asked_again_after_not_confirmed_the_same_client_finds_the_task_first(
+        emu: EmulatorHandle) -> None:
+    container = fresh_container()
+    before = tasks_created(emu)
+    with make_client(emu, retries=1) as c:
+        emu.set_faults(paths="/v2/tasks", drop_after=1.0)
+        try:
+            with pytest.raises(ExportNotConfirmed):
+                c.begin_export(SMALL, container, create_container=True)
+        finally:
+            clear_faults(emu)
+        again = c.begin_export(SMALL, container, create_container=True)
+        assert tasks_created(emu) == before + 1
+        assert again.task is not None and again.task.container == container
+
+
+@pytest.fixture(scope="module")
+def slow_emu() -> Iterator[EmulatorHandle]:
+    """Tasks stay pending for a minute: live while a second client asks."""
+    with start_emulator(config=FAST.replace(pending_delay=60.0), subprocess=True) as handle:
+        yield handle
+
+
+def test_a_new_process_asking_again_gets_the_live_task(slow_emu: EmulatorHandle,
+                                                       tmp_path: Path) -> None:
+    container = fresh_container()
+    log = TaskLog(tmp_path / "audit.sqlite")
+    with make_client(slow_emu, log=log) as first:
+        task = first.begin_export(WEB, container, create_container=True)
+        other = first.begin_export(DB, fresh_container(), create_container=True)
+    before = tasks_created(slow_emu)
+    # A new client (a new process) knows nothing of the first; the audit log knows the other
+    # task's input, so only unknown live tasks are fetched in full.
+    with make_client(slow_emu, log=TaskLog(tmp_path / "audit.sqlite"),
+                     transport=(recorder := Recorder())) as second:
+        again = second.begin_export(WEB, container, create_container=True)
+        fetched = {r.url.path.rsplit("/", 1)[1] for r in recorder.requests
+                   if r.method == "GET" and r.url.path.startswith("/v2/tasks/")}
+    assert again.id == task.id and tasks_created(slow_emu) == before
+    assert other.id not in fetched
+    # Without the preflight nothing is looked for: a second task is made on purpose.
+    with make_client(slow_emu) as third:
+        third.begin_export(WEB, container, preflight=False)
+    assert tasks_created(slow_emu) == before + 1
+
+
+def test_a_refused_reconciliation_is_folded_into_not_confirmed() -> None:
+    class Refusing(FakeTasks):
+        def __call__(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "GET":  # a bare token that expired meanwhile
+                return httpx.Response(401, json={"message": "token expired"})
+            return super().__call__(request)
+
+    fake = Refusing(fail_with=httpx.ReadError("reset"))
+    with mock_client(fake) as c:
+        with pytest.raises(ExportNotConfirmed) as info:
+            c.begin_export(WEB, "exports", preflight=False)
+        assert "401" in str(info.value) and "t0k3n" not in str(info.value)
+        # Asked again, it looks first; looking fails again, so nothing is sent blindly.
+        with pytest.raises(ExportNotConfirmed) as again:
+            c.begin_export(WEB, "exports", preflight=False)
+        assert again.value.posted_at == info.value.posted_at  # the first attempt's time
+    assert fake.posts == 1
 
 
 def test_post_rate_limited_is_resent(client: imgtools.Client, emu: EmulatorHandle) -> None:
@@ -398,7 +523,6 @@ class FakeTasks:
 def mock_client(fake: FakeTasks) -> imgtools.Client:
     c = imgtools.connect(endpoint="http://127.0.0.1:9/v2", token="t0k3n-secret",
                          transport=httpx.MockTransport(fake), log=False)
-    c._reconcile_settle = 0.0
     return c
 
 

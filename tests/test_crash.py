@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from client_support import SMALL, WEB, fresh_container, make_client
 
-from imgtools import TaskLog, TaskStatus, WaitAllResult
+from imgtools import TaskLog, TaskStatus, WaitAllResult, history
 from imgtools.emulator import EmulatorConfig, EmulatorHandle, start_emulator
 from imgtools.emulator.engine import RESTART_MESSAGE
 
@@ -99,7 +99,7 @@ def test_emulator_killed_during_wait_all(tmp_path: Path, recovery: str) -> None:
         assert set(service) == ids
         assert {service[i]["status"] for i in ids} == {final[i].status.value for i in ids}
         assert {t.id: t.status for t in log.tasks()} == {i: final[i].status for i in ids}
-        events = log.events_frame()
+        events = history.events_frame(log)
         assert set(events["task_id"].astype(str)) == ids
         assert client.stats.retries > 0  # the outage was really met
 

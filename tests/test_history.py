@@ -46,6 +46,8 @@ EXPECTED_DTYPES = {
     "export_location": STR,
     "message": STR,
     "source": pd.CategoricalDtype(["service", "log"]),
+    "region": STR,
+    "account": STR,
 }
 
 
@@ -157,7 +159,7 @@ def log(tmp_path: Path) -> Iterator[TaskLog]:
 def test_empty_frames_have_every_column_typed(log: TaskLog) -> None:
     assert_standard(tasks_frame([]))
     assert_standard(tasks_frame(log))
-    assert_standard(log.frame())
+    assert_standard(history.log_frame(log))
     assert_standard(tasks_frame(FakeClient([])))
     assert_standard(tasks_frame(RawPagesClient([])))
     assert_standard(history.empty_frame())
@@ -175,9 +177,9 @@ def test_one_task(log: TaskLog) -> None:
     assert row["duration"] == pd.Timedelta(minutes=15)
     assert row["source"] == "service"
     log.record([t])
-    pd.testing.assert_frame_equal(log.frame().drop(columns="source"),
+    pd.testing.assert_frame_equal(history.log_frame(log).drop(columns="source"),
                                   frame.drop(columns="source"))
-    assert list(log.frame()["source"]) == ["log"]
+    assert list(history.log_frame(log)["source"]) == ["log"]
 
 
 def test_mixed_tasks_keep_types_and_order() -> None:
@@ -417,7 +419,7 @@ def test_log_frames_survive_separator_characters_in_values(log: TaskLog) -> None
     body = export_body(new_id(), "failure", message=odd)
     plain = export_body(new_id(), "failure", message="fine")
     log.record([Task.from_json(body), Task.from_json(plain)])
-    frame = log.frame()
+    frame = history.log_frame(log)
     assert_standard(frame)
     assert sorted(frame["message"]) == sorted([odd, "fine"])
 
@@ -427,7 +429,7 @@ def test_log_frames_are_chronological_with_ties_by_id(log: TaskLog) -> None:
     later = dict(export_body(new_id()), created_at="2015-01-01T00:00:00Z")
     log.record([Task.from_json(later)])
     log.record([Task.from_json(export_body(i)) for i in reversed(ids)])  # same created_at
-    assert log.frame()["id"].tolist() == [*ids, later["id"]]
+    assert history.log_frame(log)["id"].tolist() == [*ids, later["id"]]
 
 
 # -- against the emulator (real sockets, the real client) --------------------------------------
@@ -463,7 +465,7 @@ def test_service_frame_from_the_emulator(seeded: Any, log: TaskLog) -> None:
         assert frame["duration"].notna().all() and frame["expires_at"].notna().all()
         # ...and the listing went into the log, as stubs.
         assert len(log) == 1500 and log.complete_ids(frame["id"]) == set()
-        assert len(log.events_frame()) == 1500
+        assert len(history.events_frame(log)) == 1500
 
 
 def test_details_from_the_emulator_fetch_each_task_once(seeded: Any, log: TaskLog) -> None:
@@ -518,5 +520,56 @@ def test_merged_keeps_what_the_emulator_purged(tmp_path: Path) -> None:
         assert ok["container"] == "backups" and ok["export_location"] == f"backups/{WEB}.vhd"
         assert bad["status"] == "failure" and "licensing" in bad["message"]
         assert bad["image_id"] == WINDOWS and pd.isna(bad["export_location"])
-        events = audit.events_frame(done.id)
+        events = history.events_frame(audit, done.id)
         assert list(events["status"].astype(str))[-1] == "success"
+
+
+def test_the_log_and_frames_say_where_tasks_were_seen(seeded: Any, log: TaskLog) -> None:
+    from urllib.parse import urlsplit
+
+    with _connect(seeded, log) as client:
+        tenant = client.tenant_id
+        host = urlsplit(client.endpoint).netloc
+        listed = tasks_frame(client)  # recorded by history's writer thread
+        one = listed["id"].iloc[0]
+        client.get_task(one)  # recorded by the client itself
+    assert tenant and set(listed["account"]) == {tenant} and listed["region"].isna().all()
+    stored = log.columns()
+    assert set(stored["account"]) == {tenant}
+    origins = set(map(tuple, _sqlite_rows(log, "SELECT region, account, host, emulator "
+                                               "FROM tasks")))
+    assert origins == {(None, tenant, host, 1)}  # a loopback endpoint: the emulator
+    assert set(map(tuple, _sqlite_rows(log, "SELECT region, account, host, emulator "
+                                            "FROM events"))) == origins
+    assert len(history.log_frame(log, account=tenant, emulator=True)) == 1500
+    assert history.log_frame(log, emulator=False).empty
+    assert history.log_frame(log, account="someone-else").empty
+
+
+def _sqlite_rows(log: TaskLog, query: str) -> list[tuple[Any, ...]]:
+    import sqlite3
+
+    conn = sqlite3.connect(log.path)
+    try:
+        return conn.execute(query).fetchall()
+    finally:
+        conn.close()
+
+
+def test_filters_and_summaries_by_region_and_account() -> None:
+    tasks = [Task.from_json(export_body(new_id(), status)) for status in
+             ("success", "failure", "success")]
+    frame = tasks_frame(tasks)
+    frame["region"] = pd.array(["ORD", "IAD", None], dtype=STR)
+    frame["account"] = pd.array(["1", "2", "2"], dtype=STR)
+    assert list(filter_tasks(frame, region="ORD")["id"]) == [tasks[0].id]
+    assert list(filter_tasks(frame, account=["2"], status="success")["id"]) == [tasks[2].id]
+    report = summary(frame, by="region")
+    assert list(report.counts.index) == ["(unknown)", "IAD", "ORD", "total"]
+    assert report.counts.loc["IAD", "failure"] == 1 and report.counts.loc["total", "total"] == 3
+    assert report.success_rate.loc["ORD", "succeeded"] == 1
+    assert report.durations.index.name == "region"
+    assert list(report.failures["region"]) == ["IAD"]
+    assert summary(frame, by="account").counts.loc["2", "total"] == 2
+    with pytest.raises(ValidationError):
+        summary(frame, by="colour")

@@ -34,6 +34,7 @@ from imgtools import (
 )
 from imgtools._polling import _Batch, _ExportTaskBase, _Fetch, _List
 from imgtools.emulator import EmulatorHandle, start_emulator
+from imgtools.testing import FakeClock, use_clock
 
 pytest_plugins = ["fixtures_client"]  # the emulator fixtures: emu, client, anyio_backend
 
@@ -163,31 +164,18 @@ def test_batch_result_sorts_tasks() -> None:
 # -- the timing of the sans-IO loops (a fake clock, no I/O, no sleeping) -----------------------
 
 
-class FakeTime:
-    """Stands in for the ``time`` module in ``_polling``: the clock moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        raise AssertionError("a sans-IO loop never sleeps itself")
-
-
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
-    fake = FakeTime()
-    monkeypatch.setattr(_polling, "time", fake)
-    return fake
+def clock() -> Iterator[FakeClock]:
+    """The sans-IO loops read this clock, which moves only when told."""
+    with use_clock(FakeClock()) as fake:
+        yield fake
 
 
 def full(task_id: str, status: str) -> Task:
     return Task.from_json({**stub(task_id, status), "input": {}, "message": ""})
 
 
-def test_wait_polls_sooner_after_a_slow_answer(clock: FakeTime) -> None:
+def test_wait_polls_sooner_after_a_slow_answer(clock: FakeClock) -> None:
     handle = _ExportTaskBase(IDS[0], None)
     steps = handle._steps(None, PollPolicy.fixed(1.0), None)
     assert next(steps) == _Fetch((IDS[0],))
@@ -210,7 +198,7 @@ def test_wait_polls_sooner_after_a_slow_answer(clock: FakeTime) -> None:
     assert stop.value.value.status is TaskStatus.SUCCESS
 
 
-def test_wait_never_polls_sooner_than_a_jittered_policy_asks(clock: FakeTime) -> None:
+def test_wait_never_polls_sooner_than_a_jittered_policy_asks(clock: FakeClock) -> None:
     policy = PollPolicy(initial=30.0, maximum=30.0, jitter=0.2)
     handle = _ExportTaskBase(IDS[0], None)
     steps = handle._steps(None, policy, None)
@@ -224,7 +212,7 @@ def test_wait_never_polls_sooner_than_a_jittered_policy_asks(clock: FakeTime) ->
         assert steps.send(None) == _Fetch((IDS[0],))
 
 
-def drive_round(steps: Generator[Any, Any, Any], clock: FakeTime,
+def drive_round(steps: Generator[Any, Any, Any], clock: FakeClock,
                 lists: dict[TaskStatus, list[str]], fetch_seconds: float = 0.0,
                 first: object = None) -> float:
     """Answer one ``wait_all`` round (each list page takes 0.01 s); returns the sleep after."""
@@ -245,7 +233,7 @@ def drive_round(steps: Generator[Any, Any, Any], clock: FakeTime,
 
 
 def test_wait_all_rounds_come_sooner_when_fetching_finished_tasks_is_slow(
-        clock: FakeTime) -> None:
+        clock: FakeClock) -> None:
     batch = _Batch(IDS)
     steps = _polling._batch_steps(batch, None, PollPolicy.fixed(1.0), None, lambda tasks: None)
     processing = {TaskStatus.PROCESSING: IDS}
@@ -271,7 +259,7 @@ def test_wait_all_rounds_come_sooner_when_fetching_finished_tasks_is_slow(
     assert len(stop.value.value.succeeded) == 4
 
 
-def test_wait_all_never_rounds_sooner_than_a_jittered_policy_asks(clock: FakeTime) -> None:
+def test_wait_all_never_rounds_sooner_than_a_jittered_policy_asks(clock: FakeClock) -> None:
     batch = _Batch(IDS)
     policy = PollPolicy(initial=30.0, maximum=30.0, jitter=0.2)
     steps = _polling._batch_steps(batch, None, policy, None, lambda tasks: None)

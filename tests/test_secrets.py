@@ -92,7 +92,7 @@ def test_no_secret_anywhere_in_a_session(emu: EmulatorHandle, login: str, tmp_pa
         assert client.stats.reauths >= 1
         frame = history.tasks_frame(client)
         texts += [frame.to_string(), frame.to_csv(), frame.to_json(date_format="iso"),
-                  log.frame().to_csv(), log.events_frame().to_csv(),
+                  history.log_frame(log).to_csv(), history.events_frame(log).to_csv(),
                   history.merged(client, log).to_csv(),
                   *[t.to_csv() for t in history.summary(frame).tables.values()]]
         texts.append(history.style_tasks(frame).to_html())

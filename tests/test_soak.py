@@ -23,7 +23,7 @@ import pytest
 from client_support import SMALL, make_client
 
 import imgtools
-from imgtools import ExportNotConfirmed, ExportTask, Task, TaskLog, TaskStatus
+from imgtools import ExportNotConfirmed, ExportTask, Task, TaskLog, TaskStatus, history
 from imgtools.emulator import EmulatorConfig, EmulatorHandle, FaultSettings, start_emulator
 
 #: Exports requested (one image, each into its own container).
@@ -133,7 +133,7 @@ def test_soak_under_faults(soak_emu: EmulatorHandle, tmp_path: Path,
     failed = sum(1 for t in final.values() if t.status is TaskStatus.FAILURE)
 
     logged = {t.id: t for t in log.tasks()}
-    events = log.events_frame()
+    events = history.events_frame(log)
     logged_transitions = set(zip(events["task_id"].astype(str), events["status"].astype(str),
                                  strict=True))
     lost_tasks = sorted(set(ids) - set(logged))

@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 from imgtools._transport import (
+    READ_BODY_EXTENSION,
+    REAUTH_RETRIES,
     RETRY_EXTENSION,
     AsyncRetryTransport,
     RetryTransport,
@@ -236,3 +238,129 @@ def test_both_drivers_raise_the_final_error_itself(kind: str) -> None:
         else:
             asyncio.run(AsyncRetryTransport(inner).handle_async_request(req("POST")))
     assert caught.value is READ
+
+
+# -- bodies read inside the loop, tokens renewed per attempt -----------------------------------
+
+
+class CutThenWhole(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A body whose connection drops after half of it (the first time only)."""
+
+    def __init__(self, body: bytes, cut: bool) -> None:
+        self.body, self.cut = body, cut
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        yield self.body[: len(self.body) // 2] if self.cut else self.body
+        if self.cut:
+            raise httpx.RemoteProtocolError("peer closed connection")
+
+    async def __aiter__(self):  # type: ignore[no-untyped-def]
+        for chunk in self:
+            yield chunk
+
+
+def cut_once(content_type: str) -> tuple[httpx.MockTransport, list[int]]:
+    sent: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(1)
+        return httpx.Response(200, headers={"Content-Type": content_type},
+                              stream=CutThenWhole(b'{"id": "x", "pad": "' + b"y" * 64 + b'"}',
+                                                  cut=len(sent) == 1))
+
+    return httpx.MockTransport(handler), sent
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_json_body_cut_short_is_asked_again(kind: str) -> None:
+    inner, sent = cut_once("application/json")
+    stats = Stats()
+    if kind == "sync":
+        response = RetryTransport(inner, stats=stats, sleep=lambda s: None).handle_request(
+            req("GET"))
+    else:
+        async def nap(seconds: float) -> None:
+            return None
+
+        response = asyncio.run(AsyncRetryTransport(inner, stats=stats, sleep=nap)
+                               .handle_async_request(req("GET")))
+    assert response.json()["id"] == "x" and len(sent) == 2
+    assert stats.retry_reasons == {"RemoteProtocolError": 1}
+
+
+def test_binary_bodies_and_posts_are_left_to_the_caller() -> None:
+    r = rules()
+    get, post = req("GET"), req("POST")
+    segment = httpx.Response(200, headers={"Content-Type": "application/octet-stream"})
+    listing = httpx.Response(200, headers={"Content-Type": "text/plain; charset=utf-8"})
+    huge = httpx.Response(200, headers={"Content-Type": "application/json",
+                                        "Content-Length": str(2**40)})
+    assert not r.preload(get, segment) and r.preload(get, listing)
+    assert not r.preload(post, listing) and not r.preload(req("HEAD"), listing)
+    assert not r.preload(get, huge)
+    assert r.preload(req("GET", **{READ_BODY_EXTENSION: True}), segment)
+    assert not r.preload(req("GET", **{READ_BODY_EXTENSION: False}), listing)
+    # A segment cut short is raised to the caller, which resumes it with Range.
+    inner, sent = cut_once("application/octet-stream")
+    response = RetryTransport(inner, sleep=lambda s: None).handle_request(req("GET"))
+    with pytest.raises(httpx.RemoteProtocolError):
+        response.read()
+    assert len(sent) == 1
+
+
+class Renewer:
+    """A ``TokenRenewer`` that hands out token-1, token-2, ... and notes why."""
+
+    def __init__(self) -> None:
+        self.calls: list[bool] = []
+
+    def renew(self, request: httpx.Request, *, refused: bool) -> None:
+        self.calls.append(refused)
+        request.headers["X-Auth-Token"] = f"token-{len(self.calls) + 1}"
+
+    async def arenew(self, request: httpx.Request, *, refused: bool) -> None:
+        self.renew(request, refused=refused)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_every_retry_carries_the_current_token_and_a_401_logs_in_again(kind: str) -> None:
+    seen: list[str] = []
+    script = iter([503, 401, 503, 200])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["X-Auth-Token"])
+        return httpx.Response(next(script))
+
+    renewer = Renewer()
+    stats = Stats()
+    request = httpx.Request("GET", "http://127.0.0.1/v2/tasks/x",
+                            headers={"X-Auth-Token": "token-1"})
+    options: dict[str, object] = {"retries": 2, "stats": stats, "renewer": renewer}
+    if kind == "sync":
+        response = RetryTransport(httpx.MockTransport(handler), sleep=lambda s: None,
+                                  **options).handle_request(request)  # type: ignore[arg-type]
+    else:
+        async def nap(seconds: float) -> None:
+            return None
+
+        transport = AsyncRetryTransport(httpx.MockTransport(handler), sleep=nap,
+                                        **options)  # type: ignore[arg-type]
+        response = asyncio.run(transport.handle_async_request(request))
+    assert response.status_code == 200
+    assert seen == ["token-1", "token-2", "token-3", "token-4"]
+    assert renewer.calls == [False, True, False]  # the 401 said the token was refused
+    # The 401 used up no retry: two 503s with retries=2 still ended well.
+    assert stats.retry_reasons == {"503": 2, "401": 1}
+
+
+def test_401s_log_in_again_a_bounded_number_of_times() -> None:
+    r = _RetryRules(retries=5, backoff_initial=0.5, backoff_maximum=4.0, retry_after_cap=60.0,
+                    stats=Stats(), random_=lambda: 1.0, renews=True)
+    request = httpx.Request("GET", "http://127.0.0.1/v2/tasks/x", headers={"X-Auth-Token": "t"})
+    trace, ending = drive_by_hand(r, request, [401] * (REAUTH_RETRIES + 1))
+    assert ending == 401
+    assert trace == ["send", (0.0, 401), "send", (0.5, 401), "send", (1.0, 401), "send"]
+    # Without a token on the request (a login) or without a renewer, a 401 is the answer.
+    bare = httpx.Request("GET", "http://127.0.0.1/v2/tasks/x")
+    assert drive_by_hand(r, bare, [401]) == (["send"], 401)
+    assert drive_by_hand(rules(), request, [401]) == (["send"], 401)

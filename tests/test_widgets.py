@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 import imgtools
+from imgtools import history
 from imgtools.details import has_details
 from imgtools.emulator import EmulatorConfig, EmulatorHandle, start_emulator
 from imgtools.lab import CREDENTIAL_VARIABLES
@@ -92,7 +93,7 @@ def test_export_form_exports_verifies_and_downloads(emu: EmulatorHandle, client:
     # The task the form followed is in the audit log, with the transitions it saw.
     log = client.log
     assert isinstance(log, imgtools.TaskLog)
-    events = log.events_frame(form.task_id)
+    events = history.events_frame(log, form.task_id)
     assert list(events["status"].astype(str))[-1] == "success"
 
 

@@ -1,0 +1,57 @@
+"""Tasks frames across every region of a login (the CLI's ``--region all``).
+
+One login serves every region (``Client.in_region``); each region's task list is read through
+its own endpoint and its rows get a ``region`` column. With the audit log merged in, a task the
+service lists keeps its region; a task only the log holds has no known region (the log does
+not record where a task ran yet).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from imgtools._exceptions import MissingSetting
+from imgtools.history import merged, tasks_frame
+
+__all__ = ["frame_by_region", "region_counts"]
+
+
+def frame_by_region(client: Any, *, with_log: bool) -> pd.DataFrame:
+    """Every region's tasks in one frame with a ``region`` column, oldest first; with
+    ``with_log``, also the tasks only the audit log still holds (``region`` empty)."""
+    regions = client.regions
+    if not regions:
+        raise MissingSetting("--region all needs the service catalog, which a bare token does "
+                             "not have: log in with username + API key (RAX_USERNAME and "
+                             "RAX_API_KEY), or name one region", setting="region")
+    frames: list[pd.DataFrame] = []
+    only_logged: pd.DataFrame | None = None
+    for region in regions:
+        twin = client.in_region(region)
+        try:
+            frame = merged(twin) if with_log else tasks_frame(twin)
+        finally:
+            twin.close()
+        if with_log:
+            logged = frame["source"] == "log"
+            only_logged = frame.loc[logged]  # the same log behind every region
+            frame = frame.loc[~logged]
+        frames.append(frame.assign(region=region))
+    both = pd.concat(frames, ignore_index=True)
+    if only_logged is not None and len(only_logged):
+        rest = only_logged.loc[~only_logged["id"].isin(both["id"])].assign(region=None)
+        both = pd.concat([both, rest], ignore_index=True)
+    both["region"] = both["region"].astype("string")
+    return both.sort_values(["created_at", "id"], kind="stable").reset_index(drop=True)
+
+
+def region_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Tasks per region (rows; ``?`` for unknown) and status (columns), with totals."""
+    region = frame["region"].fillna("?")
+    counts = pd.crosstab(region, frame["status"].astype(str))
+    counts["total"] = counts.sum(axis=1)
+    counts.loc["total"] = counts.sum(axis=0)
+    counts.index.name, counts.columns.name = "region", "status"
+    return counts
