@@ -37,6 +37,7 @@ from imgtools._exceptions import (
 )
 from imgtools._http import raise_for_status
 from imgtools._models import parse_time
+from imgtools._ops import Op, Send, arun, run
 from imgtools._transport import RETRY_EXTENSION, Stats
 
 __all__ = [
@@ -392,18 +393,30 @@ class IdentityAuth(httpx.Auth):
 
     # -- sync -----------------------------------------------------------------------------------
 
-    def login(self) -> Session:
-        """Log in now (blocking) and return the new session."""
-        if self._sync_client is None:
-            raise RuntimeError("IdentityAuth has no sync identity client")
-        try:
-            response = self._sync_client.send(login_request(self.creds))
-        except httpx.HTTPError as exc:
-            raise TransportError(f"cannot reach identity at {self.creds.identity_url}: "
-                                 f"{type(exc).__name__}") from None
+    def _op_login(self) -> Op[Session]:
+        """The login, an ``_ops`` operation that ``login`` and ``alogin`` both run."""
+        response = yield Send(login_request(self.creds))
         self.session = parse_login(response, self.creds)
         self._count_login()
         return self.session
+
+    def _unreachable(self, exc: httpx.HTTPError) -> TransportError:
+        return TransportError(f"cannot reach identity at {self.creds.identity_url}: "
+                              f"{type(exc).__name__}")
+
+    def login(self) -> Session:
+        """Log in now (blocking) and return the new session."""
+        identity = self._sync_client
+        if identity is None:
+            raise RuntimeError("IdentityAuth has no sync identity client")
+
+        def send(step: Send) -> httpx.Response:
+            try:
+                return identity.send(step.request)
+            except httpx.HTTPError as exc:
+                raise self._unreachable(exc) from None
+
+        return run(self._op_login(), send)
 
     def _token_sync(self, rejected: str | None = None) -> str:
         with self._lock:
@@ -435,16 +448,17 @@ class IdentityAuth(httpx.Auth):
 
     async def alogin(self) -> Session:
         """Log in now (awaitable) and return the new session."""
-        if self._async_client is None:
+        identity = self._async_client
+        if identity is None:
             raise RuntimeError("IdentityAuth has no async identity client")
-        try:
-            response = await self._async_client.send(login_request(self.creds))
-        except httpx.HTTPError as exc:
-            raise TransportError(f"cannot reach identity at {self.creds.identity_url}: "
-                                 f"{type(exc).__name__}") from None
-        self.session = parse_login(response, self.creds)
-        self._count_login()
-        return self.session
+
+        async def send(step: Send) -> httpx.Response:
+            try:
+                return await identity.send(step.request)
+            except httpx.HTTPError as exc:
+                raise self._unreachable(exc) from None
+
+        return await arun(self._op_login(), send)
 
     async def _token_async(self, rejected: str | None = None) -> str:
         if self._alock is None:

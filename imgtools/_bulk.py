@@ -6,7 +6,10 @@ buffered socket. On loopback here the difference is about 2.5x (``benchmarks/dow
 which is what lets a verified download keep up with curl. Requests still go through httpx: its
 auth flow adds the token, ``RetryTransport`` wraps this transport, errors come out as httpx's.
 
-Request bodies are small in imgtools (container PUTs), so they are read whole before sending.
+A request body given as bytes is sent whole; one given as a stream (a segment copied from one
+region to another, ``imgtools._copy``) is sent as it is produced, so memory stays bounded. A
+streamed body is iterated once per attempt: the stale-connection retry here, and the retries of
+``RetryTransport`` and the auth flow, iterate it again, and it must start over when they do.
 """
 
 from __future__ import annotations
@@ -132,11 +135,18 @@ class BulkTransport(httpx.BaseTransport):
         port = url.port or (443 if url.scheme == "https" else 80)
         key: _Key = (url.scheme, url.host, port)
         connect_timeout, read_timeout = _timeouts(request)
-        body = request.read()
+        body: bytes | httpx.SyncByteStream
+        if isinstance(request.stream, httpx.ByteStream):
+            body = request.read()
+        elif isinstance(request.stream, httpx.SyncByteStream):
+            body = request.stream  # streamed: never held whole (a segment can be 5 GB)
+        else:
+            raise TypeError("BulkTransport sends sync request bodies only")
+        chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
         for attempt in (1, 2):
             conn, reused = self._connection(key, connect_timeout)
             try:
-                response = self._exchange(conn, request, body, read_timeout)
+                response = self._exchange(conn, request, body, read_timeout, chunked)
             except (http.client.RemoteDisconnected, ConnectionResetError,
                     BrokenPipeError) as exc:
                 conn.close()
@@ -163,8 +173,9 @@ class BulkTransport(httpx.BaseTransport):
             )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _exchange(self, conn: http.client.HTTPConnection, request: httpx.Request, body: bytes,
-                  read_timeout: float | None) -> http.client.HTTPResponse:
+    def _exchange(self, conn: http.client.HTTPConnection, request: httpx.Request,
+                  body: bytes | httpx.SyncByteStream, read_timeout: float | None,
+                  chunked: bool = False) -> http.client.HTTPResponse:
         try:
             if conn.sock is None:
                 conn.connect()
@@ -181,7 +192,10 @@ class BulkTransport(httpx.BaseTransport):
             conn.putrequest(request.method, target, skip_host=True, skip_accept_encoding=True)
             for name, value in request.headers.raw:
                 conn.putheader(name.decode("latin-1"), value.decode("latin-1"))
-            conn.endheaders(body or None)
+            if isinstance(body, bytes):
+                conn.endheaders(body or None)
+            else:
+                conn.endheaders(iter(body), encode_chunked=chunked)
         except TimeoutError as exc:
             raise httpx.WriteTimeout(str(exc) or "timed out sending") from exc
         except (BrokenPipeError, ConnectionResetError):

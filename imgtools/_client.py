@@ -1,8 +1,9 @@
 """``connect()``, ``Client`` and ``AsyncClient``: images, tasks and exports.
 
 Both clients share every decision through ``_BaseClient``. Each operation is written once, as a
-generator that yields the requests it needs (``_Send``) and the pauses it wants (``_Sleep``) and
-gets the answers back; ``Client`` drives it with blocking I/O and ``AsyncClient`` with awaits.
+generator of the steps of ``_ops`` (``Send`` a request, ``Sleep``, ``Gather`` operations side by
+side) and gets the answers back; ``Client`` drives it with ``_ops.run`` (blocking I/O) and
+``AsyncClient`` with ``_ops.arun`` (awaits).
 
 Exports never create a duplicate task. ``POST /v2/tasks`` is not repeated blindly: when its
 answer is lost (a dropped connection, a timeout, a 5xx) the client lists the export tasks created
@@ -28,7 +29,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, Self, TypeVar
@@ -100,6 +101,7 @@ from imgtools._imports import (
 )
 from imgtools._leftovers import DeleteReport, LeftoversReport, delete_leftovers, in_use, leftovers
 from imgtools._models import Image, Task, TaskStatus, parse_time
+from imgtools._ops import Op, Send, Sleep, arun, run
 from imgtools._polling import (
     DEFAULT,
     AsyncExportTask,
@@ -151,19 +153,6 @@ T = TypeVar("T")
 _TransportT = TypeVar("_TransportT", httpx.BaseTransport, httpx.AsyncBaseTransport)
 
 
-@dataclass(frozen=True, slots=True)
-class _Send:
-    request: httpx.Request
-    storage: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class _Sleep:
-    seconds: float
-
-
-_Step = _Send | _Sleep
-_Op = Generator[_Step, Any, T]
 
 
 #: ``on_update(task)``: called with the task after every poll of ``wait``/``export``.
@@ -263,7 +252,7 @@ class _BaseClient(Generic[_TransportT]):
         self._creds = creds
         self._servicenet = servicenet_wanted(servicenet, env)
         self.stats = Stats()
-        """Counters: ``requests``, ``retries``, ``reauths``, ``rate_limited``."""
+        """Counters: ``requests``, ``retries``, ``reauths``, ``rate_limited``, ``reconciled``."""
         self.poll = poll if poll is not None else PollPolicy()
         """The default ``PollPolicy`` of ``wait`` and ``wait_all``."""
         self.wait_timeout = validate_timeout(wait_timeout, field="wait_timeout")
@@ -345,6 +334,7 @@ class _BaseClient(Generic[_TransportT]):
         """Make a fresh copy of a client its own: ``session``'s endpoints, its own connections
         and task bookkeeping; the auth, stats, log and secrets stay shared."""
         self._session = session
+        self.__dict__.pop("ops", None)  # a cached SyncOps/AsyncOps would drive the original
         self._claimed = set()
         self._attempts = {}
         self._identity_http = None  # the original's: closing the twin leaves it open
@@ -493,18 +483,18 @@ class _BaseClient(Generic[_TransportT]):
         return endpoint + "/" + link
 
     def _http_request(self, method: str, url: str, *, storage: bool = False,
-                      **kwargs: Any) -> _Send:
+                      **kwargs: Any) -> Send:
         client = self._storage_http if storage else self._http
         if client is None:
             raise MissingSetting(
                 "no Cloud Files storage URL: set FILES_ENDPOINT (or pass files_endpoint=), or "
                 "log in with username + API key so the service catalog gives it",
                 setting="files_endpoint")
-        return _Send(client.build_request(method, url, **kwargs), storage=storage)
+        return Send(client.build_request(method, url, **kwargs), storage=storage)
 
     # -- operations (written once, driven by both clients) ------------------------------------
 
-    def _op_get_task(self, task_id: str) -> _Op[tuple[Task, float | None]]:
+    def _op_get_task(self, task_id: str) -> Op[tuple[Task, float | None]]:
         response = yield self._http_request("GET", _path("tasks", task_id))
         self._check(response)
         task = Task.from_json(_json(response), stub=False)
@@ -516,7 +506,7 @@ class _BaseClient(Generic[_TransportT]):
 
     def _op_page(self, url: str, params: Mapping[str, Any] | None, key: str,
                  seen: set[str] | None = None
-                 ) -> _Op[tuple[list[Any], str | None, float | None]]:
+                 ) -> Op[tuple[list[Any], str | None, float | None]]:
         """One page of a listing and its resolved ``next``; ``seen`` (the links followed so
         far) catches a ``next`` that leads back to a page already read, which would never end."""
         response = yield self._http_request("GET", url, params=params)
@@ -534,13 +524,28 @@ class _BaseClient(Generic[_TransportT]):
             seen.add(next_url)
         return body[key], next_url, retry_after_seconds(response.headers.get("retry-after"))
 
-    def _op_get_image(self, image_id: str) -> _Op[Image]:
+    def _op_status_pages(self, status: TaskStatus
+                         ) -> Op[list[tuple[list[Any], float | None]]]:
+        """Every page of the task list with this status, newest first: ``(items, retry_after)``
+        per page."""
+        url: str | None = "tasks"
+        query: dict[str, Any] | None = {"status": status.value, "limit": DEFAULT_TASKS_PAGE_SIZE,
+                                        "sort_key": "created_at", "sort_dir": "desc"}
+        seen: set[str] = set()
+        pages: list[tuple[list[Any], float | None]] = []
+        while url is not None:
+            items, url, retry_after = yield from self._op_page(url, query, "tasks", seen)
+            query = None
+            pages.append((items, retry_after))
+        return pages
+
+    def _op_get_image(self, image_id: str) -> Op[Image]:
         response = yield self._http_request("GET", _path("images", image_id))
         self._check(response)
         return Image.from_json(_json(response))
 
     def _op_export_of(self, task: Task | ExportTask | AsyncExportTask | str
-                      ) -> _Op[tuple[str, int | None]]:
+                      ) -> Op[tuple[str, int | None]]:
         """The export location of a finished export task and its image's size (``None`` when
         the image is gone: the export can still be checked on its own)."""
         if isinstance(task, ExportTask | AsyncExportTask):
@@ -560,7 +565,7 @@ class _BaseClient(Generic[_TransportT]):
         return location, image.size
 
     def _op_preflight(self, image_id: str, container: str, *, create_container: bool
-                      ) -> _Op[None]:
+                      ) -> Op[None]:
         try:
             image = yield from self._op_get_image(image_id)
         except NotFound:
@@ -589,7 +594,7 @@ class _BaseClient(Generic[_TransportT]):
                            "to that container; delete the object (and its segments) or choose "
                            "another container", reason="export exists")
 
-    def _op_put_container(self, container: str) -> _Op[None]:
+    def _op_put_container(self, container: str) -> Op[None]:
         response = yield self._http_request("PUT", _path(container), storage=True,
                                             headers={"Content-Length": "0"})
         self._check(response)
@@ -609,7 +614,7 @@ class _BaseClient(Generic[_TransportT]):
                 f"whether {container}/{image_id}.vhd exists")
 
     def _op_earlier(self, task_type: str, task_input: Mapping[str, Any], what: str,
-                    check: str) -> _Op[Task | None]:
+                    check: str) -> Op[Task | None]:
         """Asked again after a ``TaskNotConfirmed``: the task of that attempt, if the service
         made it (before anything else, such as a preflight that would now find its export).
         ``None`` when there was no such attempt or it made no task; ``TaskNotConfirmed`` again
@@ -627,7 +632,7 @@ class _BaseClient(Generic[_TransportT]):
         return found
 
     def _op_create_task(self, task_type: str, task_input: Mapping[str, Any], what: str, *,
-                        live: bool, check: str) -> _Op[Task]:
+                        live: bool, check: str) -> Op[Task]:
         """``POST /v2/tasks``: ends in the task, or, once the POST may have been sent, in a
         ``TaskNotConfirmed`` that can look the task up later (never in another error).
 
@@ -674,7 +679,7 @@ class _BaseClient(Generic[_TransportT]):
                     # An over-limit refusal: the request was not carried out; wait and resend.
                     refusals += 1
                     self.stats.retried(f"POST {status}")
-                    yield _Sleep(min(retry_after if retry_after is not None
+                    yield Sleep(min(retry_after if retry_after is not None
                                      else self._backoff(refusals), DEFAULT_RETRY_AFTER_CAP))
                     continue
                 elif status < 500:
@@ -692,7 +697,7 @@ class _BaseClient(Generic[_TransportT]):
                 # 503: the service says it did not take the request, and the listing agrees.
                 refusals += 1
                 self.stats.retried("POST 503")
-                yield _Sleep(min(retry_after if retry_after is not None
+                yield Sleep(min(retry_after if retry_after is not None
                                  else self._backoff(refusals), DEFAULT_RETRY_AFTER_CAP))
                 continue
             if problem is not None:
@@ -725,18 +730,18 @@ class _BaseClient(Generic[_TransportT]):
         return ceiling * random.random()
 
     def _op_reconcile(self, attempt: _Attempt, began: float, cause: str
-                      ) -> _Op[tuple[Task | None, ImgToolsError | None]]:
+                      ) -> Op[tuple[Task | None, ImgToolsError | None]]:
         """Find the task a lost POST may have created, asking again through trouble that may
         pass (``RECONCILE_ATTEMPTS`` times): the task or ``None`` (certainly not created since
         ``began``), and the error that kept it from looking, if any."""
         logger.info("POST /v2/tasks (%s): %s; looking for the task", attempt.task_type, cause)
         if not testing.is_testing():
-            yield _Sleep(RECONCILE_SETTLE)
+            yield Sleep(RECONCILE_SETTLE)
         since = datetime.fromtimestamp(began - self._reconcile_skew, UTC)
         problem: ImgToolsError | None = None
         for tries in range(RECONCILE_ATTEMPTS):
             if tries:
-                yield _Sleep(self._backoff(tries))
+                yield Sleep(self._backoff(tries))
             try:
                 found = yield from self._op_find_task(attempt.task_type, attempt.input, since)
             except ImgToolsError as exc:
@@ -746,10 +751,11 @@ class _BaseClient(Generic[_TransportT]):
             else:
                 if found is not None:
                     attempt.task = found
+                    self.stats.add("reconciled")
                 return found, None
         return None, problem
 
-    def _op_look_up(self, attempt: _Attempt) -> _Op[Task | None]:
+    def _op_look_up(self, attempt: _Attempt) -> Op[Task | None]:
         """The task of a ``TaskNotConfirmed`` attempt, or ``None`` if none was created since;
         once found, the same task every time."""
         if attempt.task is None:
@@ -758,7 +764,7 @@ class _BaseClient(Generic[_TransportT]):
         return attempt.task
 
     def _op_find_task(self, task_type: str, task_input: Mapping[str, Any],
-                      since: datetime | None) -> _Op[Task | None]:
+                      since: datetime | None) -> Op[Task | None]:
         """The newest task of this type and input that no caller of this client got back:
         among those created since ``since`` (listed newest first back to it), or with
         ``since=None`` among the live ones (pending, then processing). The list gives stubs:
@@ -881,6 +887,54 @@ def _handle(client: Client, task: Task) -> ExportTask | ImportTask:
     return ImportTask(client, task) if task.type == "import" else ExportTask(client, task)
 
 
+class Ops:
+    """The operations a client is made of, as ``_ops`` generators, and what they share: the
+    interface waiting loops (``_polling``) are written against. Plumbing: for drivers and
+    tests, not for everyday use."""
+
+    def __init__(self, client: _BaseClient[Any]) -> None:
+        self._client = client
+
+    @property
+    def poll(self) -> PollPolicy:
+        """The client's default ``PollPolicy``."""
+        return self._client.poll
+
+    def wait_limit(self, timeout: Timeout) -> float | None:
+        """``timeout`` checked, or the client's default deadline for ``DEFAULT``."""
+        return self._client._wait_timeout(timeout)
+
+    def get_task(self, task_id: str) -> Op[tuple[Task, float | None]]:
+        """One task in full and the answer's ``Retry-After``; recorded in the audit log."""
+        return self._client._op_get_task(task_id)
+
+    def status_pages(self, status: TaskStatus) -> Op[list[tuple[list[Any], float | None]]]:
+        """Every page of the task list with this status."""
+        return self._client._op_status_pages(status)
+
+    def record(self, tasks: list[Task]) -> None:
+        """Put observed tasks in the audit log (a failing log only warns)."""
+        self._client._record(tasks)
+
+
+class SyncOps(Ops):
+    """``Ops`` of a ``Client``: ``run`` drives an operation with blocking I/O."""
+
+    _client: Client
+
+    def run(self, op: Op[T]) -> T:
+        return self._client._run(op)
+
+
+class AsyncOps(Ops):
+    """``Ops`` of an ``AsyncClient``: ``run`` drives an operation with awaits."""
+
+    _client: AsyncClient
+
+    async def run(self, op: Op[T]) -> T:
+        return await self._client._run(op)
+
+
 def _ahandle(client: AsyncClient, task: Task) -> AsyncExportTask | AsyncImportTask:
     return (AsyncImportTask(client, task) if task.type == "import"
             else AsyncExportTask(client, task))
@@ -951,25 +1005,21 @@ class Client(_BaseClient[httpx.BaseTransport]):
 
     # -- the driver -------------------------------------------------------------------------
 
-    def _run(self, op: _Op[T]) -> T:
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                step = op.throw(error) if error is not None else op.send(value)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            value, error = None, None
-            if isinstance(step, _Sleep):
-                time.sleep(step.seconds)
-                continue
-            http = self._storage_http if step.storage else self._http
-            try:
-                value = http.send(step.request)
-            except httpx.HTTPError as exc:
-                error = self._transport_error(step.request, exc)
-            except ImgToolsError as exc:  # from the auth flow (identity unreachable, refused)
-                error = exc
+    @functools.cached_property
+    def ops(self) -> SyncOps:
+        """The client's operations and their driver (plumbing: see ``Ops``)."""
+        return SyncOps(self)
+
+    def _run(self, op: Op[T]) -> T:
+        return run(op, self._send)
+
+    def _send(self, step: Send) -> httpx.Response:
+        http = self._storage_http if step.storage else self._http
+        try:
+            response: httpx.Response = http.send(step.request)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(step.request, exc) from None
+        return response
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -1014,9 +1064,6 @@ class Client(_BaseClient[httpx.BaseTransport]):
         task, _ = self._run(self._op_get_task(validate_task_id(task_id)))
         return task
 
-    def _fetch_task(self, task_id: str) -> tuple[Task, float | None]:
-        return self._run(self._op_get_task(task_id))
-
     def _lookup(self, attempt: _Attempt) -> Callable[[], TaskHandle | None]:
         def lookup() -> TaskHandle | None:
             task = self._run(self._op_look_up(attempt))
@@ -1057,16 +1104,6 @@ class Client(_BaseClient[httpx.BaseTransport]):
                 yield from parsed
 
         return generate()
-
-    def _status_pages(self, status: TaskStatus) -> Iterator[tuple[list[Any], float | None]]:
-        url: str | None = "tasks"
-        query: dict[str, Any] | None = {"status": status.value, "limit": DEFAULT_TASKS_PAGE_SIZE,
-                                        "sort_key": "created_at", "sort_dir": "desc"}
-        seen: set[str] = set()
-        while url is not None:
-            items, url, retry_after = self._run(self._op_page(url, query, "tasks", seen))
-            query = None
-            yield items, retry_after
 
     # -- exports ----------------------------------------------------------------------------
 
@@ -1312,26 +1349,22 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
         storage: httpx.AsyncClient = self._storage_http
         return storage
 
-    async def _run(self, op: _Op[T]) -> T:
+    @functools.cached_property
+    def ops(self) -> AsyncOps:
+        """The client's operations and their driver (plumbing: see ``Ops``)."""
+        return AsyncOps(self)
+
+    async def _run(self, op: Op[T]) -> T:
         await self.open()
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                step = op.throw(error) if error is not None else op.send(value)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            value, error = None, None
-            if isinstance(step, _Sleep):
-                await asyncio.sleep(step.seconds)
-                continue
-            http = self._storage_http if step.storage else self._http
-            try:
-                value = await http.send(step.request)
-            except httpx.HTTPError as exc:
-                error = self._transport_error(step.request, exc)
-            except ImgToolsError as exc:
-                error = exc
+        return await arun(op, self._asend)
+
+    async def _asend(self, step: Send) -> httpx.Response:
+        http = self._storage_http if step.storage else self._http
+        try:
+            response: httpx.Response = await http.send(step.request)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(step.request, exc) from None
+        return response
 
     async def aclose(self) -> None:
         """Close the connections."""
@@ -1401,9 +1434,6 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
         task, _ = await self._run(self._op_get_task(validate_task_id(task_id)))
         return task
 
-    async def _fetch_task(self, task_id: str) -> tuple[Task, float | None]:
-        return await self._run(self._op_get_task(task_id))
-
     def _lookup(self, attempt: _Attempt) -> Callable[[], Any]:
         async def lookup() -> AsyncTaskHandle | None:
             task = await self._run(self._op_look_up(attempt))
@@ -1444,17 +1474,6 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
                     yield task
 
         return generate()
-
-    async def _status_pages(self, status: TaskStatus
-                            ) -> AsyncIterator[tuple[list[Any], float | None]]:
-        url: str | None = "tasks"
-        query: dict[str, Any] | None = {"status": status.value, "limit": DEFAULT_TASKS_PAGE_SIZE,
-                                        "sort_key": "created_at", "sort_dir": "desc"}
-        seen: set[str] = set()
-        while url is not None:
-            items, url, retry_after = await self._run(self._op_page(url, query, "tasks", seen))
-            query = None
-            yield items, retry_after
 
     # -- exports ----------------------------------------------------------------------------
 

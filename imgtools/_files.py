@@ -514,17 +514,19 @@ class _Sink(Protocol):
 
 
 def _fetch_segment(http: httpx.Client, container: str, seg: Segment, sink: _Sink, *,
-                   on_break: Callable[[int], Any] | None = None) -> None:
+                   on_break: Callable[[int], Any] | None = None,
+                   chunk: int | None = None) -> None:
     """GET the sink's part of ``seg`` into it, from ``sink.written`` on.
 
     A connection that breaks is asked again for the rest (``Range`` + ``If-Range``) at once
     while bytes keep coming (``on_break(written)`` first, to keep what arrived); after
-    ``SEGMENT_STALLS`` tries in a row that brought none, its ``TransportError`` is raised."""
+    ``SEGMENT_STALLS`` tries in a row that brought none, its ``TransportError`` is raised.
+    ``chunk``: bytes per read (default ``DEFAULT_DOWNLOAD_CHUNK``)."""
     stalled = 0
     while True:
         before = sink.written
         try:
-            _get_into(http, container, seg, sink)
+            _get_into(http, container, seg, sink, chunk)
             return
         except TransportError:
             stalled = 0 if sink.written > before else stalled + 1
@@ -536,7 +538,8 @@ def _fetch_segment(http: httpx.Client, container: str, seg: Segment, sink: _Sink
                 time.sleep(min(STALL_BACKOFF_MAX, STALL_BACKOFF * 2 ** (stalled - 1)))
 
 
-def _get_into(http: httpx.Client, container: str, seg: Segment, sink: _Sink) -> None:
+def _get_into(http: httpx.Client, container: str, seg: Segment, sink: _Sink,
+              chunk: int | None = None) -> None:
     """One GET of the sink's part of ``seg``, from ``sink.written`` on, into ``sink``."""
     pos = sink.start + sink.written
     whole = pos == 0 and sink.end == seg.bytes
@@ -554,13 +557,13 @@ def _get_into(http: httpx.Client, container: str, seg: Segment, sink: _Sink) -> 
         readinto = body_readinto(response)
         if readinto is not None:
             # Straight off the socket into one reused buffer: no bytes object per chunk.
-            buffer = bytearray(DEFAULT_DOWNLOAD_CHUNK)
+            buffer = bytearray(chunk or DEFAULT_DOWNLOAD_CHUNK)
             view = memoryview(buffer)
             while n := readinto(buffer):
                 sink.add(view[:n])
         else:
-            for chunk in response.iter_raw():  # as the transport cut them: no copy
-                sink.add(chunk)
+            for data in response.iter_raw():  # as the transport cut them: no copy
+                sink.add(data)
 
 
 class _Tally:

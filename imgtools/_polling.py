@@ -8,31 +8,31 @@ service still accepts the credentials (each poll logs in again); a bare token th
 credentials identity refuses, a vanished task or a damaged answer end the wait with their own
 error.
 
+Both loops are ``_ops`` operations over the client's ``Ops`` (``client.ops``: fetch a task, read
+a status list, record in the audit log), run by the client's one sync or async driver; they call
+no private method of the client.
+
 Batch waiting asks the list endpoint which tasks are still ``pending`` or ``processing`` (a few
 pages of up to 1000 stubs for any number of tasks) and fetches details only for tasks that left
-those lists. The lists are read in the order the statuses advance (pending, then processing), so
-a task missing from both has certainly finished: a task that moved from pending to processing
-between the two reads shows up in the second.
+those lists, side by side (``Gather``). The lists are read in the order the statuses advance
+(pending, then processing), so a task missing from both has certainly finished: a task that
+moved from pending to processing between the two reads shows up in the second.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import math
 import random
 from collections import deque
 from collections.abc import (
-    AsyncIterator,
     Callable,
-    Generator,
     Iterable,
     Iterator,
     Mapping,
 )
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self
 
 from imgtools import testing
 from imgtools._config import (
@@ -56,6 +56,7 @@ from imgtools._exceptions import (
     ValidationError,
 )
 from imgtools._models import Task, TaskStatus
+from imgtools._ops import Gather, Op, Sleep
 from imgtools._validation import validate_task_id, validate_timeout
 
 if TYPE_CHECKING:
@@ -72,8 +73,6 @@ __all__ = [
     "WaitProgress",
 ]
 
-#: Details of finished tasks fetched at once by ``wait_all``.
-DETAIL_FETCHERS = 16
 #: Retry-After longer than this is shortened while polling, seconds.
 POLL_RETRY_AFTER_CAP = 300.0
 #: How many recent polls (or ``wait_all`` rounds) the time a poll takes is judged by.
@@ -229,110 +228,27 @@ def _timeout_error(task_id: str, task: Task | None, timeout: float | None) -> Ta
                        task=task)
 
 
-# -- the I/O a wait loop asks for, and the two drivers that do it ------------------------------
+# -- what a wait loop needs of a client -------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _List:
-    """Read every page of the task list with this status; the answer is a list of
-    ``(items, retry_after)``, one per page, or the error."""
+class _TaskOps(Protocol):
+    """The operations of a client that the waiting loops are written against (``Ops`` in
+    ``_client``): ``yield from`` them inside an ``_ops`` operation."""
 
-    status: TaskStatus
+    def get_task(self, task_id: str) -> Op[tuple[Task, float | None]]: ...
 
+    def status_pages(self, status: TaskStatus) -> Op[list[tuple[list[Any], float | None]]]: ...
 
-@dataclass(frozen=True, slots=True)
-class _Fetch:
-    """Fetch these tasks in full, side by side; the answer is a list with one
-    ``(task, retry_after)`` or error per id."""
-
-    ids: tuple[str, ...]
+    def record(self, tasks: list[Task]) -> None: ...
 
 
-#: What a sans-IO wait loop yields: seconds to sleep, or the I/O to do now.
-_Step = float | _List | _Fetch
+#: One fetch in a ``Gather``: the task and its ``Retry-After``, or the error.
 _Outcome = tuple[Task, float | None] | ImgToolsError
-
-_R = TypeVar("_R")
 
 
 def _now() -> float:
     # The testing switch may put a fake clock here (``imgtools.testing.use_clock``).
     return testing.clock().monotonic()
-
-
-def _drive(steps: Generator[_Step, Any, _R], client: Client) -> _R:
-    """Run a sans-IO wait loop with blocking I/O: do each step it yields and send back the
-    answer (an ``ImgToolsError`` is sent back, not raised)."""
-    answer: Any = None
-    while True:
-        try:
-            step = steps.send(answer)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        if isinstance(step, _List):
-            try:
-                answer = list(client._status_pages(step.status))
-            except ImgToolsError as exc:
-                answer = exc
-        elif isinstance(step, _Fetch):
-            answer = _fetch_side_by_side(client, step.ids)
-        else:
-            testing.clock().sleep(step)
-            answer = None
-
-
-def _fetch_side_by_side(client: Client, ids: tuple[str, ...]) -> list[_Outcome]:
-    def fetch(task_id: str) -> _Outcome:
-        try:
-            return client._fetch_task(task_id)
-        except ImgToolsError as exc:
-            return exc
-
-    if len(ids) == 1:
-        return [fetch(ids[0])]
-    # Tasks started together finish together: fetch their details side by side.
-    with ThreadPoolExecutor(min(DETAIL_FETCHERS, len(ids))) as pool:
-        return list(pool.map(fetch, ids))
-
-
-async def _adrive(steps: Generator[_Step, Any, _R], client: AsyncClient) -> _R:
-    """``_drive`` for the async twins: awaits the I/O and sleeps without blocking the loop."""
-    answer: Any = None
-    while True:
-        try:
-            step = steps.send(answer)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        if isinstance(step, _List):
-            try:
-                pages: AsyncIterator[tuple[list[Any], float | None]] = \
-                    client._status_pages(step.status)
-                answer = [page async for page in pages]
-            except ImgToolsError as exc:
-                answer = exc
-        elif isinstance(step, _Fetch):
-            answer = await _afetch_side_by_side(client, step.ids)
-        else:
-            clock = testing.clock()
-            if clock is testing.REAL_CLOCK:
-                await asyncio.sleep(step)
-            else:  # virtual time: let the loop run, then move the clock on
-                clock.sleep(step)
-                await asyncio.sleep(0)
-            answer = None
-
-
-async def _afetch_side_by_side(client: AsyncClient, ids: tuple[str, ...]) -> list[_Outcome]:
-    gate = asyncio.Semaphore(DETAIL_FETCHERS)
-
-    async def fetch(task_id: str) -> _Outcome:
-        async with gate:
-            try:
-                return await client._fetch_task(task_id)
-            except ImgToolsError as exc:
-                return exc
-
-    return list(await asyncio.gather(*(fetch(i) for i in ids)))
 
 
 class _Pace:
@@ -400,11 +316,11 @@ class _ExportTaskBase:
         status = "unknown" if self._task is None else self._task.status.value
         return f"{type(self).__name__}(id={self.id!r}, status={status!r})"
 
-    def _steps(self, limit: float | None, policy: PollPolicy,
-               on_update: Callable[[Task], Any] | None) -> Generator[_Step, Any, Task]:
-        """The wait loop of both twins, without I/O: yields ``_Fetch`` for "fetch the task now"
-        (and receives its outcome), or a delay to sleep, seconds (see ``_Pace``).
-        Returns the final task, or raises ``TaskFailed`` / ``TaskTimeout``."""
+    def _steps(self, ops: _TaskOps, limit: float | None, policy: PollPolicy,
+               on_update: Callable[[Task], Any] | None) -> Op[Task]:
+        """The wait loop of both twins, an ``_ops`` operation: fetches the task through ``ops``
+        and sleeps as ``_Pace`` says. Returns the final task, or raises ``TaskFailed`` /
+        ``TaskTimeout``."""
         final = self._known_final()
         if final is not None:
             return _finish(final)
@@ -418,13 +334,13 @@ class _ExportTaskBase:
             if fresh:
                 fresh = False
             else:
-                [answer] = yield _Fetch((self.id,))
-                if isinstance(answer, ImgToolsError):
-                    if not _transient(answer):
-                        raise answer
-                    retry_after = _retry_after(answer)
+                try:
+                    task, retry_after = yield from ops.get_task(self.id)
+                except ImgToolsError as exc:
+                    if not _transient(exc):
+                        raise
+                    retry_after = _retry_after(exc)
                 else:
-                    task, retry_after = answer
                     self._task = task
                     if on_update is not None:
                         on_update(task)
@@ -436,7 +352,7 @@ class _ExportTaskBase:
                     raise TransportError(f"task {self.id}: no answer from the service within "
                                          f"{limit:g} s")
                 raise _timeout_error(self.id, self._task, limit)
-            yield pace.sleep(polled, now, retry_after, asked=asked)
+            yield Sleep(pace.sleep(polled, now, retry_after, asked=asked))
 
     def _known_final(self) -> Task | None:
         # A finished task seen in full needs no request; a finished stub lacks its message.
@@ -464,8 +380,10 @@ class TaskHandle(_ExportTaskBase):
 
     def refresh(self) -> Task:
         """Ask the service now (one GET) and return the task."""
-        self._task, _ = self.client._fetch_task(self.id)
-        return self._task
+        ops = self.client.ops
+        task, _ = ops.run(ops.get_task(self.id))
+        self._task = task
+        return task
 
     def wait(self, timeout: Timeout = DEFAULT, *, poll: PollPolicy | None = None,
              on_update: Callable[[Task], Any] | None = None) -> Task:
@@ -476,9 +394,8 @@ class TaskHandle(_ExportTaskBase):
         Raises ``TaskFailed`` (with the task and its message) or ``TaskTimeout`` (with the last
         task seen; the task goes on in the service).
         """
-        steps = self._steps(self.client._wait_timeout(timeout), poll or self.client.poll,
-                            on_update)
-        return _drive(steps, self.client)
+        ops = self.client.ops
+        return ops.run(self._steps(ops, ops.wait_limit(timeout), poll or ops.poll, on_update))
 
 
 class ExportTask(TaskHandle):
@@ -505,15 +422,17 @@ class AsyncTaskHandle(_ExportTaskBase):
 
     async def refresh(self) -> Task:
         """Ask the service now (one GET) and return the task."""
-        self._task, _ = await self.client._fetch_task(self.id)
-        return self._task
+        ops = self.client.ops
+        task, _ = await ops.run(ops.get_task(self.id))
+        self._task = task
+        return task
 
     async def wait(self, timeout: Timeout = DEFAULT, *, poll: PollPolicy | None = None,
                    on_update: Callable[[Task], Any] | None = None) -> Task:
         """As ``ExportTask.wait``, awaitable."""
-        steps = self._steps(self.client._wait_timeout(timeout), poll or self.client.poll,
-                            on_update)
-        return await _adrive(steps, self.client)
+        ops = self.client.ops
+        return await ops.run(self._steps(ops, ops.wait_limit(timeout), poll or ops.poll,
+                                         on_update))
 
 
 class AsyncExportTask(AsyncTaskHandle):
@@ -710,9 +629,9 @@ def wait_all(client: Client, tasks: Iterable[TaskRef], *, timeout: Timeout = DEF
              poll: PollPolicy | None = None,
              on_progress: Callable[[WaitProgress], Any] | None = None) -> WaitAllResult:
     """``Client.wait_all``: see there."""
-    steps = _batch_steps(_Batch(tasks), client._wait_timeout(timeout), poll or client.poll,
-                         on_progress, client._record)
-    return _drive(steps, client)
+    ops = client.ops
+    return ops.run(_batch_steps(_Batch(tasks), ops, ops.wait_limit(timeout), poll or ops.poll,
+                                on_progress))
 
 
 async def async_wait_all(client: AsyncClient, tasks: Iterable[TaskRef], *,
@@ -720,17 +639,15 @@ async def async_wait_all(client: AsyncClient, tasks: Iterable[TaskRef], *,
                          on_progress: Callable[[WaitProgress], Any] | None = None
                          ) -> WaitAllResult:
     """``AsyncClient.wait_all``: see there."""
-    steps = _batch_steps(_Batch(tasks), client._wait_timeout(timeout), poll or client.poll,
-                         on_progress, client._record)
-    return await _adrive(steps, client)
+    ops = client.ops
+    return await ops.run(_batch_steps(_Batch(tasks), ops, ops.wait_limit(timeout),
+                                      poll or ops.poll, on_progress))
 
 
-def _batch_steps(batch: _Batch, limit: float | None, policy: PollPolicy,
-                 on_progress: Callable[[WaitProgress], Any] | None,
-                 record: Callable[[list[Task]], Any]
-                 ) -> Generator[_Step, Any, WaitAllResult]:
-    """The round loop of both ``wait_all`` twins, without I/O: yields a round's ``_List`` and
-    ``_Fetch`` steps (see ``_round``), then a delay to sleep, seconds (see ``_Pace``)."""
+def _batch_steps(batch: _Batch, ops: _TaskOps, limit: float | None, policy: PollPolicy,
+                 on_progress: Callable[[WaitProgress], Any] | None) -> Op[WaitAllResult]:
+    """The round loop of both ``wait_all`` twins, an ``_ops`` operation: a round (see
+    ``_round``), then a sleep (see ``_Pace``)."""
     pace = _Pace(policy, limit)
     cost = _RoundCost()
     while True:
@@ -738,7 +655,7 @@ def _batch_steps(batch: _Batch, limit: float | None, policy: PollPolicy,
         began = _now()
         if not batch.finished:
             try:
-                retry_after = yield from _round(batch, record, cost)
+                retry_after = yield from _round(batch, ops, cost)
             except ImgToolsError as exc:
                 if not _transient(exc):
                     raise
@@ -750,7 +667,7 @@ def _batch_steps(batch: _Batch, limit: float | None, policy: PollPolicy,
         now = _now()
         if pace.expired(now):
             return batch.result()
-        yield pace.sleep(began, now, retry_after, expect=cost.expect(len(batch.open)))
+        yield Sleep(pace.sleep(began, now, retry_after, expect=cost.expect(len(batch.open))))
 
 
 class _RoundCost:
@@ -777,30 +694,28 @@ class _RoundCost:
         return max(self._lists, default=0.0) + per_task * open_tasks
 
 
-def _round(batch: _Batch, record: Callable[[list[Task]], Any], cost: _RoundCost
-           ) -> Generator[_Step, Any, float | None]:
-    """One round, without I/O: read the lists, then fetch the tasks that left them. Returns the
-    last ``Retry-After`` seen; raises the first error (the tasks fetched still count)."""
+def _round(batch: _Batch, ops: _TaskOps, cost: _RoundCost) -> Op[float | None]:
+    """One round: read the lists, then fetch the tasks that left them, side by side (tasks
+    started together finish together). Returns the last ``Retry-After`` seen; raises the first
+    error (the tasks fetched still count)."""
     batch.rounds += 1
     batch.start_round()
     retry_after: float | None = None
     began, pages_read = _now(), 0
     for status in batch.statuses_to_list():
-        pages = yield _List(status)
-        if isinstance(pages, ImgToolsError):
-            raise pages
+        pages = yield from ops.status_pages(status)
         pages_read += len(pages)
         for items, after in pages:
             changed = batch.observe_page(status, items)
             if changed:
-                record(changed)
+                ops.record(changed)
             retry_after = after if after is not None else retry_after
     listed = _now()
     cost.listed(listed - began, pages_read)
     finished = batch.left_the_lists()
     if not finished:
         return retry_after
-    outcomes: list[_Outcome] = yield _Fetch(tuple(finished))
+    outcomes: list[_Outcome] = yield Gather(tuple(ops.get_task(i) for i in finished))
     cost.fetched(_now() - listed, len(finished))
     problem: ImgToolsError | None = None
     for task_id, outcome in zip(finished, outcomes, strict=True):

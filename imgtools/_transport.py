@@ -36,7 +36,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -49,6 +49,7 @@ from imgtools._config import (
     DEFAULT_RETRY_BACKOFF_MAXIMUM,
 )
 from imgtools._http import retry_after_seconds
+from imgtools._ops import Op, Send, Sleep, arun, run
 
 __all__ = [
     "IDEMPOTENT_METHODS",
@@ -94,13 +95,15 @@ class Stats:
     """Counters of what a client did, shared by its transports and its auth; thread-safe.
 
     ``requests`` counts HTTP attempts (each retry is one more), ``retries`` the repeated ones,
-    ``reauths`` the logins after the first, ``rate_limited`` the 413/429 answers seen.
+    ``reauths`` the logins after the first, ``rate_limited`` the 413/429 answers seen,
+    ``reconciled`` the tasks found after their ``POST /v2/tasks`` answer was lost.
     """
 
     requests: int = 0
     retries: int = 0
     reauths: int = 0
     rate_limited: int = 0
+    reconciled: int = 0
     retry_reasons: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -117,7 +120,8 @@ class Stats:
         """The counters as a plain dict (a copy)."""
         with self._lock:
             return {"requests": self.requests, "retries": self.retries, "reauths": self.reauths,
-                    "rate_limited": self.rate_limited, "retry_reasons": dict(self.retry_reasons)}
+                    "rate_limited": self.rate_limited, "reconciled": self.reconciled,
+                    "retry_reasons": dict(self.retry_reasons)}
 
 
 class _RetryRules:
@@ -197,57 +201,100 @@ class _RetryRules:
         logger.debug("retrying %s %s after %s in %.2f s (retry %d of %d)", request.method,
                      request.url.path, reason, delay, attempt + 1, self.retries)
 
-    def attempts(self, request: httpx.Request) -> _Attempts:
-        """The retry loop of one request, with no I/O, driven by both transports.
+    def attempts(self, request: httpx.Request) -> Op[httpx.Response]:
+        """The retry loop of one request, an ``_ops`` operation run by both transports.
 
-        A ``None`` step means "send the request": the driver sends back the response or the
-        ``httpx.TransportError`` it raised (raised again from here when it is final). A ``_Retry``
-        step means "close this refused answer, wait, renew the token, then ask again". Returns
-        the final response. A 401 answered by logging in again uses up no retry.
+        ``Send(request)`` is answered with the response (its body read when ``preload`` says
+        so), or the ``httpx.TransportError`` is thrown in (raised again from here when it is
+        final). ``Sleep`` is the wait before the next attempt: the transport closes the answer
+        refused meanwhile, so its connection goes back to the pool, and puts the current token
+        on the request before that attempt (see ``_Exchange``). Returns the final response.
+        A 401 answered by logging in again uses up no retry.
         """
         attempt = 0
         refused = 0
         while True:
             self.stats.add("requests")
-            outcome = yield None
-            if isinstance(outcome, httpx.TransportError):
-                delay = self.delay_for_error(request, outcome, attempt)
+            try:
+                outcome: httpx.Response = yield Send(request)
+            except httpx.TransportError as exc:
+                delay = self.delay_for_error(request, exc, attempt)
                 if delay is None:
-                    raise outcome
-                self.note(request, type(outcome).__name__, delay, attempt)
-                yield _Retry(delay)
+                    raise
+                self.note(request, type(exc).__name__, delay, attempt)
+                yield Sleep(delay)
             else:
-                assert outcome is not None, "a None step is answered with the outcome"
                 if (outcome.status_code == 401 and self.renews and refused < REAUTH_RETRIES
                         and "x-auth-token" in request.headers):
                     # The first new login at once; the next ones after a backoff.
                     delay = self.backoff(refused - 1) if refused else 0.0
                     refused += 1
                     self.note(request, "401", delay, attempt)
-                    yield _Retry(delay, discard=outcome, refused=True)
+                    yield Sleep(delay)
                     continue
                 delay = self.delay_for_response(request, outcome, attempt)
                 if delay is None:
                     return outcome
                 self.note(request, str(outcome.status_code), delay, attempt)
-                yield _Retry(delay, discard=outcome)
+                yield Sleep(delay)
             attempt += 1
 
 
-@dataclass(frozen=True, slots=True)
-class _Retry:
-    """Wait ``delay`` seconds before the next attempt, after closing ``discard`` (a refused
-    answer) so its connection goes back to the pool; then put the current token on the request
-    (``refused``: the service refused the one it carries)."""
+class _Exchange:
+    """The I/O of one request's attempts, for the blocking transport: send (renewing the token
+    before a repeated attempt, reading the body when the rules say so), and sleep (closing the
+    refused answer first). ``_AsyncExchange`` is its awaitable twin; the loop is ``attempts``."""
 
-    delay: float
-    discard: httpx.Response | None = None
-    refused: bool = False
+    def __init__(self, transport: httpx.BaseTransport, rules: _RetryRules,
+                 renewer: TokenRenewer | None, sleep: Callable[[float], None]) -> None:
+        self.transport, self.rules, self.renewer, self._sleep = transport, rules, renewer, sleep
+        self.sent = False
+        self.last: httpx.Response | None = None  # the latest answer, until it is closed
+
+    def send(self, step: Send) -> httpx.Response:
+        request = step.request
+        if self.sent and self.renewer is not None:
+            refused = self.last is not None and self.last.status_code == 401
+            self.renewer.renew(request, refused=refused)
+        self.sent, self.last = True, None
+        response = self.transport.handle_request(request)
+        if self.rules.preload(request, response):
+            _read(response)
+        self.last = response
+        return response
+
+    def sleep(self, seconds: float) -> None:
+        if self.last is not None:
+            _discard(self.last)
+        self._sleep(seconds)
 
 
-#: What a transport sends back: the outcome of an attempt, or ``None`` after a ``_Retry``.
-_Outcome = httpx.Response | httpx.TransportError | None
-_Attempts = Generator[_Retry | None, _Outcome, httpx.Response]
+class _AsyncExchange:
+    """``_Exchange`` for the async transport."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport, rules: _RetryRules,
+                 renewer: TokenRenewer | None, sleep: Callable[[float], Awaitable[None]]
+                 ) -> None:
+        self.transport, self.rules, self.renewer, self._sleep = transport, rules, renewer, sleep
+        self.sent = False
+        self.last: httpx.Response | None = None
+
+    async def send(self, step: Send) -> httpx.Response:
+        request = step.request
+        if self.sent and self.renewer is not None:
+            refused = self.last is not None and self.last.status_code == 401
+            await self.renewer.arenew(request, refused=refused)
+        self.sent, self.last = True, None
+        response = await self.transport.handle_async_request(request)
+        if self.rules.preload(request, response):
+            await _aread(response)
+        self.last = response
+        return response
+
+    async def sleep(self, seconds: float) -> None:
+        if self.last is not None:
+            await _adiscard(self.last)
+        await self._sleep(seconds)
 
 
 class RetryTransport(httpx.BaseTransport):
@@ -280,27 +327,9 @@ class RetryTransport(httpx.BaseTransport):
         return self._rules.stats
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        steps = self._rules.attempts(request)
-        outcome: _Outcome = None
-        while True:
-            try:
-                step = steps.send(outcome)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            if step is None:
-                try:
-                    outcome = self._transport.handle_request(request)
-                    if self._rules.preload(request, outcome):
-                        _read(outcome)
-                except httpx.TransportError as exc:
-                    outcome = exc
-            else:
-                if step.discard is not None:
-                    _discard(step.discard)
-                self._sleep(step.delay)
-                if self._renewer is not None:
-                    self._renewer.renew(request, refused=step.refused)
-                outcome = None
+        exchange = _Exchange(self._transport, self._rules, self._renewer, self._sleep)
+        return run(self._rules.attempts(request), exchange.send, sleep=exchange.sleep,
+                   errors=(httpx.TransportError,))
 
     def close(self) -> None:
         self._transport.close()
@@ -366,27 +395,9 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
         return self._rules.stats
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        steps = self._rules.attempts(request)
-        outcome: _Outcome = None
-        while True:
-            try:
-                step = steps.send(outcome)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            if step is None:
-                try:
-                    outcome = await self._transport.handle_async_request(request)
-                    if self._rules.preload(request, outcome):
-                        await _aread(outcome)
-                except httpx.TransportError as exc:
-                    outcome = exc
-            else:
-                if step.discard is not None:
-                    await _adiscard(step.discard)
-                await self._sleep(step.delay)
-                if self._renewer is not None:
-                    await self._renewer.arenew(request, refused=step.refused)
-                outcome = None
+        exchange = _AsyncExchange(self._transport, self._rules, self._renewer, self._sleep)
+        return await arun(self._rules.attempts(request), exchange.send, sleep=exchange.sleep,
+                          errors=(httpx.TransportError,))
 
     async def aclose(self) -> None:
         await self._transport.aclose()

@@ -464,6 +464,33 @@ def test_a_refused_reconciliation_is_folded_into_not_confirmed() -> None:
     assert fake.posts == 1
 
 
+@pytest.mark.anyio
+async def test_the_async_twin_folds_and_looks_up_alike() -> None:
+    class Flaky(FakeTasks):
+        """Lists fail with 502 until told otherwise."""
+
+        broken = True
+
+        def __call__(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "GET" and self.broken:
+                return httpx.Response(502, json={"message": "bad gateway"})
+            return super().__call__(request)
+
+    fake = Flaky(fail_with=httpx.ReadTimeout("timed out"))
+    client = imgtools.AsyncClient(endpoint="http://127.0.0.1:9/v2", token="t0k3n-secret",
+                                  transport=httpx.MockTransport(fake), log=False, retries=0)
+    async with client:
+        with pytest.raises(ExportNotConfirmed) as info:
+            await client.begin_export(WEB, "exports", preflight=False)
+        assert "502" in str(info.value) and info.value.container == "exports"
+        fake.broken = False
+        found = await info.value.lookup()
+        assert found is not None and found.id == fake.tasks[-1]["id"]
+        again = await client.begin_export(WEB, "exports", preflight=False)
+        assert again.id == found.id
+    assert fake.posts == 1
+
+
 def test_post_rate_limited_is_resent(client: imgtools.Client, emu: EmulatorHandle) -> None:
     before = tasks_created(emu)
     emu.set_faults(rate_limit=2.0, rate_limit_status=429, paths="/v2/tasks", methods="POST")

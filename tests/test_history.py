@@ -528,17 +528,18 @@ def test_the_log_and_frames_say_where_tasks_were_seen(seeded: Any, log: TaskLog)
     from urllib.parse import urlsplit
 
     with _connect(seeded, log) as client:
-        tenant = client.tenant_id
+        tenant, region = client.tenant_id, client.region
         host = urlsplit(client.endpoint).netloc
         listed = tasks_frame(client)  # recorded by history's writer thread
         one = listed["id"].iloc[0]
         client.get_task(one)  # recorded by the client itself
-    assert tenant and set(listed["account"]) == {tenant} and listed["region"].isna().all()
+    assert tenant and set(listed["account"]) == {tenant}
+    assert region == "ORD" and set(listed["region"]) == {region}  # the login's default region
     stored = log.columns()
     assert set(stored["account"]) == {tenant}
     origins = set(map(tuple, _sqlite_rows(log, "SELECT region, account, host, emulator "
                                                "FROM tasks")))
-    assert origins == {(None, tenant, host, 1)}  # a loopback endpoint: the emulator
+    assert origins == {(region, tenant, host, 1)}  # a loopback endpoint: the emulator
     assert set(map(tuple, _sqlite_rows(log, "SELECT region, account, host, emulator "
                                             "FROM events"))) == origins
     assert len(history.log_frame(log, account=tenant, emulator=True)) == 1500

@@ -4,7 +4,8 @@ emulator, with faults and an expiring token in the middle of a wait."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +33,8 @@ from imgtools import (
     WaitProgress,
     _polling,
 )
-from imgtools._polling import _Batch, _ExportTaskBase, _Fetch, _List
+from imgtools._ops import Gather, Sleep
+from imgtools._polling import _Batch, _ExportTaskBase
 from imgtools.emulator import EmulatorHandle, start_emulator
 from imgtools.testing import FakeClock, use_clock
 
@@ -175,41 +177,77 @@ def full(task_id: str, status: str) -> Task:
     return Task.from_json({**stub(task_id, status), "input": {}, "message": ""})
 
 
+@dataclass(frozen=True)
+class Ask:
+    """What a ``FakeOps`` operation yields: its question, for the test to answer."""
+
+    what: str
+    arg: Any
+
+
+class FakeOps:
+    """The client's operations as the waiting loops see them, answered by the test."""
+
+    def get_task(self, task_id: str) -> Generator[Any, Any, tuple[Task, float | None]]:
+        answer = yield Ask("task", task_id)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[no-any-return]
+
+    def status_pages(self, status: TaskStatus
+                     ) -> Generator[Any, Any, list[tuple[list[Any], float | None]]]:
+        answer = yield Ask("list", status)
+        return answer  # type: ignore[no-any-return]
+
+    def record(self, tasks: list[Task]) -> None:
+        return None
+
+
+def answer_gather(step: Gather, answer: Callable[[Ask], Any]) -> list[Any]:
+    """Run each operation of a ``Gather`` by hand, answering its one question."""
+    results = []
+    for op in step.ops:
+        with pytest.raises(StopIteration) as stop:
+            op.send(answer(next(op)))
+        results.append(stop.value.value)
+    return results
+
+
 def test_wait_polls_sooner_after_a_slow_answer(clock: FakeClock) -> None:
     handle = _ExportTaskBase(IDS[0], None)
-    steps = handle._steps(None, PollPolicy.fixed(1.0), None)
-    assert next(steps) == _Fetch((IDS[0],))
+    steps = handle._steps(FakeOps(), None, PollPolicy.fixed(1.0), None)
+    assert next(steps) == Ask("task", IDS[0])
     clock.now += 0.25  # the answer took a quarter of the interval
-    sleep = steps.send([(full(IDS[0], "processing"), None)])
+    sleep = steps.send((full(IDS[0], "processing"), None)).seconds
     # The next poll starts 0.75 s after this one began: a finish just after this one looked
     # is seen within the interval, when the next answer arrives.
     assert sleep == pytest.approx(0.5)
     clock.now += sleep
-    assert steps.send(None) == _Fetch((IDS[0],))
+    assert steps.send(None) == Ask("task", IDS[0])
     clock.now += 0.05
     # The slow answer is remembered for a while: the gap stays 0.75 s.
-    assert steps.send([(full(IDS[0], "processing"), None)]) == pytest.approx(0.7)
-    assert steps.send(None) == _Fetch((IDS[0],))
+    assert steps.send((full(IDS[0], "processing"), None)).seconds == pytest.approx(0.7)
+    assert steps.send(None) == Ask("task", IDS[0])
     # A Retry-After counts from the answer that carried it.
-    assert steps.send([(full(IDS[0], "processing"), 5.0)]) == 5.0
+    assert steps.send((full(IDS[0], "processing"), 5.0)) == Sleep(5.0)
     steps.send(None)
     with pytest.raises(StopIteration) as stop:
-        steps.send([(full(IDS[0], "success"), None)])
+        steps.send((full(IDS[0], "success"), None))
     assert stop.value.value.status is TaskStatus.SUCCESS
 
 
 def test_wait_never_polls_sooner_than_a_jittered_policy_asks(clock: FakeClock) -> None:
     policy = PollPolicy(initial=30.0, maximum=30.0, jitter=0.2)
     handle = _ExportTaskBase(IDS[0], None)
-    steps = handle._steps(None, policy, None)
+    steps = handle._steps(FakeOps(), None, policy, None)
     next(steps)
     for took in (0.0, 5.0, 40.0, 0.1):
         clock.now += took
-        sleep = steps.send([(full(IDS[0], "processing"), None)])
+        sleep = steps.send((full(IDS[0], "processing"), None)).seconds
         assert took + sleep >= 30.0  # start to start
         assert took + sleep <= 36.0 or sleep == 0.0
         clock.now += sleep
-        assert steps.send(None) == _Fetch((IDS[0],))
+        assert steps.send(None) == Ask("task", IDS[0])
 
 
 def drive_round(steps: Generator[Any, Any, Any], clock: FakeClock,
@@ -218,24 +256,25 @@ def drive_round(steps: Generator[Any, Any, Any], clock: FakeClock,
     """Answer one ``wait_all`` round (each list page takes 0.01 s); returns the sleep after."""
     step = first
     while True:
-        if isinstance(step, _List):
+        if isinstance(step, Ask):
+            assert step.what == "list"
             clock.now += 0.01
-            page = [stub(i, step.status.value) for i in lists.get(step.status, [])]
+            page = [stub(i, step.arg.value) for i in lists.get(step.arg, [])]
             step = steps.send([(page, None)])
-        elif isinstance(step, _Fetch):
+        elif isinstance(step, Gather):
             clock.now += fetch_seconds
-            step = steps.send([(full(i, "success"), None) for i in step.ids])
+            step = steps.send(answer_gather(step, lambda ask: (full(ask.arg, "success"), None)))
         elif step is None:
             step = steps.send(None)
         else:
-            assert isinstance(step, float)
-            return step
+            assert isinstance(step, Sleep)
+            return step.seconds
 
 
 def test_wait_all_rounds_come_sooner_when_fetching_finished_tasks_is_slow(
         clock: FakeClock) -> None:
     batch = _Batch(IDS)
-    steps = _polling._batch_steps(batch, None, PollPolicy.fixed(1.0), None, lambda tasks: None)
+    steps = _polling._batch_steps(batch, FakeOps(), None, PollPolicy.fixed(1.0), None)
     processing = {TaskStatus.PROCESSING: IDS}
     quiet = drive_round(steps, clock, {TaskStatus.PENDING: IDS}, first=next(steps))
     # Two list pages (0.02 s), and before any fetch a fetch is reckoned to cost a page: the
@@ -262,7 +301,7 @@ def test_wait_all_rounds_come_sooner_when_fetching_finished_tasks_is_slow(
 def test_wait_all_never_rounds_sooner_than_a_jittered_policy_asks(clock: FakeClock) -> None:
     batch = _Batch(IDS)
     policy = PollPolicy(initial=30.0, maximum=30.0, jitter=0.2)
-    steps = _polling._batch_steps(batch, None, policy, None, lambda tasks: None)
+    steps = _polling._batch_steps(batch, FakeOps(), None, policy, None)
     step: object = next(steps)
     for n, fetch in enumerate((0.0, 2.0, 20.0)):
         started = clock.now

@@ -12,6 +12,7 @@ import asyncio
 import httpx
 import pytest
 
+from imgtools._ops import Send, Sleep
 from imgtools._transport import (
     READ_BODY_EXTENSION,
     REAUTH_RETRIES,
@@ -134,27 +135,31 @@ Outcome = int | httpx.TransportError | tuple[int, str]
 def drive_by_hand(r: _RetryRules, request: httpx.Request, outcomes: list[Outcome]
                   ) -> tuple[list[object], object]:
     """Run ``attempts`` with the scripted ``outcomes``: its steps ("send", or (delay, status of
-    the discarded answer)), and what it ended with (a status, or the error it raised)."""
+    the answer refused before it, which the transport closes)), and what it ended with (a
+    status, or the error it raised)."""
     steps = r.attempts(request)
     script = iter(outcomes)
     trace: list[object] = []
-    sent: httpx.Response | httpx.TransportError | None = None
+    value: httpx.Response | None = None
+    error: httpx.TransportError | None = None
+    last: int | None = None
     try:
         while True:
-            step = steps.send(sent)
-            if step is None:
+            step = steps.throw(error) if error is not None else steps.send(value)
+            value, error = None, None
+            if isinstance(step, Send):
                 trace.append("send")
                 out = next(script)
                 if isinstance(out, httpx.TransportError):
-                    sent = out
-                elif isinstance(out, tuple):
-                    sent = resp(out[0], request, out[1])
+                    error, last = out, None
                 else:
-                    sent = resp(out, request)
+                    value = resp(out[0], request, out[1]) if isinstance(out, tuple) \
+                        else resp(out, request)
+                    last = value.status_code
             else:
-                trace.append((step.delay, None if step.discard is None
-                              else step.discard.status_code))
-                sent = None
+                assert isinstance(step, Sleep)
+                trace.append((step.seconds, last))
+                last = None
     except StopIteration as done:
         return trace, done.value.status_code
     except httpx.TransportError as exc:

@@ -1,0 +1,148 @@
+"""The one step vocabulary of imgtools' operations, and its one sync and one async driver.
+
+An operation is a generator that yields steps and gets their answers back:
+
+- ``Send(request, storage=False)``: send this HTTP request (through the client's API or Cloud
+  Files connection); the answer is the ``httpx.Response``, or the ``ImgToolsError`` it became
+  is thrown into the operation;
+- ``Sleep(seconds)``: pause; the answer is ``None``;
+- ``Gather(ops)``: run these operations side by side; the answer is a list, in order, of each
+  one's result or the ``ImgToolsError`` it raised (returned, not thrown: the others still
+  count).
+
+``run`` drives an operation with blocking I/O (``Gather`` on worker threads), ``arun`` with
+awaits (``Gather`` as tasks). Both get the I/O from a ``Sender`` and the time from the clock of
+``imgtools.testing``, so the logic of every operation (requests, polling, reconciliation) is
+written once and tested without sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+
+from imgtools import testing
+from imgtools._exceptions import ImgToolsError
+
+__all__ = ["GATHER_WORKERS", "Gather", "Op", "Send", "Sleep", "Step", "arun", "run"]
+
+#: Operations a ``Gather`` runs at once.
+GATHER_WORKERS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    request: httpx.Request
+    storage: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Gather:
+    ops: tuple[Generator[Any, Any, Any], ...]
+
+
+Step = Send | Sleep | Gather
+T = TypeVar("T")
+Op = Generator[Step, Any, T]
+#: Sends one request for ``run``: the response, or raises an ``ImgToolsError``.
+Sender = Callable[[Send], httpx.Response]
+#: The same for ``arun``.
+AsyncSender = Callable[[Send], Awaitable[httpx.Response]]
+
+
+def _step(op: Op[Any], value: Any, error: BaseException | None) -> tuple[bool, Any]:
+    """Advance ``op`` once: ``(True, result)`` when it finished, else ``(False, step)``."""
+    try:
+        step = op.throw(error) if error is not None else op.send(value)
+    except StopIteration as stop:
+        return True, stop.value
+    return False, step
+
+
+def run(op: Op[T], send: Sender, *, sleep: Callable[[float], None] | None = None,
+        errors: tuple[type[BaseException], ...] = (ImgToolsError,)) -> T:
+    """Drive ``op`` with blocking I/O: ``send`` does its requests (what it raises of
+    ``errors`` is thrown into ``op``), ``sleep`` its pauses (default: the clock of
+    ``imgtools.testing``)."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        done, step = _step(op, value, error)
+        if done:
+            return step  # type: ignore[no-any-return]
+        value, error = None, None
+        if isinstance(step, Sleep):
+            (sleep or testing.clock().sleep)(step.seconds)
+        elif isinstance(step, Gather):
+            value = _gather(step.ops, send)
+        else:
+            try:
+                value = send(step)
+            except errors as exc:
+                error = exc
+
+
+def _outcome(op: Op[Any], send: Sender) -> Any:
+    try:
+        return run(op, send)
+    except ImgToolsError as exc:
+        return exc
+
+
+def _gather(ops: Sequence[Op[Any]], send: Sender) -> list[Any]:
+    if len(ops) <= 1:
+        return [_outcome(op, send) for op in ops]
+    with ThreadPoolExecutor(min(GATHER_WORKERS, len(ops))) as pool:
+        return list(pool.map(lambda op: _outcome(op, send), ops))
+
+
+async def arun(op: Op[T], send: AsyncSender, *,
+               sleep: Callable[[float], Awaitable[None]] | None = None,
+               errors: tuple[type[BaseException], ...] = (ImgToolsError,)) -> T:
+    """Drive ``op`` with awaits (as ``run``); it never blocks the event loop."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        done, step = _step(op, value, error)
+        if done:
+            return step  # type: ignore[no-any-return]
+        value, error = None, None
+        if isinstance(step, Sleep):
+            clock = testing.clock()
+            if sleep is not None:
+                await sleep(step.seconds)
+            elif clock is testing.REAL_CLOCK:
+                await asyncio.sleep(step.seconds)
+            else:  # virtual time: let the loop run, then move the clock on
+                clock.sleep(step.seconds)
+                await asyncio.sleep(0)
+        elif isinstance(step, Gather):
+            value = await _agather(step.ops, send)
+        else:
+            try:
+                value = await send(step)
+            except errors as exc:
+                error = exc
+
+
+async def _agather(ops: Sequence[Op[Any]], send: AsyncSender) -> list[Any]:
+    gate = asyncio.Semaphore(GATHER_WORKERS)
+
+    async def one(op: Op[Any]) -> Any:
+        async with gate:
+            try:
+                return await arun(op, send)
+            except ImgToolsError as exc:
+                return exc
+
+    return list(await asyncio.gather(*(one(op) for op in ops)))
