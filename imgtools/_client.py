@@ -99,7 +99,15 @@ from imgtools._imports import (
     op_import_preflight,
     validate_import_args,
 )
-from imgtools._leftovers import DeleteReport, LeftoversReport, delete_leftovers, in_use, leftovers
+from imgtools._leftovers import (
+    DeleteReport,
+    LeftoversReport,
+    check_protected,
+    delete_leftovers,
+    find_leftovers,
+    op_running_exports,
+    running_transfer_locations,
+)
 from imgtools._models import Image, Task, TaskStatus, parse_time
 from imgtools._ops import Op, Send, Sleep, arun, run
 from imgtools._polling import (
@@ -1248,15 +1256,19 @@ class Client(_BaseClient[httpx.BaseTransport]):
         bytes and age (``imgtools._leftovers``). Exports of tasks still pending/processing and
         of unfinished transfers in the audit log are always left out, and so is every
         ``<container>/<object>`` in ``protected``. Lists; deletes nothing."""
-        return leftovers(self, protected=protected, containers=containers,
-                         log_path=getattr(self.log, "path", None))
+        keep = check_protected(protected) | self._in_use()
+        return find_leftovers(self.files, protected=keep, containers=containers)
 
     def delete_leftovers(self, report: LeftoversReport, *,
                          protected: Iterable[str] = ()) -> DeleteReport:
         """Delete exactly what ``report`` (from ``leftovers``) lists, except what a task or
         transfer has started to use since (checked again now) or ``protected`` names."""
-        now_in_use = in_use(self, log_path=getattr(self.log, "path", None))
-        return delete_leftovers(self.files, report, protected=now_in_use | set(protected))
+        keep = check_protected(protected) | self._in_use()
+        return delete_leftovers(self.files, report, protected=keep)
+
+    def _in_use(self) -> set[str]:
+        running = self.ops.run(op_running_exports(self.ops))
+        return running | running_transfer_locations(getattr(self.log, "path", None))
 
     def image_file(self, image_id: str) -> Iterator[bytes]:
         """The image's own bytes (``GET /v2/images/{id}/file``), streamed in chunks."""
@@ -1546,6 +1558,26 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
     def files(self) -> AsyncFiles:
         """As ``Client.files``, awaited (after ``open()``); transfers run on worker threads."""
         return AsyncFiles(Files(self._storage_blocking()))
+
+    async def leftovers(self, *, protected: Iterable[str] = (),
+                        containers: Iterable[str] | None = None) -> LeftoversReport:
+        """As ``Client.leftovers``, awaited; the listing runs on a worker thread."""
+        keep = check_protected(protected) | await self._in_use()
+        return await asyncio.to_thread(find_leftovers, Files(self._storage_blocking()),
+                                       protected=keep, containers=containers)
+
+    async def delete_leftovers(self, report: LeftoversReport, *,
+                               protected: Iterable[str] = ()) -> DeleteReport:
+        """As ``Client.delete_leftovers``, awaited."""
+        keep = check_protected(protected) | await self._in_use()
+        return await asyncio.to_thread(delete_leftovers, Files(self._storage_blocking()),
+                                       report, protected=keep)
+
+    async def _in_use(self) -> set[str]:
+        running = await self.ops.run(op_running_exports(self.ops))
+        transfers = await asyncio.to_thread(running_transfer_locations,
+                                            getattr(self.log, "path", None))
+        return running | transfers
 
     async def verify_export(self, task: Task | AsyncExportTask | str, *,
                             progress: Progress | None = None) -> ExportReport:

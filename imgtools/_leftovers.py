@@ -10,9 +10,10 @@ it. Both keep costing money after a download or a transfer. ``find_leftovers`` l
   was deleted, or an upload stopped before writing it);
 
 leaving out every *protected* location (``<container>/<object>``: the manifest, and the
-segments under ``<object>-``). ``Client.leftovers`` protects by default the exports of tasks
-still ``pending``/``processing`` in the service (their segments exist before the manifest)
-and of transfers the audit log records as unfinished (``running_transfer_locations``).
+segments under ``<object>-``). ``Client.leftovers`` (and ``AsyncClient``'s) always protects
+the exports of tasks still ``pending``/``processing`` in the service (their segments exist
+before the manifest; ``op_running_exports``) and of transfers the audit log records as
+unfinished (``running_transfer_locations``).
 ``delete_leftovers`` removes exactly the objects of a listing, manifests before their
 segments, so no half object is ever served whole.
 """
@@ -36,13 +37,23 @@ from imgtools._exceptions import NotFound, ValidationError
 from imgtools._files import Files, ObjectInfo, _path, split_location
 from imgtools._http import raise_for_status
 from imgtools._models import Task, TaskStatus
+from imgtools._ops import Gather, Op
 
 if TYPE_CHECKING:
-    from imgtools._client import Client
+    from imgtools._client import Ops
 
-__all__ = ["DeleteReport", "Leftover", "LeftoversReport", "delete_leftovers", "find_leftovers",
-           "in_use", "leftovers", "protected_prefixes", "running_export_locations",
-           "running_transfer_locations"]
+__all__ = [
+    "DeleteReport",
+    "Leftover",
+    "LeftoversReport",
+    "check_protected",
+    "delete_leftovers",
+    "find_leftovers",
+    "op_running_exports",
+    "protected_prefixes",
+    "running_export_locations",
+    "running_transfer_locations",
+]
 
 #: A DLO segment's name: the manifest's name, a dash, and a number of at least five digits.
 SEGMENT_RE: Final = re.compile(r"^(?P<base>.+)-(?P<number>\d{5,})$")
@@ -349,22 +360,29 @@ def running_export_locations(tasks: Iterable[Task]) -> set[str]:
     return out
 
 
-def in_use(client: Client, *, log_path: str | os.PathLike[str] | None = None) -> set[str]:
-    """The default protections: exports still ``pending``/``processing`` in the service (each
-    fetched whole when the listing gives stubs) and unfinished transfers in the audit log."""
+def op_running_exports(ops: Ops) -> Op[set[str]]:
+    """The locations of the exports still ``pending``/``processing`` in the service: every
+    page of each status, then the stubs fetched whole side by side (their input names the
+    container and image). Run by ``Client.ops.run`` or, awaited, ``AsyncClient.ops.run``."""
     running: list[Task] = []
     for status in (TaskStatus.PENDING, TaskStatus.PROCESSING):
-        for task in client.tasks(type="export", status=status):
-            running.append(client.get_task(task.id) if task.is_stub else task)
-    return running_export_locations(running) | running_transfer_locations(log_path)
+        pages = yield from ops.status_pages(status)
+        for items, _retry_after in pages:
+            running.extend(t for t in (Task.from_json(i) for i in items) if t.type == "export")
+    stubs = [t for t in running if t.is_stub]
+    fetched = (yield Gather(tuple(ops.get_task(t.id) for t in stubs))) if stubs else []
+    full = [t for t in running if not t.is_stub]
+    for answer in fetched:
+        if isinstance(answer, NotFound):
+            continue  # purged since the listing: it needs nothing any more
+        if isinstance(answer, BaseException):
+            raise answer
+        full.append(answer[0])
+    return running_export_locations(full)
 
 
-def leftovers(client: Client, *, protected: Iterable[str] = (),
-              containers: Iterable[str] | None = None,
-              log_path: str | os.PathLike[str] | None = None) -> LeftoversReport:
-    """``find_leftovers`` over the client's account, protecting ``protected`` as well as
-    what ``in_use`` finds (always: nothing a running task needs is ever listed)."""
-    extra = frozenset(protected)
-    protected_prefixes(extra)  # bad input fails before any request
-    return find_leftovers(client.files, protected=extra | in_use(client, log_path=log_path),
-                          containers=containers)
+def check_protected(protected: Iterable[str]) -> frozenset[str]:
+    """``protected`` as a set, each ``<container>/<object>`` checked before any request."""
+    out = frozenset(protected)
+    protected_prefixes(out)
+    return out

@@ -5,6 +5,7 @@ exactly what was listed."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import json
@@ -16,7 +17,7 @@ import pytest
 from client_support import DB, FAST, WEB, Recorder, fresh_container, make_client
 
 import imgtools
-from imgtools import ValidationError
+from imgtools import Leftover, ValidationError
 from imgtools._leftovers import find_leftovers, running_transfer_locations
 from imgtools.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from imgtools.emulator import EmulatorHandle, start_emulator
@@ -171,6 +172,7 @@ def test_a_running_export_is_never_listed(tmp_path: Path) -> None:
         assert [(i.kind, i.segments) for i in report.items] == [
             ("orphan segments", ("other.vhd-00001",))]
         assert f"{container}/{WEB}.vhd" in report.protected
+        assert asyncio.run(_async_leftovers(slow, container)) == report.items
         # Asked to delete a listing made as if the task were not there: still skipped.
         unprotected = find_leftovers(client.files, containers=[container])
         assert len(unprotected.items) == 2
@@ -178,6 +180,12 @@ def test_a_running_export_is_never_listed(tmp_path: Path) -> None:
         assert [i.segment_prefix for i in result.skipped] == [f"{container}/{WEB}.vhd-"]
         assert {o.name for o in client.files.objects(container)} == {
             f"{WEB}.vhd-00001", f"{WEB}.vhd-00002"}
+
+
+async def _async_leftovers(emu: EmulatorHandle, container: str) -> tuple[Leftover, ...]:
+    async with imgtools.AsyncClient(username="demo", api_key="demo-key",
+                                    identity_url=emu.identity_url, log=False) as aclient:
+        return (await aclient.leftovers(containers=[container])).items
 
 
 def _transfers_log(path: Path, rows: list[tuple[str, str | None, str, str, str]]) -> None:
