@@ -99,7 +99,7 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'imgtools' has no attribute {name!r}")
 
 
-# Plainly sorted (tests/test_exported_members.py), constants among the names.
+# Plainly sorted (tests/unit/test_exported_members.py), constants among the names.
 __all__ = [  # noqa: RUF022
     "APIError",
     "AsyncClient",

@@ -1,6 +1,7 @@
 """Helpers for the client tests: the fast emulator settings, seeded ids, recording transports.
 
-The fixtures that use them are in fixtures_client.py (loaded with ``pytest_plugins``).
+Used across the kinds (``from tests.client_support import ...``); the fixtures built on them are
+``emulator_in_subprocess`` (tests/conftest.py) and ``client`` (tests/integration/conftest.py).
 """
 
 from __future__ import annotations

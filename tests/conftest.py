@@ -1,4 +1,14 @@
-"""Shared fixtures. Every test gets its own audit log path, so no test writes the user's log."""
+"""Shared fixtures and the kind markers.
+
+Every test gets its own audit log path, so no test writes the user's log. Each test is marked
+with its folder's kind (``unit``, ``emulator``, ``integration``, ``system``), so
+``pytest -m unit`` runs the unit tests alone.
+
+The two shared emulators are two fixtures, each one per module: ``emulator_in_process`` (the
+emulator tests' settings, in this process) and ``emulator_in_subprocess`` (the client tests'
+settings, in a subprocess, its faults cleared after each test). A module that calls its
+emulator ``emu`` says which one it is with a one-line alias fixture.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +17,29 @@ from pathlib import Path
 
 import pytest
 
-from imgtools.emulator import EmulatorHandle, start_emulator
+# The helpers' asserts explain themselves like the tests' own (before they are imported).
+pytest.register_assert_rewrite("tests.client_support", "tests.emulator.helpers")
+
+from imgtools.emulator import EmulatorHandle, start_emulator  # noqa: E402
+from tests import client_support  # noqa: E402
+from tests.emulator import helpers as emulator_helpers  # noqa: E402
+
+TESTS = Path(__file__).resolve().parent
+#: Each folder of tests/ and the marker its tests get (registered in pyproject.toml).
+KINDS = ("unit", "emulator", "integration", "system")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(item.path).resolve()
+        if not path.is_relative_to(TESTS):
+            continue  # a path given on the command line outside tests/
+        kind = path.relative_to(TESTS).parts[0]
+        if kind not in KINDS:
+            raise pytest.UsageError(
+                f"{item.nodeid}: every test lives in one of tests/{{{','.join(KINDS)}}}/ "
+                "(the folder gives its marker)")
+        item.add_marker(kind)
 
 
 @pytest.fixture(autouse=True)
@@ -20,16 +52,28 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
 
 
 @pytest.fixture(scope="module")
-def emu(request: pytest.FixtureRequest) -> Iterator[EmulatorHandle]:
-    """The module's emulator, as its ``pytest_plugins`` ask: the emulator tests' one
-    (``emulator_helpers``: in this process) or the client tests' one (``fixtures_client``:
-    in a subprocess). Decided here because plugins are global: were ``emu`` defined in both,
-    every module would get the one registered last, and a module run alone another one."""
-    if "emulator_helpers" in getattr(request.module, "pytest_plugins", ()):
-        from emulator_helpers import FAST as config
-        subprocess = False
-    else:
-        from client_support import FAST as config
-        subprocess = True
-    with start_emulator(config=config, subprocess=subprocess) as handle:
+def emulator_in_process() -> Iterator[EmulatorHandle]:
+    """The emulator tests' emulator (``tests.emulator.helpers.FAST``: small images, a quick
+    worker, a viewer user), in this process, one per module."""
+    with start_emulator(config=emulator_helpers.FAST, subprocess=False) as handle:
         yield handle
+
+
+@pytest.fixture(scope="module")
+def emulator_in_subprocess() -> Iterator[EmulatorHandle]:
+    """The client tests' emulator (``tests.client_support.FAST``), over real sockets in a
+    subprocess, one per module. Faults switched on by a test are cleared after it."""
+    with start_emulator(config=client_support.FAST, subprocess=True) as handle:
+        yield handle
+
+
+@pytest.fixture(autouse=True)
+def _no_faults_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "emulator_in_subprocess" in request.fixturenames:
+        client_support.clear_faults(request.getfixturevalue("emulator_in_subprocess"))
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

@@ -1,9 +1,10 @@
 """Rewrite the reference outputs of the notebooks' ``# NBVAL_CHECK_OUTPUT`` cells.
 
-Runs the notebooks in the set-up of ``test_notebooks.py::test_notebooks_under_nbval`` (a fresh
-emulator with the same seeded history, the same order) and stores, in ``notebooks/``, the
-stdout of each checked cell with an execution count; every other cell stays clean. Run it
-after an intended change of those outputs (or of the emulator's seeded data):
+Runs the notebooks in the set-up of
+``tests/system/test_notebooks.py::test_notebooks_under_nbval`` (a fresh emulator with the same
+seeded history, the same order) and stores, in ``notebooks/``, the stdout of each checked cell
+with an execution count; every other cell stays clean. Run it after an intended change of those
+outputs (or of the emulator's seeded data):
 
     .venv/bin/python tests/update_notebook_references.py
 """
@@ -18,11 +19,11 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import test_notebooks as setup
+# Run as a script, its own folder comes first on sys.path; the tests package needs the repo's.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imgtools.emulator import start_emulator
+from tests.system import test_notebooks as setup
 
 
 def main() -> int:

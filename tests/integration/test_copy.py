@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-from client_support import WEB, fresh_container, make_client
 
 import imgtools
 from imgtools import NotFound, ValidationError
@@ -31,8 +30,14 @@ from imgtools._copy import (
     copy_export_async,
 )
 from imgtools.emulator import EmulatorHandle
+from tests.client_support import WEB, fresh_container, make_client
 
-pytest_plugins = ["fixtures_client"]  # emu (module-scoped, fast, in a subprocess), client
+
+@pytest.fixture(scope="module")
+def emu(emulator_in_subprocess: EmulatorHandle) -> EmulatorHandle:
+    """This module's emulator: the client tests' one, in a subprocess (tests/conftest.py)."""
+    return emulator_in_subprocess
+
 
 HOME, AWAY = "ORD", "DFW"
 #: Segment sizes of the exports laid out by hand: uneven, the last one shorter, one of them
