@@ -12,15 +12,20 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from client_support import WEB, AsyncRecorder, Recorder, fresh_container, make_client
 
 import imgtools
 from imgtools import ConfigurationError, ConversionError, Task
 from imgtools._convert import convert_vhd
 from imgtools.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_SERVICE, main
 from imgtools.emulator import EmulatorHandle
+from tests.client_support import WEB, AsyncRecorder, Recorder, fresh_container, make_client
 
-pytest_plugins = ["fixtures_client"]  # emu (module-scoped, fast), client
+
+@pytest.fixture(scope="module")
+def emu(emulator_in_subprocess: EmulatorHandle) -> EmulatorHandle:
+    """This module's emulator: the client tests' one, in a subprocess (tests/conftest.py)."""
+    return emulator_in_subprocess
+
 
 QEMU_IMG = shutil.which("qemu-img")
 assert QEMU_IMG is not None, "qemu-img is required (Debian: apt-get install qemu-utils)"

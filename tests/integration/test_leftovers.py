@@ -14,15 +14,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from client_support import DB, FAST, WEB, Recorder, fresh_container, make_client
 
 import imgtools
 from imgtools import Leftover, ValidationError
 from imgtools._leftovers import find_leftovers, running_transfer_locations
 from imgtools.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from imgtools.emulator import EmulatorHandle, start_emulator
+from tests.client_support import DB, FAST, WEB, Recorder, fresh_container, make_client
 
-pytest_plugins = ["fixtures_client"]  # emu (module-scoped, fast), client
+
+@pytest.fixture(scope="module")
+def emu(emulator_in_subprocess: EmulatorHandle) -> EmulatorHandle:
+    """This module's emulator: the client tests' one, in a subprocess (tests/conftest.py)."""
+    return emulator_in_subprocess
+
 
 
 def _put(client: imgtools.Client, container: str, name: str, body: bytes = b"",
