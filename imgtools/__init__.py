@@ -73,6 +73,16 @@ from imgtools._polling import (
 from imgtools._sources import AsyncTaskSource, TaskSource
 from imgtools._taskfields import Origin
 from imgtools._tasklog import TaskLog
+from imgtools.transfer import (
+    AsyncTransfer,
+    StepRow,
+    Transfer,
+    TransferFailed,
+    TransferRecord,
+    TransferRefused,
+    TransferStore,
+    TransferVerifyFailed,
+)
 
 if _typing.TYPE_CHECKING:
     # What __getattr__ returns, as type checkers should see it.
@@ -108,6 +118,7 @@ __all__ = [  # noqa: RUF022
     "AsyncImportTask",
     "AsyncTaskHandle",
     "AsyncTaskSource",
+    "AsyncTransfer",
     "AuthError",
     "ChecksumMismatch",
     "Client",
@@ -152,6 +163,7 @@ __all__ = [  # noqa: RUF022
     "ResponseError",
     "Segment",
     "ServiceError",
+    "StepRow",
     "Summary",
     "Task",
     "TaskError",
@@ -165,6 +177,12 @@ __all__ = [  # noqa: RUF022
     "TaskStatus",
     "TaskTimeout",
     "Timeout",
+    "Transfer",
+    "TransferFailed",
+    "TransferRecord",
+    "TransferRefused",
+    "TransferStore",
+    "TransferVerifyFailed",
     "TransportError",
     "UnknownRegion",
     "ValidationError",

@@ -32,7 +32,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -144,6 +144,9 @@ from imgtools._validation import (
     validate_task_type,
     validate_timeout,
 )
+
+if TYPE_CHECKING:
+    from imgtools.transfer import AsyncTransfer, Transfer
 
 __all__ = [
     "AsyncClient",
@@ -1202,6 +1205,38 @@ class Client(_BaseClient[httpx.BaseTransport]):
         """
         return wait_all(self, tasks, timeout=timeout, poll=poll, on_progress=on_progress)
 
+    # -- transfers (imgtools.transfer) -------------------------------------------------------
+
+    def transfer(self, image_id: str, *, to: str | Client, wait: bool = True,
+                 **options: Any) -> Transfer:
+        """Move an image to another region (``to="IAD"``) or account (``to=`` its client):
+        export, copy, import, metadata, verify, cleanup; see ``imgtools.transfer``. Runs every
+        step unless ``wait=False``; ``TransferFailed`` names the step, the state is saved and
+        ``resume_transfer(id)`` continues."""
+        from imgtools.transfer import begin_transfer
+
+        handle = begin_transfer(self, image_id, to=to, **options)
+        if wait:
+            handle.run()
+        return handle
+
+    def resume_transfer(self, transfer_id: str, *, to: str | Client | None = None,
+                        wait: bool = True, **options: Any) -> Transfer:
+        """Continue a recorded transfer from its last completed step."""
+        from imgtools.transfer import resume_transfer
+
+        handle = resume_transfer(self, transfer_id, to=to, **options)
+        if wait:
+            handle.run()
+        return handle
+
+    def transfer_all(self, images: Iterable[str], *, to: str | Client,
+                     **options: Any) -> list[Transfer]:
+        """Transfer many images, following their tasks with batch polling in both regions."""
+        from imgtools.transfer import transfer_all
+
+        return transfer_all(self, images, to=to, **options)
+
     # -- Cloud Files ------------------------------------------------------------------------
 
     @property
@@ -1553,6 +1588,26 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
                                     on_progress=on_progress)
 
     # -- Cloud Files ------------------------------------------------------------------------
+
+    async def transfer(self, image_id: str, *, to: str | AsyncClient, wait: bool = True,
+                       **options: Any) -> AsyncTransfer:
+        """As ``Client.transfer``, awaited."""
+        from imgtools.transfer import abegin_transfer
+
+        handle = await abegin_transfer(self, image_id, to=to, **options)
+        if wait:
+            await handle.run()
+        return handle
+
+    async def resume_transfer(self, transfer_id: str, *, to: str | AsyncClient | None = None,
+                              wait: bool = True, **options: Any) -> AsyncTransfer:
+        """As ``Client.resume_transfer``, awaited."""
+        from imgtools.transfer import aresume_transfer
+
+        handle = await aresume_transfer(self, transfer_id, to=to, **options)
+        if wait:
+            await handle.run()
+        return handle
 
     @property
     def files(self) -> AsyncFiles:

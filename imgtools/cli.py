@@ -36,6 +36,10 @@ TABLE_COLUMNS = ["region", "id", "type", "status", "created_at", "duration", "im
 
 
 def _exit_code(error: BaseException) -> int:
+    from imgtools.transfer import TransferFailed
+
+    if isinstance(error, TransferFailed) and isinstance(error.__cause__, ImgToolsError):
+        return _exit_code(error.__cause__)  # the failed step's own error says what kind
     if isinstance(error, TaskFailed):
         return EXIT_FAILED
     if isinstance(error, TaskTimeout):
@@ -452,6 +456,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--from", dest="source", metavar="URL",
                    help="the team log (default: $IMGTOOLS_LOG)")
     q.add_argument("--to", metavar="PATH", help="the local log file (default: the local log)")
+
+    from imgtools._transfer_cli import add_commands as add_transfer_commands
+
+    add_transfer_commands(add, _connect)
 
     sub.add_parser("emulator", help="run the local emulator (see: imgtools emulator --help)",
                    add_help=False)

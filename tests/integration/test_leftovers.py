@@ -284,3 +284,25 @@ def test_cli_asks_on_a_terminal(as_demo: EmulatorHandle,
         assert after == before
     else:
         assert after == {(containers[2], "notes.txt"), (containers[2], "empty")}
+
+
+def test_the_transfer_modules_own_records_are_read(
+        account: tuple[imgtools.Client, list[str], str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from imgtools._transfer_store import TransferRecord, TransferStore
+
+    client, (a, b, c), _gone = account
+    monkeypatch.setenv("IMGTOOLS_LOG", str(tmp_path / "log.sqlite"))
+    store = TransferStore()
+    store.save(TransferRecord(name="t1", source_image=WEB, source_container=a,
+                              target_container="target", properties=[], cleanup="none",
+                              export_location=f"{a}/{WEB}.vhd"))
+    store.save(TransferRecord(name="t2", source_image=DB, source_container=a,
+                              target_container="target", properties=[], cleanup="none",
+                              status="done", export_location=f"{a}/{DB}.vhd"))
+    assert f"{a}/{WEB}.vhd" in running_transfer_locations()
+    assert f"{a}/{DB}.vhd" not in running_transfer_locations()
+    report = client.leftovers(containers=[a, b, c])
+    assert {i.segment_prefix for i in report.items} == {f"{a}/{DB}.vhd-", f"{b}/{WEB}.vhd-",
+                                                        f"{c}/old.vhd-"}
+

@@ -77,7 +77,7 @@ def audit_lab(tmp_path: Path) -> Iterator[Lab]:
     history (LAB_SEED_TASKS tasks over LAB_TASK_TTL), as a new user sees the audit notebook."""
     config = EmulatorConfig(seed_tasks=LAB_SEED_TASKS, task_ttl=LAB_TASK_TTL)
     with start_emulator(config=config) as emu, \
-            _lab_server(tmp_path, emulator_environ(emu.identity_url, base={})) as server:
+            _lab_server(tmp_path, emulator_environ(emu, base={})) as server:
         yield server
 
 

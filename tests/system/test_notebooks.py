@@ -71,9 +71,9 @@ def _load(path: Path) -> dict[str, Any]:
 # -- the committed notebooks ----------------------------------------------------------------
 
 
-def test_there_are_three_notebooks() -> None:
+def test_there_are_four_notebooks() -> None:
     assert [p.name for p in NOTEBOOKS] == ["01_explore_export.ipynb", RUNBOOK,
-                                          "03_audit_tasks.ipynb"]
+                                          "03_audit_tasks.ipynb", "04_transfer_images.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -108,6 +108,9 @@ def test_runbook_and_audit_take_parameters() -> None:
                             "verify", "download_dir", "timeout"}
     audit = pm.inspect_notebook(str(notebooks_dir() / "03_audit_tasks.ipynb"))
     assert set(audit) == {"since", "details", "csv_path", "chart_path"}
+    transfer = pm.inspect_notebook(str(notebooks_dir() / "04_transfer_images.ipynb"))
+    assert set(transfer) == {"image_ids", "name_contains", "target_region", "cleanup",
+                             "container"}
 
 
 # -- nbval ----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from imgtools.lab import lab_argv, notebooks_dir, prepare_folder
 
 def test_a_new_folder_gets_the_notebooks_and_edits_are_kept(tmp_path: Path) -> None:
     shipped = sorted(p.name for p in notebooks_dir().glob("*.ipynb"))
-    assert len(shipped) == 3
+    assert len(shipped) == 4
     target = prepare_folder(tmp_path / "lab")
     assert target == tmp_path / "lab" / "notebooks"
     assert sorted(p.name for p in target.glob("*.ipynb")) == shipped
