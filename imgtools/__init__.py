@@ -18,6 +18,7 @@ from imgtools._exceptions import (
     ChecksumMismatch,
     ConfigurationError,
     ContainerNotFound,
+    ConversionError,
     DownloadError,
     ExportExists,
     ExportNotConfirmed,
@@ -56,6 +57,7 @@ from imgtools._files import (
     Segment,
 )
 from imgtools._imports import IMPORT_SIZE_LIMIT, AsyncImportTask, ImportTask
+from imgtools._leftovers import DeleteReport, Leftover, LeftoversReport
 from imgtools._models import Image, Task, TaskStatus
 from imgtools._polling import (
     AsyncExportTask,
@@ -123,6 +125,8 @@ __all__ = [  # noqa: RUF022
     "ConfigurationError",
     "ContainerInfo",
     "ContainerNotFound",
+    "ConversionError",
+    "DeleteReport",
     "DownloadError",
     "DownloadResult",
     "ExportExists",
@@ -141,6 +145,8 @@ __all__ = [  # noqa: RUF022
     "ImportSourceNotFound",
     "ImportTask",
     "ImportTooLarge",
+    "Leftover",
+    "LeftoversReport",
     "LogUnavailable",
     "MissingSetting",
     "NotExportable",

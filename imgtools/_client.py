@@ -62,6 +62,7 @@ from imgtools._config import (
     RECONCILE_SETTLE,
     USER_AGENT,
 )
+from imgtools._convert import check_convert
 from imgtools._exceptions import (
     APIError,
     AuthError,
@@ -97,6 +98,15 @@ from imgtools._imports import (
     describe_import,
     op_import_preflight,
     validate_import_args,
+)
+from imgtools._leftovers import (
+    DeleteReport,
+    LeftoversReport,
+    check_protected,
+    delete_leftovers,
+    find_leftovers,
+    op_running_exports,
+    running_transfer_locations,
 )
 from imgtools._models import Image, Task, TaskStatus, parse_time
 from imgtools._ops import Op, Send, Sleep, arun, run
@@ -1245,7 +1255,7 @@ class Client(_BaseClient[httpx.BaseTransport]):
     def download_export(self, task: Task | ExportTask | str, dest: str | os.PathLike[str], *,
                         resume: bool = True, progress: bool | Progress = True,
                         workers: int = DEFAULT_DOWNLOAD_WORKERS,
-                        fsync: bool = False) -> DownloadResult:
+                        fsync: bool = False, convert: str | None = None) -> DownloadResult:
         """Download an export to ``dest``, segment by segment, each checked against its MD5.
 
         Bytes go to ``<dest>.part`` and are renamed to ``dest`` only when complete and
@@ -1253,7 +1263,11 @@ class Client(_BaseClient[httpx.BaseTransport]):
         ``resume=False``. ``progress``: ``True`` draws a ``tqdm.auto`` bar, or pass a callback
         ``(bytes_done, bytes_total)``. Raises ``ChecksumMismatch`` on a bad segment.
         ``fsync`` (default false): flush to disk before the rename (see ``Files.download_export``).
+        ``convert`` (``"raw"``/``"qcow2"``): also convert it with qemu-img, checked, into
+        ``result.converted`` (the VHD is kept); no qemu-img is a ``ConfigurationError`` before
+        any request, a failed conversion a ``ConversionError``.
         """
+        check_convert(convert)
         location, size = self._run(self._op_export_of(task))
         close: Any = None
         callback: Progress | None
@@ -1265,10 +1279,31 @@ class Client(_BaseClient[httpx.BaseTransport]):
         try:
             return self.files.download_export(location, dest, expected_bytes=size,
                                               resume=resume, workers=workers,
-                                              progress=callback, fsync=fsync)
+                                              progress=callback, fsync=fsync,
+                                              convert=convert)
         finally:
             if close is not None:
                 close()
+
+    def leftovers(self, *, protected: Iterable[str] = (),
+                  containers: Iterable[str] | None = None) -> LeftoversReport:
+        """The export manifests and segments in the account that nothing still needs, with
+        bytes and age (``imgtools._leftovers``). Exports of tasks still pending/processing and
+        of unfinished transfers in the audit log are always left out, and so is every
+        ``<container>/<object>`` in ``protected``. Lists; deletes nothing."""
+        keep = check_protected(protected) | self._in_use()
+        return find_leftovers(self.files, protected=keep, containers=containers)
+
+    def delete_leftovers(self, report: LeftoversReport, *,
+                         protected: Iterable[str] = ()) -> DeleteReport:
+        """Delete exactly what ``report`` (from ``leftovers``) lists, except what a task or
+        transfer has started to use since (checked again now) or ``protected`` names."""
+        keep = check_protected(protected) | self._in_use()
+        return delete_leftovers(self.files, report, protected=keep)
+
+    def _in_use(self) -> set[str]:
+        running = self.ops.run(op_running_exports(self.ops))
+        return running | running_transfer_locations(getattr(self.log, "path", None))
 
     def image_file(self, image_id: str) -> Iterator[bytes]:
         """The image's own bytes (``GET /v2/images/{id}/file``), streamed in chunks."""
@@ -1579,6 +1614,26 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
         """As ``Client.files``, awaited (after ``open()``); transfers run on worker threads."""
         return AsyncFiles(Files(self._storage_blocking()))
 
+    async def leftovers(self, *, protected: Iterable[str] = (),
+                        containers: Iterable[str] | None = None) -> LeftoversReport:
+        """As ``Client.leftovers``, awaited; the listing runs on a worker thread."""
+        keep = check_protected(protected) | await self._in_use()
+        return await asyncio.to_thread(find_leftovers, Files(self._storage_blocking()),
+                                       protected=keep, containers=containers)
+
+    async def delete_leftovers(self, report: LeftoversReport, *,
+                               protected: Iterable[str] = ()) -> DeleteReport:
+        """As ``Client.delete_leftovers``, awaited."""
+        keep = check_protected(protected) | await self._in_use()
+        return await asyncio.to_thread(delete_leftovers, Files(self._storage_blocking()),
+                                       report, protected=keep)
+
+    async def _in_use(self) -> set[str]:
+        running = await self.ops.run(op_running_exports(self.ops))
+        transfers = await asyncio.to_thread(running_transfer_locations,
+                                            getattr(self.log, "path", None))
+        return running | transfers
+
     async def verify_export(self, task: Task | AsyncExportTask | str, *,
                             progress: Progress | None = None) -> ExportReport:
         """As ``Client.verify_export``, awaited."""
@@ -1589,13 +1644,15 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
                               dest: str | os.PathLike[str], *, resume: bool = True,
                               progress: Progress | None = None,
                               workers: int = DEFAULT_DOWNLOAD_WORKERS,
-                              fsync: bool = False) -> DownloadResult:
+                              fsync: bool = False, convert: str | None = None) -> DownloadResult:
         """As ``Client.download_export``, awaited; ``progress`` is a callback (called from a
         worker thread) or ``None``: no tqdm bar, a notebook draws its own widget."""
+        check_convert(convert)
         location, size = await self._run(self._op_export_of(task))
         return await self.files.download_export(location, dest, expected_bytes=size,
                                                 resume=resume, workers=workers,
-                                                progress=progress, fsync=fsync)
+                                                progress=progress, fsync=fsync,
+                                                convert=convert)
 
     def image_file(self, image_id: str) -> AsyncIterator[bytes]:
         """As ``Client.image_file``: ``async for chunk in client.image_file(id)``."""

@@ -30,7 +30,8 @@ Every error is an ``ImgToolsError``; none of them carries a token, API key or pa
     │   │   └── ImportFailed        ... an import (.failure: ImportFailure, .code)
     │   └── TaskTimeout             the deadline passed first (.task is the last one seen)
     ├── DownloadError               an export could not be verified or stored
-    │   └── ChecksumMismatch        bytes that do not hash to the listed MD5
+    │   ├── ChecksumMismatch        bytes that do not hash to the listed MD5
+    │   └── ConversionError         qemu-img could not convert the VHD (.path: kept)
     └── LogUnavailable              the team audit log cannot be reached (.spooled rows kept)
 """
 
@@ -51,6 +52,7 @@ __all__ = [
     "ChecksumMismatch",
     "ConfigurationError",
     "ContainerNotFound",
+    "ConversionError",
     "DownloadError",
     "ExportExists",
     "ExportNotConfirmed",
@@ -383,6 +385,17 @@ class ChecksumMismatch(DownloadError):
         self.name = name
         self.expected = expected
         self.actual = actual
+
+
+class ConversionError(DownloadError):
+    """``qemu-img`` failed to convert a downloaded VHD, or its result did not check out.
+
+    ``path`` is the downloaded VHD, which is kept; nothing is left at the converted name.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class LogUnavailable(ImgToolsError):

@@ -26,6 +26,7 @@ from urllib.parse import quote
 import httpx
 
 from imgtools._bulk import body_readinto
+from imgtools._convert import check_convert, convert_vhd
 from imgtools._exceptions import (
     APIError,
     ChecksumMismatch,
@@ -134,6 +135,8 @@ class DownloadResult:
     bytes: int
     segments: int
     resumed_from: int
+    #: The raw or qcow2 disk made from ``path`` when ``convert=`` asked for one (the VHD stays).
+    converted: Path | None = None
 
 
 def split_location(location: str) -> tuple[str, str]:
@@ -371,7 +374,8 @@ class Files:
     def download_export(self, location: str, dest: str | os.PathLike[str], *,
                         expected_bytes: int | None = None, resume: bool = True,
                         workers: int = DEFAULT_DOWNLOAD_WORKERS,
-                        progress: Progress | None = None, fsync: bool = False) -> DownloadResult:
+                        progress: Progress | None = None, fsync: bool = False,
+                        convert: str | None = None) -> DownloadResult:
         """Download an export into ``dest``, verified segment by segment.
 
         Bytes go into ``<dest>.part``; a journal ``<dest>.part.json`` records what is done,
@@ -388,7 +392,12 @@ class Files:
         points at bytes a power cut could still lose: use it for a copy that will be the only
         one (a backup before the export is deleted). It costs what the disk's sustained write
         speed costs (``benchmarks/download.py``). Either way a resume re-hashes what is on disk.
+
+        ``convert`` (``"raw"`` or ``"qcow2"``): then convert the verified VHD with qemu-img
+        (``imgtools._convert.convert_vhd``) into ``result.converted``, beside it; the VHD is kept.
+        qemu-img's absence is a ``ConfigurationError`` before any request.
         """
+        qemu_img = check_convert(convert)
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         manifest, segments = self.export_segments(location)
@@ -406,8 +415,11 @@ class Files:
         job = _Download(self._http, seg_container, segments, dest, resume=resume,
                         progress=progress, total=total, fsync=fsync)
         resumed_from = job.run(workers=max(1, workers))
+        converted = None
+        if convert is not None:
+            converted = convert_vhd(dest, convert, qemu_img=qemu_img).path
         return DownloadResult(path=dest, bytes=total, segments=len(segments),
-                              resumed_from=resumed_from)
+                              resumed_from=resumed_from, converted=converted)
 
 
 class AsyncFiles:
@@ -450,10 +462,12 @@ class AsyncFiles:
                               expected_bytes: int | None = None, resume: bool = True,
                               workers: int = DEFAULT_DOWNLOAD_WORKERS,
                               progress: Progress | None = None,
-                              fsync: bool = False) -> DownloadResult:
+                              fsync: bool = False, convert: str | None = None) -> DownloadResult:
+        check_convert(convert)  # before the worker thread: a clear error, no request
         return await asyncio.to_thread(self._files.download_export, location, dest,
                                        expected_bytes=expected_bytes, resume=resume,
-                                       workers=workers, progress=progress, fsync=fsync)
+                                       workers=workers, progress=progress, fsync=fsync,
+                                       convert=convert)
 
 
 def _numbering_problems(name: str, segments: tuple[Segment, ...]) -> list[str]:

@@ -281,10 +281,42 @@ def cmd_download(args: argparse.Namespace, out: TextIO) -> int:
     client = _connect(args)
     with client:
         result = client.download_export(args.task_id, args.dest, resume=not args.no_resume,
-                                        progress=not args.no_progress, fsync=args.fsync)
+                                        progress=not args.no_progress, fsync=args.fsync,
+                                        convert=args.convert)
     note = f" (resumed at byte {result.resumed_from})" if result.resumed_from else ""
     out.write(f"{result.path}: {result.bytes} bytes in {result.segments} verified "
               f"segment(s){note}\n")
+    if result.converted is not None:
+        out.write(f"{result.converted}: {args.convert}, checked with qemu-img\n")
+    return EXIT_OK
+
+
+def cmd_leftovers(args: argparse.Namespace, out: TextIO) -> int:
+    # Checked before any request: deleting needs a yes, from --yes or from a person.
+    if args.delete and not args.yes and not sys.stdin.isatty():
+        print("imgtools: --delete without a terminal to confirm on: pass --yes as well",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    client = _connect(args)
+    with client:
+        report = client.leftovers(protected=args.protect, containers=args.container or None)
+        if args.format == "json":
+            out.write(report.to_json() + "\n")
+        elif args.format == "csv":
+            out.write(report.to_csv())
+        else:
+            out.write(report.table() + "\n")
+        out.flush()
+        if not args.delete or not report.items:
+            return EXIT_OK
+        if not args.yes:
+            answer = input(f"delete these {report.object_count} object(s), {report.bytes} "
+                           "bytes? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("imgtools: nothing deleted", file=sys.stderr)
+                return EXIT_OK
+        result = client.delete_leftovers(report, protected=args.protect)
+    print(f"imgtools: {result}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -390,6 +422,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fsync", action="store_true",
                    help="flush to disk before the rename, so a power cut soon after cannot "
                         "damage the file (as slow as the disk's sustained writes)")
+    p.add_argument("--convert", choices=("qcow2", "raw"), default=None, metavar="FORMAT",
+                   help="then convert the VHD with qemu-img to qcow2 or raw, beside it "
+                        "(checked; the VHD is kept)")
+
+    p = add("leftovers", cmd_leftovers, "list (and with --delete remove) the export manifests "
+            "and segments nothing still needs, with bytes and age")
+    p.add_argument("--delete", action="store_true",
+                   help="after the listing, delete exactly what it shows (asks first)")
+    p.add_argument("--yes", action="store_true", help="with --delete: do not ask")
+    p.add_argument("--protect", action="append", default=[], metavar="CONTAINER/OBJECT",
+                   help="also keep this export (repeatable); running exports and unfinished "
+                        "transfers are always kept")
+    p.add_argument("--container", action="append", default=[],
+                   help="only look in this container (repeatable; default: all)")
 
     p = sub.add_parser("log", help="the audit log: set up a team log, push and pull history",
                        description="The audit log: IMGTOOLS_LOG names it (a file, or a "
