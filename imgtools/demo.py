@@ -4,7 +4,9 @@ Starts the emulator on a free loopback port with a new data dir, logs in as its 
 (recording into the audit log beside the emulator's data, never your own),
 creates a container, exports a demo image through the tasks API, polls the task to success,
 prints the final task JSON and a one-line table row, verifies the export and compares the
-downloaded bytes with the image's own, then stops the emulator.
+downloaded bytes with the image's own; then moves the image to another region (export, streaming
+copy, import, metadata, verify, cleanup) and prints each step and the lineage; then stops the
+emulator.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from imgtools.history import tasks_frame
 
 DEMO_CONTAINER = "demo-exports"
 DEMO_IMAGE_NAME = "web01"
+#: Where the demo moves its image (the emulator's regions: ORD, the default, DFW and IAD).
+DEMO_TARGET_REGION = "IAD"
 
 
 def _md5_file(path: Path) -> str:
@@ -74,8 +78,17 @@ def main() -> int:
                 same = image_md5 == export_md5 and dest.stat().st_size == image.size
                 print(f"bytes     export md5 {export_md5}, image md5 {image_md5}: "
                       f"{'identical' if same else 'DIFFERENT'}")
+
+                moved = client.transfer(image.id, to=DEMO_TARGET_REGION, cleanup="both")
+                print(f"transfer  {moved.id}: {client.region} {image.id} -> "
+                      f"{DEMO_TARGET_REGION} {moved.target_image} ({moved.status})")
+                for step in moved.steps():
+                    took = (step.ended_at or step.started_at) - step.started_at
+                    print(f"          {step.step:<12} {step.outcome:<8} {took:6.2f} s"
+                          f"{'  ' + step.detail if step.detail else ''}")
+        moved_ok = moved.status == "done"
         print(f"done in {time.monotonic() - started:.1f} s; emulator stopped")
-    return 0 if report.ok and same else 1
+    return 0 if report.ok and same and moved_ok else 1
 
 
 if __name__ == "__main__":
