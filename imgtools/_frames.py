@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from itertools import chain
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import numpy as np
@@ -205,81 +204,37 @@ def _frame_from_items(items: Sequence[Mapping[str, Any]], source: str = "service
 
     ``record_in``: a log to record the bodies in too, on its writer thread, from the columns
     parsed here (so recording a listing costs no second parse)."""
-    if any("input" in d or "result" in d for d in items):
-        columns = _stub_columns(items)
-        frame = _assemble(
-            **columns,
-            image_ids=[fields.image_id(d.get("input"), d.get("result")) for d in items],
-            containers=[fields.container(d.get("input")) for d in items],
-            locations=[fields.export_location(d.get("result")) for d in items],
-            messages=[d.get("message") for d in items], source=source,
-            regions=None if origin is None else origin.region,
-            accounts=_accounts(origin, columns["owners"]))
-        if record_in is not None:
-            # Queued once the frame is built, so the writer does not compete with building it.
-            record_in.record_bodies_later(items, seen_at=seen_at, origin=origin)
-        return frame
-    return _frame_from_stubs(_stub_columns(items), source, origin, record_in, seen_at)
-
-
-def _stub_columns(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The columns every list stub has (``_logsql.STUB_COLUMNS``), times as int64 us."""
-    return {"ids": [d.get("id") for d in items], "types": [d.get("type") for d in items],
-            "statuses": [d.get("status") for d in items],
-            "owners": [None if d.get("owner") is None else str(d["owner"]) for d in items],
-            "created": _parse_iso([d.get("created_at") for d in items]),
-            "updated": _parse_iso([d.get("updated_at") for d in items]),
-            "expires": _parse_iso([d.get("expires_at") for d in items])}
-
-
-def _frame_from_stubs(columns: dict[str, Any], source: str, origin: Origin | None,
-                      record_in: TaskLog | None, seen_at: datetime | None) -> pd.DataFrame:
-    """The frame of list stubs from their ``_stub_columns``, recorded in ``record_in``."""
-    frame = _assemble(**columns, image_ids=None, containers=None, locations=None,
-                      messages=None, source=source,
-                      regions=None if origin is None else origin.region,
-                      accounts=_accounts(origin, columns["owners"]))
-    if record_in is not None and len(columns["ids"]):
+    has_detail = any("input" in d or "result" in d for d in items)
+    image_ids: list[Any] | None = None  # list stubs: all null
+    containers = locations = messages = None
+    if has_detail:
+        image_ids = [fields.image_id(d.get("input"), d.get("result")) for d in items]
+        containers = [fields.container(d.get("input")) for d in items]
+        locations = [fields.export_location(d.get("result")) for d in items]
+        messages = [d.get("message") for d in items]
+    owners = [None if d.get("owner") is None else str(d["owner"]) for d in items]
+    ids = [d.get("id") for d in items]
+    types = [d.get("type") for d in items]
+    statuses = [d.get("status") for d in items]
+    created = _parse_iso([d.get("created_at") for d in items])
+    updated = _parse_iso([d.get("updated_at") for d in items])
+    expires = _parse_iso([d.get("expires_at") for d in items])
+    stubs = {"id": ids, "type": types, "status": statuses, "owner": owners,
+             "created_at": created, "updated_at": updated, "expires_at": expires}
+    frame = _assemble(
+        ids=ids, types=types, statuses=statuses, owners=owners,
+        created=created, updated=updated, expires=expires,
+        image_ids=image_ids, containers=containers, locations=locations, messages=messages,
+        source=source, regions=None if origin is None else origin.region,
+        accounts=_accounts(origin, owners),
+    )
+    if record_in is not None and items:
         # Queued once the frame is built, so the writer does not compete with building it.
-        record_in.record_stubs_later(
-            {"id": columns["ids"], "type": columns["types"], "status": columns["statuses"],
-             "owner": columns["owners"], "created_at": columns["created"],
-             "updated_at": columns["updated"], "expires_at": columns["expires"]},
-            seen_at=seen_at, origin=origin)
+        if has_detail:
+            record_in.record_bodies_later(items, seen_at=seen_at, origin=origin)
+        else:
+            record_in.record_stubs_later(stubs, seen_at=seen_at, origin=origin)
     return frame
-
-
-class StubPages:
-    """A listing's columns gathered page by page: ``add`` (on a worker thread, while the
-    client waits for the next page), then ``frame`` once the listing is whole. Only the
-    cheap per-page work moves off the caller's path; a page with full bodies (input/result)
-    makes ``frame`` build from the items as ``_frame_from_items`` does."""
-
-    def __init__(self) -> None:
-        self._parts: list[dict[str, Any]] = []
-        self.detail = False
-
-    def add(self, page: Sequence[Mapping[str, Any]]) -> None:
-        if self.detail or any("input" in d or "result" in d for d in page):
-            self.detail = True
-            return
-        self._parts.append(_stub_columns(page))
-
-    def frame(self, items: Sequence[Mapping[str, Any]], *, origin: Origin | None = None,
-              record_in: TaskLog | None = None, seen_at: datetime | None = None
-              ) -> pd.DataFrame:
-        """The frame of ``items`` (every page added, in order)."""
-        if self.detail:
-            return _frame_from_items(items, origin=origin, record_in=record_in,
-                                     seen_at=seen_at)
-        columns = _stub_columns([])
-        for name, empty in columns.items():
-            parts = [part[name] for part in self._parts]
-            if isinstance(empty, np.ndarray):
-                columns[name] = np.concatenate([empty, *parts])
-            else:
-                columns[name] = list(chain.from_iterable(parts))
-        return _frame_from_stubs(columns, "service", origin, record_in, seen_at)
 
 
 def _shared(values: _ObjArray) -> _ObjArray:

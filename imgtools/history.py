@@ -32,7 +32,6 @@ import inspect
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, cast
@@ -45,7 +44,6 @@ from imgtools._frames import (
     SOURCE_CATEGORIES,
     STATUS_CATEGORIES,
     TYPE_CATEGORIES,
-    StubPages,
     _categorical,
     _conform,
     _frame_from_items,
@@ -148,28 +146,6 @@ def _service_items(client: Any) -> list[Mapping[str, Any]] | list[Task]:
     for page in pages():
         items.extend(page)
     return items
-
-
-def _framed_listing(client: Any, record: bool) -> pd.DataFrame:
-    """The frame of every task the service lists, recorded in the client's log unless
-    ``record`` is false. Each page's columns are parsed on a worker thread while the client
-    waits for the next page (the server's time), so little but assembling the frame is left
-    when the last page arrives."""
-    pages = _page_source(client)
-    if pages is None:
-        return _framed(client, _service_items(client), record)
-    gathered = StubPages()
-    items: list[Mapping[str, Any]] = []
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgtools-pages") as worker:
-        parsed = []  # one worker: pages are added in order
-        for page in pages():
-            items.extend(page)
-            parsed.append(worker.submit(gathered.add, page))
-        for done in parsed:
-            done.result()
-    log = _client_log(client) if record else None
-    return gathered.frame(items, origin=origin_of(client), record_in=log,
-                          seen_at=datetime.now(UTC))
 
 
 def _framed(client: Any, items: list[Any], record: bool) -> pd.DataFrame:
@@ -340,11 +316,11 @@ def _tasks_frame(source: Any, *, details: bool | str, record: bool, concurrency:
             return asyncio.run(tasks_frame_async(
                 cast(AsyncTaskSource, source), details=details, record=record,
                 concurrency=concurrency))
-        if not details:
-            return _framed_listing(source, record)
         items = _service_items(source)
-        _record_listing(source, items, record)
-        return _with_details(source, items, concurrency)
+        if details:
+            _record_listing(source, items, record)
+            return _with_details(source, items, concurrency)
+        return _framed(source, items, record)
     if details:
         raise ValidationError("details=True needs a client to fetch from", field="details")
     if isinstance(source, (str, bytes, Mapping)) or not isinstance(source, Iterable):
