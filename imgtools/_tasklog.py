@@ -59,7 +59,7 @@ ID_CHUNK: Final = 900
 #: Task lines per transaction when importing a JSON Lines file.
 IMPORT_BATCH: Final = 1000
 #: Rows the log's writer thread builds between two yields of the GIL (see ``_in_slices``).
-WRITER_SLICE: Final = 1000
+WRITER_SLICE: Final = 250
 
 LogColumns = dict[str, Any]
 
