@@ -58,6 +58,7 @@ _NAT: Final = np.iinfo(np.int64).min  # datetime64's NaT, as an integer
 
 _ObjArray = npt.NDArray[np.object_]
 _IntArray = npt.NDArray[np.int64]
+_NO_STRINGS: Final[list[str]] = []
 
 
 # -- building frames ---------------------------------------------------------------------------
@@ -65,15 +66,22 @@ _IntArray = npt.NDArray[np.int64]
 def _categorical(values: Sequence[Any] | _ObjArray, fixed: Sequence[str]) -> Any:
     """A categorical with ``fixed`` categories first, so empty frames and ``value_counts``
     keep a stable shape; a value outside them is kept (appended, sorted), never turned null."""
-    # Factorise once, then put the fixed categories first (a cheap recode of the codes).
-    cat: Any = pd.Categorical(values)
-    seen = [str(c) for c in cat.categories]
-    unknown = sorted(c for c in seen if c not in fixed)
-    cat = cat.set_categories([*fixed, *unknown])
-    return cat
+    # Factorise the object array once (a C hash pass; ``pd.Categorical(list)`` infers and
+    # sorts first, twice the cost), then map its few uniques onto the fixed order.
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
+    seen = [str(u) for u in uniques]
+    categories = [*fixed, *sorted(set(seen).difference(fixed))]
+    position = {c: i for i, c in enumerate(categories)}
+    recode = np.array([position[c] for c in seen] + [-1], dtype=np.int32)  # -1 (null) last
+    return pd.Categorical.from_codes(recode[codes], categories=pd.Index(categories))
 
 
-def _strings(values: Sequence[Any] | _ObjArray) -> pd.api.extensions.ExtensionArray:
+def _strings(values: Sequence[Any] | _ObjArray | None, count: int = 0
+             ) -> pd.api.extensions.ExtensionArray:
+    """A string column of ``values``; ``None``: ``count`` nulls (list stubs have no image,
+    container, location or message: no per-element conversion for them)."""
+    if values is None:
+        return pd.array(_NO_STRINGS, dtype=_STR).take(np.full(count, -1), allow_fill=True)
     return pd.array(np.asarray(values, dtype=object), dtype=_STR)
 
 
@@ -86,21 +94,23 @@ def _assemble(
     *, ids: Sequence[Any] | _ObjArray, types: Sequence[Any] | _ObjArray,
     statuses: Sequence[Any] | _ObjArray, owners: Sequence[Any] | _ObjArray,
     created: _IntArray, updated: _IntArray, expires: _IntArray,
-    image_ids: Sequence[Any] | _ObjArray, containers: Sequence[Any] | _ObjArray,
-    locations: Sequence[Any] | _ObjArray, messages: Sequence[Any] | _ObjArray,
+    image_ids: Sequence[Any] | _ObjArray | None, containers: Sequence[Any] | _ObjArray | None,
+    locations: Sequence[Any] | _ObjArray | None, messages: Sequence[Any] | _ObjArray | None,
     source: str | Sequence[str] | _ObjArray,
     regions: str | Sequence[Any] | _ObjArray | None = None,
     accounts: str | Sequence[Any] | _ObjArray | None = None,
 ) -> pd.DataFrame:
-    """The standard frame from whole columns; times are int64 epoch microseconds."""
+    """The standard frame from whole columns; times are int64 epoch microseconds; a text
+    column given as ``None`` is all null."""
+    count = len(ids)
     status = _categorical(statuses, STATUS_CATEGORIES)
     finished = np.isin(status.codes, (2, 3))  # success, failure
     duration = np.where(finished & (updated != _NAT) & (created != _NAT),
                         updated - created, _NAT)
-    message = _messages(np.asarray(messages, dtype=object))
+    message = None if messages is None else _messages(np.asarray(messages, dtype=object))
     if isinstance(source, str):
         code = SOURCE_CATEGORIES.index(source)
-        source_col = pd.Categorical.from_codes(np.full(len(ids), code, dtype=np.int8),
+        source_col = pd.Categorical.from_codes(np.full(count, code, dtype=np.int8),
                                                categories=pd.Index(list(SOURCE_CATEGORIES)))
     else:
         source_col = _categorical(source, SOURCE_CATEGORIES)
@@ -113,13 +123,13 @@ def _assemble(
         "updated_at": _times(updated),
         "expires_at": _times(expires),
         "duration": pd.TimedeltaIndex(duration.view("m8[us]")),
-        "image_id": _strings(image_ids),
-        "container": _strings(containers),
-        "export_location": _strings(locations),
-        "message": _strings(message),
+        "image_id": _strings(image_ids, count),
+        "container": _strings(containers, count),
+        "export_location": _strings(locations, count),
+        "message": _strings(message, count),
         "source": source_col,
-        "region": _constant_or(regions, len(ids)),
-        "account": _constant_or(accounts, len(ids)),
+        "region": _constant_or(regions, count),
+        "account": _constant_or(accounts, count),
     }, copy=False)
     return frame
 
@@ -127,7 +137,9 @@ def _assemble(
 def _constant_or(values: str | Sequence[Any] | _ObjArray | None, count: int
                  ) -> pd.api.extensions.ExtensionArray:
     """A string column: ``values`` itself, or one value (``None``: null) repeated."""
-    if values is None or isinstance(values, str):
+    if values is None:
+        return _strings(None, count)
+    if isinstance(values, str):
         column = np.empty(count, dtype=object)
         column[:] = values
         return _strings(column)
@@ -193,13 +205,13 @@ def _frame_from_items(items: Sequence[Mapping[str, Any]], source: str = "service
     ``record_in``: a log to record the bodies in too, on its writer thread, from the columns
     parsed here (so recording a listing costs no second parse)."""
     has_detail = any("input" in d or "result" in d for d in items)
+    image_ids: list[Any] | None = None  # list stubs: all null
+    containers = locations = messages = None
     if has_detail:
         image_ids = [fields.image_id(d.get("input"), d.get("result")) for d in items]
         containers = [fields.container(d.get("input")) for d in items]
         locations = [fields.export_location(d.get("result")) for d in items]
         messages = [d.get("message") for d in items]
-    else:
-        image_ids = containers = locations = messages = [None] * len(items)
     owners = [None if d.get("owner") is None else str(d["owner"]) for d in items]
     ids = [d.get("id") for d in items]
     types = [d.get("type") for d in items]

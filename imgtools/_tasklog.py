@@ -58,6 +58,8 @@ FETCH_CHUNK: Final = 65_536
 ID_CHUNK: Final = 900
 #: Task lines per transaction when importing a JSON Lines file.
 IMPORT_BATCH: Final = 1000
+#: Rows the log's writer thread builds between two yields of the GIL (see ``_in_slices``).
+WRITER_SLICE: Final = 250
 
 LogColumns = dict[str, Any]
 
@@ -400,6 +402,27 @@ class _WriteBehind:
                             exc_info=True)
 
 
+def _in_slices(count: int, rows_of: Callable[[int, int], tuple[list[sql.TaskRow],
+                                                                 list[sql.EventRow]]]
+               ) -> tuple[list[sql.TaskRow], list[sql.EventRow]]:
+    """The rows and events of ``count`` tasks, built ``WRITER_SLICE`` at a time by the writer
+    thread, which lets go of the GIL between slices.
+
+    Building 20,000 rows is a few long C calls (``zip``) that never release the GIL, and a
+    thread waiting for it waits the whole switch interval (5 ms) at each turn: the caller's
+    own work right after a listing (closing the client, showing the frame) was slowed that
+    way by ~15 ms. ``sleep(0)`` hands the GIL over at once; the SQLite writes that follow
+    release it on every row anyway. One damaged slice still drops the whole job (raises)."""
+    rows: list[sql.TaskRow] = []
+    events: list[sql.EventRow] = []
+    for start in range(0, count, WRITER_SLICE):
+        part_rows, part_events = rows_of(start, min(start + WRITER_SLICE, count))
+        rows.extend(part_rows)
+        events.extend(part_events)
+        time.sleep(0)
+    return rows, events
+
+
 class _class_or_instance:
     """A method that also works on the class: ``TaskLog.import_(path)`` merges into the default
     log (``$IMGTOOLS_LOG`` or the user's), ``log.import_(path)`` into that one."""
@@ -526,11 +549,13 @@ class TaskLog:
         seen = to_us(seen_at) if seen_at is not None else now_us()
         where = origin if origin is not None else UNKNOWN
 
-        def job() -> tuple[list[sql.TaskRow], list[sql.EventRow]]:
-            rows = [sql.body_row(body, seen, where) for body in bodies]
+        def rows_of(part: Sequence[Mapping[str, Any]]
+                    ) -> tuple[list[sql.TaskRow], list[sql.EventRow]]:
+            rows = [sql.body_row(body, seen, where) for body in part]
             return rows, [sql.event_of(r) for r in rows]
 
-        self._behind.put(job, len(bodies))
+        self._behind.put(lambda: _in_slices(len(bodies), lambda a, b: rows_of(bodies[a:b])),
+                         len(bodies))
 
     def record_stubs_later(self, columns: Mapping[str, Any], *,
                            seen_at: datetime | None = None,
@@ -540,7 +565,13 @@ class TaskLog:
         a frame builder parsed already), so no Python object is made per field."""
         seen = to_us(seen_at) if seen_at is not None else now_us()
         where = origin if origin is not None else UNKNOWN
-        self._behind.put(lambda: sql.stub_rows(columns, seen, where), len(columns["id"]))
+        count = len(columns["id"])
+
+        def rows_of(start: int, stop: int) -> tuple[list[sql.TaskRow], list[sql.EventRow]]:
+            part = {name: values[start:stop] for name, values in columns.items()}
+            return sql.stub_rows(part, seen, where)
+
+        self._behind.put(lambda: _in_slices(count, rows_of), count)
 
     def write_rows(self, rows: Sequence[sql.TaskRow],
                    events: Sequence[sql.EventRow] | None = None) -> None:

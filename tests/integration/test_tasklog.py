@@ -680,6 +680,33 @@ def test_a_damaged_page_written_behind_is_dropped_alone_and_said(
     assert caplog.text.count("could not record 1 listed task(s)") == 2
 
 
+def test_pages_written_behind_in_slices_are_whole_and_a_damaged_slice_drops_its_page(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # The writer builds a page's rows a few at a time (yielding the GIL between slices): the
+    # rows must be those of one build, and damage in a late slice must drop the whole page.
+    from imgtools import _tasklog
+
+    monkeypatch.setattr(_tasklog, "WRITER_SLICE", 3)
+    statuses = ("pending", "processing", "success", "failure")
+    bodies = [body(new_id(), statuses[n % 4], minutes=n, stub=True) for n in range(11)]
+    damaged = [body(new_id(), stub=True) for _ in range(7)]
+    damaged[-1]["status"] = "exploded"  # in the third slice
+    where = Origin("DFW", "9", "images.example:443", False)
+    with TaskLog(tmp_path / "now.sqlite") as now, TaskLog(tmp_path / "sliced.sqlite") as sliced, \
+            caplog.at_level("WARNING", logger="imgtools"):
+        now.record_bodies(bodies, seen_at=T0, origin=where)
+        sliced.record_stubs_later(stub_columns(bodies[:5]), seen_at=T0, origin=where)
+        sliced.record_bodies_later(bodies[5:], seen_at=T0, origin=where)
+        sliced.record_stubs_later(stub_columns(damaged), seen_at=T0, origin=where)
+        sliced.record_bodies_later(damaged, seen_at=T0, origin=where)
+        sliced.flush()
+        for query in ("SELECT * FROM tasks ORDER BY id", "SELECT * FROM events ORDER BY task_id"):
+            assert rows(sliced.path, query) == rows(now.path, query)
+        assert len(sliced) == 11
+    assert caplog.text.count("could not record 7 listed task(s)") == 2
+
+
 def test_writes_queued_behind_are_kept_when_the_process_ends_without_close(
         tmp_path: Path) -> None:
     path = tmp_path / "exit.sqlite"

@@ -236,6 +236,36 @@ def test_raw_pages_and_task_objects_give_the_same_frame() -> None:
     assert tasks_frame(RawPagesClient(bodies))["image_id"].isna().all()  # list items are stubs
 
 
+class FullPagesClient(RawPagesClient):
+    """Pages as a service that sends full bodies in its list would: input/result/message."""
+
+    def iter_task_pages(self) -> Iterator[list[dict[str, Any]]]:
+        bodies = list(self.full.values())
+        for start in range(0, len(bodies), 2):
+            yield bodies[start:start + 2]
+
+
+def test_raw_pages_of_stubs_or_full_bodies_frame_and_record_every_listed_task(
+        log: TaskLog) -> None:
+    bodies = [export_body(new_id(), s, minutes=n)
+              for n, s in enumerate(("pending", "processing", "success", "failure") * 2)]
+    bodies.append(import_body(new_id()))
+    stubs = RawPagesClient(bodies, log)
+    pd.testing.assert_frame_equal(tasks_frame(stubs),
+                                  history._frame_from_items(stubs.listed, origin=None))
+    assert len(log) == len(bodies) and log.complete_ids(b["id"] for b in bodies) == set()
+    framed = tasks_frame(FullPagesClient(bodies))
+    pd.testing.assert_frame_equal(framed, history._frame_from_items(bodies, origin=None))
+    assert framed["image_id"].notna().all()
+
+
+def test_a_damaged_page_fails_the_listing() -> None:
+    bodies = [export_body(new_id(), stub=True) for _ in range(5)]
+    bodies[3]["created_at"] = "not a time"
+    with pytest.raises(ValueError):
+        tasks_frame(RawPagesClient(bodies))
+
+
 def test_bad_sources_are_refused(log: TaskLog) -> None:
     with pytest.raises(ValidationError):
         tasks_frame("tasks")
