@@ -17,7 +17,7 @@ from imgtools._exceptions import MissingSetting
 from imgtools._tasklog import TaskLog
 from imgtools.history import merged, tasks_frame
 
-__all__ = ["frame_by_region", "region_counts"]
+__all__ = ["audit_frame", "frame_by_region", "region_counts"]
 
 
 def frame_by_region(client: Any, *, with_log: bool,
@@ -57,6 +57,16 @@ def frame_by_region(client: Any, *, with_log: bool,
         both = pd.concat([both, rest], ignore_index=True)
     both["region"] = both["region"].astype("string")
     return both.sort_values(["created_at", "id"], kind="stable").reset_index(drop=True)
+
+
+def audit_frame(client: Any, *, regions: str | Iterable[str] = "all",
+                log: TaskLog | None = None) -> pd.DataFrame:
+    """The audit's frame (notebook 03, the task browser): ``frame_by_region`` with the log
+    merged in; ``"all"`` for a bare token (no catalog, so no other region to name) reads the
+    client's own endpoint alone."""
+    if regions == "all" and not client.regions:
+        return merged(client, log)
+    return frame_by_region(client, with_log=True, regions=regions, log=log)
 
 
 def region_counts(frame: pd.DataFrame) -> pd.DataFrame:

@@ -41,7 +41,7 @@ from imgtools._exceptions import (
 )
 from imgtools._models import Image, Task, TaskStatus
 from imgtools._polling import PollPolicy
-from imgtools._region_frames import frame_by_region
+from imgtools._region_frames import audit_frame
 from imgtools._tasklog import TaskLog
 from imgtools._validation import validate_container
 from imgtools.details import (
@@ -651,8 +651,8 @@ class TaskBrowser(_Form):
         if self._regions is None:
             self.frame = await asyncio.to_thread(merged, client, log)
         else:
-            self.frame = await asyncio.to_thread(lambda: frame_by_region(
-                client, with_log=True, regions=self._regions, log=log))
+            regions = self._regions
+            self.frame = await asyncio.to_thread(audit_frame, client, regions=regions, log=log)
         self._apply_filters()
         if self._details != "none":
             found = await fetch_details_async(

@@ -227,3 +227,15 @@ def test_each_task_is_fetched_from_its_own_region(seeded: EmulatorHandle, log: T
     assert result.fetched == 9 and result.purged == 0
     assert has_details(result.frame).all()
     assert set(result.frame["region"]) == {"ORD", "DFW", "IAD"}
+
+
+def test_frame_by_region_reads_the_regions_asked_for(seeded: EmulatorHandle,
+                                                     log: TaskLog) -> None:
+    from imgtools._region_frames import frame_by_region
+
+    with _connect(seeded, log) as client:
+        every = frame_by_region(client, with_log=True, log=log)
+        one = frame_by_region(client, with_log=True, regions="DFW", log=log)
+        two = frame_by_region(client, with_log=True, regions=["ORD", "IAD"], log=log)
+    assert set(one["region"]) == {"DFW"} and set(two["region"]) == {"ORD", "IAD"}
+    assert sorted([*one["id"], *two["id"]]) == sorted(every["id"])
