@@ -2,26 +2,36 @@
 
 One login serves every region (``Client.in_region``); each region's task list is read through
 its own endpoint and its rows get a ``region`` column. With the audit log merged in, a task the
-service lists keeps its region; a task only the log holds has no known region (the log does
-not record where a task ran yet).
+service lists keeps its region; a task only the log holds keeps the region the log recorded
+(null for tasks logged before the log knew regions).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
 
 from imgtools._exceptions import MissingSetting
+from imgtools._tasklog import TaskLog
 from imgtools.history import merged, tasks_frame
 
-__all__ = ["frame_by_region", "region_counts"]
+__all__ = ["audit_frame", "frame_by_region", "region_counts"]
 
 
-def frame_by_region(client: Any, *, with_log: bool) -> pd.DataFrame:
+def frame_by_region(client: Any, *, with_log: bool,
+                    regions: str | Iterable[str] | None = None,
+                    log: TaskLog | None = None) -> pd.DataFrame:
     """Every region's tasks in one frame with a ``region`` column, oldest first; with
-    ``with_log``, also the tasks only the audit log still holds (``region`` empty)."""
-    regions = client.regions
+    ``with_log``, also the tasks only the audit log still holds (with the region the log
+    recorded, if any). ``regions``: only these (one name or several; default every region
+    of the login); ``log``: the audit log merged in (default: the client's)."""
+    named = regions is not None and regions != "all"
+    if regions is None or regions == "all":
+        regions = client.regions
+    else:
+        regions = (regions,) if isinstance(regions, str) else tuple(regions)
     if not regions:
         raise MissingSetting("--region all needs the service catalog, which a bare token does "
                              "not have: log in with username + API key (RAX_USERNAME and "
@@ -31,7 +41,7 @@ def frame_by_region(client: Any, *, with_log: bool) -> pd.DataFrame:
     for region in regions:
         twin = client.in_region(region)
         try:
-            frame = merged(twin) if with_log else tasks_frame(twin)
+            frame = merged(twin, log) if with_log else tasks_frame(twin)
         finally:
             twin.close()
         if with_log:
@@ -41,10 +51,22 @@ def frame_by_region(client: Any, *, with_log: bool) -> pd.DataFrame:
         frames.append(frame.assign(region=region))
     both = pd.concat(frames, ignore_index=True)
     if only_logged is not None and len(only_logged):
-        rest = only_logged.loc[~only_logged["id"].isin(both["id"])].assign(region=None)
+        rest = only_logged.loc[~only_logged["id"].isin(both["id"])]
+        if named:  # tasks of the regions not asked for stay out
+            rest = rest.loc[rest["region"].isin(regions).fillna(False).astype(bool)]
         both = pd.concat([both, rest], ignore_index=True)
     both["region"] = both["region"].astype("string")
     return both.sort_values(["created_at", "id"], kind="stable").reset_index(drop=True)
+
+
+def audit_frame(client: Any, *, regions: str | Iterable[str] = "all",
+                log: TaskLog | None = None) -> pd.DataFrame:
+    """The audit's frame (notebook 03, the task browser): ``frame_by_region`` with the log
+    merged in; ``"all"`` for a bare token (no catalog, so no other region to name) reads the
+    client's own endpoint alone."""
+    if regions == "all" and not client.regions:
+        return merged(client, log)
+    return frame_by_region(client, with_log=True, regions=regions, log=log)
 
 
 def region_counts(frame: pd.DataFrame) -> pd.DataFrame:

@@ -227,6 +227,19 @@ def _progress(progress: Progress, total: int) -> tuple[Callable[[int, int], Any]
     return (lambda done, total: None), (lambda: None)
 
 
+def _other_regions(frame: pd.DataFrame, ids: Sequence[str], client: Any) -> dict[str, str]:
+    """Of ``ids``, those whose row names a region other than the client's: id -> region.
+
+    Rows with no region, and every row for a client that cannot change region, go through
+    ``client`` itself."""
+    home = getattr(client, "region", None)
+    if not ids or "region" not in frame or home is None or not hasattr(client, "in_region"):
+        return {}
+    rows = frame.loc[frame["id"].astype(str).isin(ids), ["id", "region"]]
+    return {str(task_id): str(region) for task_id, region in rows.itertuples(index=False)
+            if not pd.isna(region) and str(region) != home}
+
+
 async def fetch_details_async(frame: pd.DataFrame, client: Any, log: TaskLog | None = None, *,
                               details: str = DEFAULT_DETAILS,
                               concurrency: int = DETAILS_CONCURRENCY,
@@ -236,13 +249,23 @@ async def fetch_details_async(frame: pd.DataFrame, client: Any, log: TaskLog | N
     mode = check_details(details)
     log = _client_log(client, log)
     filled, from_log, ids = _plan(frame, log, mode)
-    getter = client.get_task
-    if inspect.iscoroutinefunction(getter):
-        get = cast(Callable[[str], Awaitable[Task]], getter)
-    else:
-        def get(task_id: str) -> Awaitable[Task]:
-            return asyncio.to_thread(getter, task_id)
-    fetched, purged = await _fetch(get, ids, concurrency, progress) if ids else ([], 0)
+    elsewhere = _other_regions(filled, ids, client)
+    # A task is found only through its own region's endpoint (404 from any other): one
+    # twin of the login per other region in view, closed when done.
+    twins = {region: client.in_region(region) for region in set(elsewhere.values())}
+
+    def get(task_id: str) -> Awaitable[Task]:
+        getter = twins.get(elsewhere.get(task_id, ""), client).get_task
+        if inspect.iscoroutinefunction(getter):
+            return cast(Awaitable[Task], getter(task_id))
+        return asyncio.to_thread(getter, task_id)
+
+    try:
+        fetched, purged = await _fetch(get, ids, concurrency, progress) if ids else ([], 0)
+    finally:
+        for twin in twins.values():
+            closing = getattr(twin, "aclose", None)
+            await closing() if closing is not None else twin.close()
     if fetched and log is not None and getattr(client, "log", None) is not log:
         # The client recorded them in its own log (if any); this log is the one audited.
         await asyncio.to_thread(log.record, fetched)
@@ -260,7 +283,9 @@ def fetch_details(frame: pd.DataFrame, client: Any, log: TaskLog | None = None, 
                   progress: Progress = None) -> Details:
     """Fill the details of the tasks in ``frame`` that it and the log lack; see the module.
 
-    ``client``: a ``Client`` (or ``AsyncClient``, outside a running loop); ``log``: the audit
+    ``client``: a ``Client`` (or ``AsyncClient``, outside a running loop); a task whose row
+    names another region (``region`` column) is fetched there, through ``client.in_region``
+    (a twin of the same login, closed afterwards); ``log``: the audit
     log (default: the client's); ``details``: ``"missing"``, ``"failures"``, ``"all"`` or
     ``"none"``; ``concurrency``: requests at once; ``progress``: ``True`` for a progress bar
     (tqdm: a widget in notebooks), or a callback ``(done, total)``. Works inside a running

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import html
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, date, datetime
 from datetime import time as dtime
 from pathlib import Path
@@ -41,6 +41,7 @@ from imgtools._exceptions import (
 )
 from imgtools._models import Image, Task, TaskStatus
 from imgtools._polling import PollPolicy
+from imgtools._region_frames import audit_frame
 from imgtools._tasklog import TaskLog
 from imgtools._validation import validate_container
 from imgtools.details import (
@@ -548,7 +549,9 @@ class TaskBrowser(_Form):
     ``client``: a ``Client`` (``None``: the environment's credentials, else the emulator);
     ``log``: a ``TaskLog`` (``None``: the client's); ``details``: which task details to fetch
     on Refresh (``imgtools.details``: ``"missing"`` by default, every task shown that the log
-    lacks); ``frame``: show this tasks frame instead of reading the service and log.
+    lacks); ``frame``: show this tasks frame instead of reading the service and log;
+    ``regions``: read these regions of the login (``"all"``, one name or several; default
+    the client's own). A clicked task is fetched from its own region.
 
     The grid is itables' ``ITable`` widget: a real HTML table (copyable text, the full id on
     hover), sorted and paged in the browser, the clicked row highlighted. Traits to read:
@@ -564,11 +567,12 @@ class TaskBrowser(_Form):
 
     def __init__(self, client: Client | None = None, log: TaskLog | None = None, *,
                  csv_file: str | Path = "tasks.csv", details: str = DEFAULT_DETAILS,
-                 frame: pd.DataFrame | None = None,
+                 frame: pd.DataFrame | None = None, regions: str | Sequence[str] | None = None,
                  async_client: AsyncClient | None = None) -> None:
         from itables.widget import ITable
 
         self.task_log = log
+        self._regions = regions
         self._details = check_details(details)
         self.frame: pd.DataFrame = pd.DataFrame() if frame is None else frame
         self.view: pd.DataFrame = pd.DataFrame()
@@ -644,7 +648,11 @@ class TaskBrowser(_Form):
             log = None
         if self.task_log is None and isinstance(log, TaskLog):
             self.task_log = log
-        self.frame = await asyncio.to_thread(merged, client, log)
+        if self._regions is None:
+            self.frame = await asyncio.to_thread(merged, client, log)
+        else:
+            regions = self._regions
+            self.frame = await asyncio.to_thread(audit_frame, client, regions=regions, log=log)
         self._apply_filters()
         if self._details != "none":
             found = await fetch_details_async(
@@ -753,10 +761,18 @@ class TaskBrowser(_Form):
 
     async def _fetch_one(self, task_id: str) -> None:
         aclient = await self._async_client()
+        rows = self.frame.loc[self.frame["id"] == task_id]
+        region = rows["region"].iloc[0] if len(rows) and "region" in rows else None
+        # A task is found only through its own region's endpoint: a twin of the login there.
+        twin = (aclient.in_region(str(region)) if aclient.region is not None
+                and not pd.isna(region) and str(region) != aclient.region else None)
         try:
-            task = await aclient.get_task(task_id)
+            task = await (twin or aclient).get_task(task_id)
         except NotFound:
             return  # purged by the service since: what the log holds is all there is
+        finally:
+            if twin is not None:
+                await twin.aclose()
         if self.task_log is not None and self.task_log is not aclient.log:
             self.task_log.record([task])
         self.frame = self.frame.copy()

@@ -191,3 +191,51 @@ def test_cli_audit_details(seeded: EmulatorHandle, monkeypatch: pytest.MonkeyPat
     out, err = audit()
     assert _task_gets(seeded) - before - SEEDED == fetched  # nothing new to fetch
     assert "0 task(s) fetched" in err
+
+
+def _task_404s(emu: EmulatorHandle) -> int:
+    return sum(r["count"] for r in emu.stats()["requests"]
+               if r["route"] == "/v2/tasks/{task_id}" and r["status"] == 404)
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_each_task_is_fetched_from_its_own_region(seeded: EmulatorHandle, log: TaskLog,
+                                                  driver: str) -> None:
+    """Tasks of DFW and IAD in the frame of an ORD client: each is asked of its own region
+    (through ORD, DFW's tasks do not exist: a 404, counted as purged)."""
+    from imgtools._region_frames import frame_by_region
+
+    with _connect(seeded, log) as client:
+        assert client.region == "ORD"
+        frame = frame_by_region(client, with_log=True, log=log)
+        assert set(frame["region"]) == {"ORD", "DFW", "IAD"}
+        # A few failures of each region (failures only: the other tests' fetches stay theirs).
+        frame = frame.loc[frame["status"] == "failure"].groupby("region").head(3)
+        assert len(frame) == 9 and not has_details(frame).any()
+        before = _task_404s(seeded)
+        if driver == "sync":
+            result = fetch_details(frame, client, log, details="all")
+        else:
+            async def scenario() -> Any:
+                async with imgtools.AsyncClient(username="demo", api_key="demo-key",
+                                                identity_url=seeded.identity_url, log=log,
+                                                environ={}) as aclient:
+                    return await fetch_details_async(frame, aclient, details="all")
+
+            result = asyncio.run(scenario())
+    assert _task_404s(seeded) == before
+    assert result.fetched == 9 and result.purged == 0
+    assert has_details(result.frame).all()
+    assert set(result.frame["region"]) == {"ORD", "DFW", "IAD"}
+
+
+def test_frame_by_region_reads_the_regions_asked_for(seeded: EmulatorHandle,
+                                                     log: TaskLog) -> None:
+    from imgtools._region_frames import frame_by_region
+
+    with _connect(seeded, log) as client:
+        every = frame_by_region(client, with_log=True, log=log)
+        one = frame_by_region(client, with_log=True, regions="DFW", log=log)
+        two = frame_by_region(client, with_log=True, regions=["ORD", "IAD"], log=log)
+    assert set(one["region"]) == {"DFW"} and set(two["region"]) == {"ORD", "IAD"}
+    assert sorted([*one["id"], *two["id"]]) == sorted(every["id"])

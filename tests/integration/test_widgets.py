@@ -387,6 +387,30 @@ def test_task_browser_click_fetches_and_fills_the_row(emu: EmulatorHandle,
     asyncio.run(scenario())
 
 
+def test_task_browser_reads_every_region_and_fetches_a_click_from_its_region(
+        emu: EmulatorHandle, client: imgtools.Client) -> None:
+    """``regions="all"``: the rows of every region of the login; a click on a DFW task of an
+    ORD client fetches it from DFW (through ORD it does not exist)."""
+    async def scenario() -> None:
+        browser = TaskBrowser(client, details="none", regions="all")
+        await browser.settled()
+        assert set(browser.frame["region"]) == {"ORD", "DFW", "IAD"}
+        dfw = (browser.view["region"] == "DFW").to_numpy() & ~has_details(browser.view)
+        assert dfw.any()
+        position = int(dfw.argmax())
+        task_id = browser.view["id"].iloc[position]
+        browser.select_row(position)
+        await browser.settled()
+        assert browser.error == ""
+        row = browser.view.loc[browser.view["id"] == task_id].iloc[0]
+        assert isinstance(row["container"], str)
+        assert "input: " in browser.detail
+        await browser.aclose()
+
+    assert client.region == "ORD"
+    asyncio.run(scenario())
+
+
 def test_task_browser_on_a_given_frame_with_purged_tasks(tmp_path: Path) -> None:
     """Tasks only the log knows, as stubs: the browser says they have no details anywhere,
     times come from this machine where the service gave none."""

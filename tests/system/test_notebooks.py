@@ -28,8 +28,8 @@ from imgtools.lab import CREDENTIAL_VARIABLES, notebooks_dir
 from imgtools.runbook import EXIT_FAILED, EXIT_OK, RUNBOOK, main
 
 NOTEBOOKS = sorted(notebooks_dir().glob("*.ipynb"))
-#: Past tasks seeded into the emulators here; the audit notebook's checked summary counts
-#: them (plus the two exports notebooks 01 and 02 make).
+#: Past tasks seeded into each region of the emulators here; the audit notebook's checked
+#: summary counts them in every region (plus the two exports notebooks 01 and 02 make).
 SEEDED = 40
 #: A recognisable API key, so the test can prove it never reaches a notebook.
 API_KEY = "sekrit-api-key-5e1f0c2b7d"
@@ -107,7 +107,7 @@ def test_runbook_and_audit_take_parameters() -> None:
     assert set(runbook) == {"image_ids", "name_contains", "container", "create_container",
                             "verify", "download_dir", "timeout"}
     audit = pm.inspect_notebook(str(notebooks_dir() / "03_audit_tasks.ipynb"))
-    assert set(audit) == {"since", "details", "csv_path", "chart_path"}
+    assert set(audit) == {"since", "regions", "details", "csv_path", "chart_path"}
     transfer = pm.inspect_notebook(str(notebooks_dir() / "04_transfer_images.ipynb"))
     assert set(transfer) == {"image_ids", "name_contains", "target_region", "cleanup",
                              "container"}
