@@ -1,27 +1,8 @@
 """Task history as pandas tables: from the service, from the audit log, or both merged.
 
-Every frame has the same columns and dtypes, also when empty (see ``COLUMNS``):
-
-=================  =========================================================================
-``id``             string (pandas ``str``)
-``type``           categorical: ``export``, ``import`` (then any other type seen, sorted)
-``status``         categorical in lifecycle order: ``pending``, ``processing``, ``success``,
-                   ``failure``
-``owner``          string (tenant id)
-``created_at``     ``datetime64[us, UTC]``; ``updated_at`` and ``expires_at`` likewise
-``duration``       ``timedelta64[us]``: ``updated_at - created_at`` for finished tasks, else NaT
-``image_id``       export: ``input.image_uuid``; import: ``result.image_id``
-``container``      export: ``input.receiving_swift_container``; import: the container of
-                   ``input.import_from``
-``export_location`` ``result.export_location`` (``<container>/<uuid>.vhd``)
-``message``        string; null when the service sent ``"None"`` or ``""``
-``source``         categorical: ``service`` (the service said so now) or ``log`` (only the
-                   audit log still knows)
-``region``         string: the region the task was seen in (null when unknown)
-``account``        string: the account (tenant) it was seen through
-=================  =========================================================================
-
-Columns are built whole (lists, numpy, vectorised parsing), never row by row through pandas.
+Every frame has the same columns and dtypes, also when empty: ``COLUMNS``, described in
+``imgtools._frames`` (which builds them for this module and for ``details``). Columns are built
+whole (lists, numpy, vectorised parsing), never row by row through pandas.
 """
 
 from __future__ import annotations
