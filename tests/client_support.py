@@ -7,10 +7,12 @@ Used across the kinds (``from tests.client_support import ...``); the fixtures b
 from __future__ import annotations
 
 import dataclasses
+import io
 import itertools
 from typing import Any
 
 import httpx
+import pytest
 
 import imgtools
 from imgtools.emulator import (
@@ -92,3 +94,13 @@ def tasks_created(emu: EmulatorHandle) -> int:
 def route_count(emu: EmulatorHandle, route: str, method: str) -> int:
     return sum(r["count"] for r in emu.stats()["requests"]
                if r["route"] == route and r["method"] == method)
+
+
+def run_cli(*argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``imgtools ARGV`` in this process: exit code, what it printed, what went to stderr."""
+    from imgtools.cli import main
+
+    out = io.StringIO()
+    code = main(list(argv), out=out)
+    captured = capsys.readouterr()
+    return code, out.getvalue() + captured.out, captured.err

@@ -1,5 +1,5 @@
 """Fixtures of the integration tests: ``client``, logged in as the demo user on the module's
-``emu``."""
+``emu``, and ``as_demo``: the environment the command line logs in with, as that user."""
 
 from __future__ import annotations
 
@@ -16,3 +16,11 @@ from tests.client_support import make_client
 def client(emu: EmulatorHandle) -> Iterator[imgtools.Client]:
     with make_client(emu) as c:
         yield c
+
+
+@pytest.fixture
+def as_demo(emu: EmulatorHandle, monkeypatch: pytest.MonkeyPatch) -> EmulatorHandle:
+    monkeypatch.setenv("RAX_USERNAME", "demo")
+    monkeypatch.setenv("RAX_API_KEY", "demo-key")
+    monkeypatch.setenv("IMGTOOLS_IDENTITY_URL", emu.identity_url)
+    return emu

@@ -14,30 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from imgtools.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_SERVICE, EXIT_TIMEOUT, main
+from imgtools.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_SERVICE, EXIT_TIMEOUT
 from imgtools.emulator import EmulatorHandle, start_emulator
 from tests.client_support import FAST, WEB, WINDOWS, fresh_container
+from tests.client_support import run_cli as run
 
 
 @pytest.fixture(scope="module")
 def emu(emulator_in_subprocess: EmulatorHandle) -> EmulatorHandle:
     """This module's emulator: the client tests' one, in a subprocess (tests/conftest.py)."""
     return emulator_in_subprocess
-
-
-@pytest.fixture
-def as_demo(emu: EmulatorHandle, monkeypatch: pytest.MonkeyPatch) -> EmulatorHandle:
-    monkeypatch.setenv("RAX_USERNAME", "demo")
-    monkeypatch.setenv("RAX_API_KEY", "demo-key")
-    monkeypatch.setenv("IMGTOOLS_IDENTITY_URL", emu.identity_url)
-    return emu
-
-
-def run(*argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    out = io.StringIO()
-    code = main(list(argv), out=out)
-    captured = capsys.readouterr()
-    return code, out.getvalue() + captured.out, captured.err
 
 
 def _export(capsys: pytest.CaptureFixture[str], image: str = WEB) -> dict[str, object]:

@@ -4,7 +4,6 @@ regions and imports, run as written."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -17,32 +16,17 @@ import httpx
 import pytest
 
 from imgtools._embedded import CREDENTIAL_VARIABLES
-from imgtools.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, main
+from imgtools.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from imgtools.emulator import EmulatorHandle
 from imgtools.emulator import vhd as vhd_format
 from tests.client_support import DEMO, fresh_container
+from tests.client_support import run_cli as run
 
 
 @pytest.fixture(scope="module")
 def emu(emulator_in_subprocess: EmulatorHandle) -> EmulatorHandle:
     """This module's emulator: the client tests' one, in a subprocess (tests/conftest.py)."""
     return emulator_in_subprocess
-
-
-
-@pytest.fixture
-def as_demo(emu: EmulatorHandle, monkeypatch: pytest.MonkeyPatch) -> EmulatorHandle:
-    monkeypatch.setenv("RAX_USERNAME", "demo")
-    monkeypatch.setenv("RAX_API_KEY", "demo-key")
-    monkeypatch.setenv("IMGTOOLS_IDENTITY_URL", emu.identity_url)
-    return emu
-
-
-def run(*argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    out = io.StringIO()
-    code = main(list(argv), out=out)
-    captured = capsys.readouterr()
-    return code, out.getvalue() + captured.out, captured.err
 
 
 def upload(emu: EmulatorHandle, region: str, data: bytes) -> str:

@@ -4,7 +4,6 @@ exit codes."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -15,32 +14,17 @@ from pathlib import Path
 import pytest
 
 from imgtools._embedded import CREDENTIAL_VARIABLES
-from imgtools.cli import EXIT_BAD_INPUT, EXIT_OK, main
+from imgtools.cli import EXIT_BAD_INPUT, EXIT_OK
 from imgtools.emulator import EmulatorHandle
 from imgtools.transfer import STEPS, TransferStore
 from tests.client_support import DB, WEB, WINDOWS, fresh_container, make_client
+from tests.client_support import run_cli as run
 
 
 @pytest.fixture(scope="module")
 def emu(emulator_in_subprocess: EmulatorHandle) -> EmulatorHandle:
     """This module's emulator: the client tests' one, in a subprocess (tests/conftest.py)."""
     return emulator_in_subprocess
-
-
-
-@pytest.fixture
-def as_demo(emu: EmulatorHandle, monkeypatch: pytest.MonkeyPatch) -> EmulatorHandle:
-    monkeypatch.setenv("RAX_USERNAME", "demo")
-    monkeypatch.setenv("RAX_API_KEY", "demo-key")
-    monkeypatch.setenv("IMGTOOLS_IDENTITY_URL", emu.identity_url)
-    return emu
-
-
-def run(*argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    out = io.StringIO()
-    code = main(list(argv), out=out)
-    captured = capsys.readouterr()
-    return code, out.getvalue() + captured.out, captured.err
 
 
 def test_transfer_wait_then_transfers_lists_it(as_demo: EmulatorHandle,

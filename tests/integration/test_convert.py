@@ -185,14 +185,6 @@ def test_damaged_vhd_is_a_conversion_error(tmp_path: Path) -> None:
 # -- the command line ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def as_demo(emu: EmulatorHandle, monkeypatch: pytest.MonkeyPatch) -> EmulatorHandle:
-    monkeypatch.setenv("RAX_USERNAME", "demo")
-    monkeypatch.setenv("RAX_API_KEY", "demo-key")
-    monkeypatch.setenv("IMGTOOLS_IDENTITY_URL", emu.identity_url)
-    return emu
-
-
 def test_cli_download_convert(as_demo: EmulatorHandle, tmp_path: Path,
                               capsys: pytest.CaptureFixture[str]) -> None:
     with make_client(as_demo) as client:

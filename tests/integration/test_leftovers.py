@@ -29,7 +29,6 @@ def emu(emulator_in_subprocess: EmulatorHandle) -> EmulatorHandle:
     return emulator_in_subprocess
 
 
-
 def _put(client: imgtools.Client, container: str, name: str, body: bytes = b"",
          manifest: str | None = None) -> None:
     headers = {"X-Object-Manifest": manifest} if manifest else {}
@@ -225,14 +224,6 @@ def test_unfinished_transfers_in_the_log_are_protected(
 
 
 # -- the command line ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def as_demo(emu: EmulatorHandle, monkeypatch: pytest.MonkeyPatch) -> EmulatorHandle:
-    monkeypatch.setenv("RAX_USERNAME", "demo")
-    monkeypatch.setenv("RAX_API_KEY", "demo-key")
-    monkeypatch.setenv("IMGTOOLS_IDENTITY_URL", emu.identity_url)
-    return emu
 
 
 def test_cli_lists_then_deletes(as_demo: EmulatorHandle,
