@@ -26,11 +26,12 @@ import functools
 import logging
 import os
 import random
+import re
 import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
 from urllib.parse import quote
@@ -109,7 +110,7 @@ from imgtools._leftovers import (
     running_transfer_locations,
 )
 from imgtools._models import Image, Task, TaskStatus, parse_time
-from imgtools._ops import Op, Send, Sleep, arun, run
+from imgtools._ops import Gather, Op, Send, Sleep, arun, run
 from imgtools._polling import (
     DEFAULT,
     AsyncExportTask,
@@ -212,6 +213,32 @@ def _verify(verify: bool) -> ssl.SSLContext | bool:
 
 def _path(*parts: str) -> str:
     return "/".join(quote(p, safe="") for p in parts)
+
+
+# A listing page's ``next`` link, found in the raw bytes without decoding them. JSON escapes
+# every quote inside a string, so only a key can match; a nested key named "next" (in a task's
+# input) could, which is why what this finds is only a guess, checked against the decoded page.
+_NEXT_LINK = re.compile(rb'"next"\s*:\s*"([^"\\]+)"')
+
+
+@dataclass
+class _Listing:
+    """Where a paged listing stands: the next page's URL (with the first page's query), or
+    that page already fetched (its response, or the error its request became) because it was
+    requested while the page before it was decoded (``lookahead``)."""
+
+    url: str | None
+    query: Mapping[str, Any] | None
+    key: str
+    lookahead: bool = True
+    seen: set[str] = field(default_factory=set)
+    ahead: httpx.Response | ImgToolsError | None = None
+
+
+def _op_value(func: Callable[..., T], *args: Any) -> Op[T]:
+    """``func(*args)`` as an operation with no I/O (to ``Gather`` it beside a request)."""
+    return func(*args)
+    yield  # a generator, so that the drivers can run it
 
 
 @dataclass
@@ -515,13 +542,15 @@ class _BaseClient(Generic[_TransportT]):
         self._record([task])
         return task, retry_after_seconds(response.headers.get("retry-after"))
 
-    def _op_page(self, url: str, params: Mapping[str, Any] | None, key: str,
-                 seen: set[str] | None = None
-                 ) -> Op[tuple[list[Any], str | None, float | None]]:
-        """One page of a listing and its resolved ``next``; ``seen`` (the links followed so
-        far) catches a ``next`` that leads back to a page already read, which would never end."""
+    def _op_fetch(self, url: str, params: Mapping[str, Any] | None) -> Op[httpx.Response]:
         response = yield self._http_request("GET", url, params=params)
-        self._check(response)
+        return self._check(response)
+
+    def _read_page(self, response: httpx.Response, key: str, seen: set[str] | None
+                   ) -> tuple[list[Any], str | None, float | None]:
+        """A fetched listing page's items and resolved ``next``; ``seen`` (the links followed
+        so far) catches a ``next`` that leads back to a page already read, which would never
+        end."""
         body = _json(response)
         if not isinstance(body, dict) or not isinstance(body.get(key), list):
             raise ResponseError(f"GET {response.request.url.path}: expected a JSON object with a "
@@ -534,6 +563,59 @@ class _BaseClient(Generic[_TransportT]):
                                     "back to a page already read; the listing would never end")
             seen.add(next_url)
         return body[key], next_url, retry_after_seconds(response.headers.get("retry-after"))
+
+    def _op_page(self, url: str, params: Mapping[str, Any] | None, key: str,
+                 seen: set[str] | None = None
+                 ) -> Op[tuple[list[Any], str | None, float | None]]:
+        """One page of a listing and its resolved ``next`` (see ``_read_page``)."""
+        response = yield from self._op_fetch(url, params)
+        return self._read_page(response, key, seen)
+
+    def _guess_next(self, response: httpx.Response, seen: set[str]) -> str | None:
+        """The page after ``response``, from its raw bytes, if it is safe to request before
+        the page is decoded: on this host (``_follow``), not a page already read, and the
+        same listing (same path), so that a wrong guess costs one discarded GET of it."""
+        found = _NEXT_LINK.search(response.content)
+        if found is None:
+            return None
+        try:
+            url = self._follow(found[1].decode("ascii"))
+        except (UnicodeDecodeError, ResponseError):
+            return None  # decoding the page says what is wrong with it
+        if url in seen or httpx.URL(url).path != response.request.url.path:
+            return None
+        return url
+
+    def _op_listing_page(self, listing: _Listing) -> Op[list[Any] | None]:
+        """The next page of ``listing``, ``None`` after the last one.
+
+        With ``lookahead``, the page after it is requested while this one is decoded (its link
+        guessed from the raw bytes, ``_guess_next``), so the client's parsing overlaps the
+        service's work on the next page instead of adding to it. The decoded ``next`` (checked
+        as always) decides: a wrong guess is discarded and the right page fetched. A failed
+        request ahead is raised when its page is asked for, as without lookahead."""
+        response, listing.ahead = listing.ahead, None
+        if isinstance(response, ImgToolsError):
+            raise response
+        if response is None:
+            if listing.url is None:
+                return None
+            response = yield from self._op_fetch(listing.url, listing.query)
+            listing.query = None
+        guess = self._guess_next(response, listing.seen) if listing.lookahead else None
+        if guess is None:
+            items, listing.url, _ = self._read_page(response, listing.key, listing.seen)
+            return items
+        fetched, read = yield Gather((
+            self._op_fetch(guess, None),
+            _op_value(self._read_page, response, listing.key, listing.seen)))
+        if isinstance(read, ImgToolsError):
+            raise read
+        page: list[Any]
+        page, listing.url, _ = read
+        if listing.url == guess:
+            listing.ahead = fetched
+        return page
 
     def _op_status_pages(self, status: TaskStatus
                          ) -> Op[list[tuple[list[Any], float | None]]]:
@@ -1086,16 +1168,14 @@ class Client(_BaseClient[httpx.BaseTransport]):
                         sort_key: str = "created_at", sort_dir: str = "desc",
                         page_size: int = DEFAULT_TASKS_PAGE_SIZE) -> Iterator[list[dict[str, Any]]]:
         """Every page of the task list as the service sent it (lists of stub dicts), for fast
-        bulk reading (e.g. into a DataFrame). Not parsed, not recorded in the log."""
+        bulk reading (e.g. into a DataFrame). Not parsed, not recorded in the log. Each page is
+        decoded while the next one is on its way (so a caller that stops early has made one
+        request more than it used)."""
         params = self._task_params(type, status, sort_key, sort_dir, page_size)
 
         def generate() -> Iterator[list[dict[str, Any]]]:
-            url: str | None = "tasks"
-            query: dict[str, Any] | None = params
-            seen: set[str] = set()
-            while url is not None:
-                items, url, _ = self._run(self._op_page(url, query, "tasks", seen))
-                query = None
+            listing = _Listing("tasks", params, "tasks")
+            while (items := self._run(self._op_listing_page(listing))) is not None:
                 yield items
 
         return generate()
@@ -1496,12 +1576,8 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
         params = self._task_params(type, status, sort_key, sort_dir, page_size)
 
         async def generate() -> AsyncIterator[list[dict[str, Any]]]:
-            url: str | None = "tasks"
-            query: dict[str, Any] | None = params
-            seen: set[str] = set()
-            while url is not None:
-                items, url, _ = await self._run(self._op_page(url, query, "tasks", seen))
-                query = None
+            listing = _Listing("tasks", params, "tasks")
+            while (items := await self._run(self._op_listing_page(listing))) is not None:
                 yield items
 
         return generate()

@@ -1,0 +1,169 @@
+"""The task listing's one-page lookahead (``_op_listing_page``): the next page is requested
+while the current one is decoded, from a ``next`` link guessed in the raw bytes. A guess that
+the decoded page contradicts, or that would leave the listing or the host, must never change
+what the caller gets, nor send the token anywhere new. ``httpx.MockTransport``: the emulator
+never sends a misleading ``next``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+import imgtools
+from imgtools import APIError, ResponseError
+
+ROOT = "http://127.0.0.1:9"
+STAMP = "2026-01-01T00:00:00Z"
+PAGES = 4
+PER_PAGE = 3
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def stub(page: int, n: int, **extra: Any) -> dict[str, Any]:
+    task_id = f"{page:08d}-0000-4000-8000-{n:012d}"
+    return {"id": task_id, "type": "export", "status": "success", "owner": "100001",
+            "created_at": STAMP, "updated_at": STAMP, "expires_at": STAMP,
+            "self": f"/v2/tasks/{task_id}", "schema": "/v2/schemas/task", **extra}
+
+
+def page_of(number: int, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"tasks": [stub(number, n, **extra) for n in range(PER_PAGE)],
+                            "first": "/v2/tasks", "schema": "/v2/schemas/tasks"}
+    if number + 1 < PAGES:
+        body["next"] = f"/v2/tasks?marker=m{number}&limit={PER_PAGE}"
+    return body
+
+
+class Service:
+    """Pages 0..PAGES-1 by marker; records every URL asked for (from any thread)."""
+
+    def __init__(self, body_of: Callable[[int], dict[str, Any]] = page_of,
+                 fail_page: int | None = None) -> None:
+        self.body_of = body_of
+        self.fail_page = fail_page
+        self.asked: list[str] = []
+        self._lock = threading.Lock()
+
+    def page_number(self, request: httpx.Request) -> int:
+        marker = request.url.params.get("marker")
+        return 0 if marker is None else int(marker.removeprefix("m")) + 1
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            self.asked.append(str(request.url))
+        if request.url.host != "127.0.0.1" or request.url.path != "/v2/tasks":
+            return httpx.Response(404, json={"message": "not here"})
+        number = self.page_number(request)
+        if number == self.fail_page:
+            return httpx.Response(503, json={"message": "busy"})
+        return httpx.Response(200, content=json.dumps(self.body_of(number)).encode(),
+                              headers={"content-type": "application/json"})
+
+
+def client_for(handler: Handler) -> imgtools.Client:
+    return imgtools.connect(endpoint=f"{ROOT}/v2", token="t0ken", log=False, retries=0,
+                            transport=httpx.MockTransport(handler))
+
+
+def async_client_for(handler: Handler) -> imgtools.AsyncClient:
+    return imgtools.AsyncClient(endpoint=f"{ROOT}/v2", token="t0ken", log=False, retries=0,
+                                transport=httpx.MockTransport(handler))
+
+
+def ids_of(pages: list[list[dict[str, Any]]]) -> list[str]:
+    return [task["id"] for page in pages for task in page]
+
+
+EXPECTED = [stub(p, n)["id"] for p in range(PAGES) for n in range(PER_PAGE)]
+
+
+def test_every_page_once_in_order() -> None:
+    service = Service()
+    with client_for(service) as client:
+        pages = list(client.iter_task_pages(page_size=PER_PAGE))
+    assert ids_of(pages) == EXPECTED
+    assert len(service.asked) == PAGES  # each page asked for once: every guess was right
+
+
+def test_the_async_client_reads_the_same() -> None:
+    service = Service()
+
+    async def read() -> list[list[dict[str, Any]]]:
+        async with async_client_for(service) as client:
+            return [page async for page in client.iter_task_pages(page_size=PER_PAGE)]
+
+    assert ids_of(asyncio.run(read())) == EXPECTED
+    assert len(service.asked) == PAGES
+
+
+def test_a_nested_next_key_misleads_the_guess_but_not_the_listing() -> None:
+    """A task whose body holds a key named "next" (before the page's own ``next``) makes the
+    raw-bytes guess wrong: that page is fetched and dropped, and the real next one read."""
+
+    def body_of(number: int) -> dict[str, Any]:
+        body = page_of(number, input={"next": f"/v2/tasks?marker=m{PAGES - 2}"})
+        return body
+
+    service = Service(body_of)
+    with client_for(service) as client:
+        tasks = list(client.tasks(page_size=PER_PAGE))
+    assert [t.id for t in tasks] == EXPECTED
+    # The wrong guesses cost extra GETs of the same listing, never another path.
+    assert len(service.asked) > PAGES
+    assert all(httpx.URL(url).path == "/v2/tasks" for url in service.asked)
+
+
+def test_a_guess_to_another_host_or_path_is_never_requested() -> None:
+    for link in ("http://evil.example/v2/tasks?marker=m0", "/v1/MossoCloudFS_1/c?marker=m0"):
+
+        def body_of(number: int, link: str = link) -> dict[str, Any]:
+            body = page_of(number)
+            body["tasks"][0]["input"] = {"next": link}  # seen first by the guess
+            return body
+
+        service = Service(body_of)
+        with client_for(service) as client:
+            assert ids_of(list(client.iter_task_pages(page_size=PER_PAGE))) == EXPECTED
+        assert all(httpx.URL(url).host == "127.0.0.1" and httpx.URL(url).path == "/v2/tasks"
+                   for url in service.asked)
+        assert len(service.asked) == PAGES
+
+
+def test_a_next_link_to_another_host_is_refused_without_a_request() -> None:
+    def body_of(number: int) -> dict[str, Any]:
+        return {"tasks": [stub(number, 0)], "next": "http://evil.example/v2/tasks?marker=m0"}
+
+    service = Service(body_of)
+    with client_for(service) as client, pytest.raises(ResponseError, match="another host"):
+        list(client.iter_task_pages())
+    assert [httpx.URL(url).host for url in service.asked] == ["127.0.0.1"]
+
+
+def test_a_failed_request_ahead_is_raised_after_the_page_before_it() -> None:
+    """Page 2's request fails while page 1 is decoded: the caller still gets pages 0 and 1
+    first, then the error, as without lookahead."""
+    service = Service(fail_page=2)
+    got: list[list[dict[str, Any]]] = []
+    with client_for(service) as client, pytest.raises(APIError, match="503"):
+        for page in client.iter_task_pages(page_size=PER_PAGE):
+            got.append(page)
+    assert ids_of(got) == EXPECTED[: 2 * PER_PAGE]
+
+
+def test_a_damaged_page_after_a_good_guess_is_a_clear_error() -> None:
+    def body_of(number: int) -> dict[str, Any]:
+        body = page_of(number)
+        if number == 1:
+            body["tasks"] = "not a list"
+        return body
+
+    with client_for(Service(body_of)) as client, pytest.raises(ResponseError, match="list"):
+        list(client.iter_task_pages(page_size=PER_PAGE))
