@@ -222,17 +222,24 @@ _NEXT_LINK = re.compile(rb'"next"\s*:\s*"([^"\\]+)"')
 
 
 @dataclass
-class _Listing:
+class _Listing(Generic[T]):
     """Where a paged listing stands: the next page's URL (with the first page's query), or
     that page already fetched (its response, or the error its request became) because it was
-    requested while the page before it was decoded (``lookahead``)."""
+    requested while the page before it was decoded (``lookahead``). ``shape``: what each
+    page's items are made into, beside the decoding (so also while the next page is on its
+    way)."""
 
     url: str | None
     query: Mapping[str, Any] | None
     key: str
+    shape: Callable[[list[Any]], T]
     lookahead: bool = True
     seen: set[str] = field(default_factory=set)
     ahead: httpx.Response | ImgToolsError | None = None
+
+
+def _as_listed(items: list[Any]) -> list[dict[str, Any]]:
+    return items
 
 
 def _op_value(func: Callable[..., T], *args: Any) -> Op[T]:
@@ -586,7 +593,7 @@ class _BaseClient(Generic[_TransportT]):
             return None
         return url
 
-    def _op_listing_page(self, listing: _Listing) -> Op[list[Any] | None]:
+    def _op_listing_page(self, listing: _Listing[T]) -> Op[T | None]:
         """The next page of ``listing``, ``None`` after the last one.
 
         With ``lookahead``, the page after it is requested while this one is decoded (its link
@@ -604,18 +611,21 @@ class _BaseClient(Generic[_TransportT]):
             listing.query = None
         guess = self._guess_next(response, listing.seen) if listing.lookahead else None
         if guess is None:
-            items, listing.url, _ = self._read_page(response, listing.key, listing.seen)
-            return items
-        fetched, read = yield Gather((
-            self._op_fetch(guess, None),
-            _op_value(self._read_page, response, listing.key, listing.seen)))
+            page, listing.url = self._read_listed(response, listing)
+            return page
+        fetched, read = yield Gather((self._op_fetch(guess, None),
+                                      _op_value(self._read_listed, response, listing)))
         if isinstance(read, ImgToolsError):
             raise read
-        page: list[Any]
-        page, listing.url, _ = read
+        page, listing.url = read
         if listing.url == guess:
             listing.ahead = fetched
         return page
+
+    def _read_listed(self, response: httpx.Response, listing: _Listing[T]
+                     ) -> tuple[T, str | None]:
+        items, next_url, _ = self._read_page(response, listing.key, listing.seen)
+        return listing.shape(items), next_url
 
     def _op_status_pages(self, status: TaskStatus
                          ) -> Op[list[tuple[list[Any], float | None]]]:
@@ -1171,14 +1181,29 @@ class Client(_BaseClient[httpx.BaseTransport]):
         bulk reading (e.g. into a DataFrame). Not parsed, not recorded in the log. Each page is
         decoded while the next one is on its way (so a caller that stops early has made one
         request more than it used)."""
-        params = self._task_params(type, status, sort_key, sort_dir, page_size)
+        return self._task_pages(self._task_params(type, status, sort_key, sort_dir, page_size),
+                                _as_listed)
 
-        def generate() -> Iterator[list[dict[str, Any]]]:
-            listing = _Listing("tasks", params, "tasks")
-            while (items := self._run(self._op_listing_page(listing))) is not None:
-                yield items
+    def _task_pages(self, params: dict[str, Any], shape: Callable[[list[Any]], T]
+                    ) -> Iterator[T]:
+        """The pages of the task listing ``params`` selects, each made into ``shape(items)``
+        beside the decoding (while the next page is on its way)."""
+        def generate() -> Iterator[T]:
+            listing = _Listing("tasks", params, "tasks", shape)
+            while True:
+                op = self._op_listing_page(listing)
+                page = self._run(op)
+                if page is None:
+                    return
+                yield page
 
         return generate()
+
+    def _shaped_task_pages(self, shape: Callable[[list[Any]], T]) -> Iterator[T]:
+        """Every page of ``iter_task_pages()``, each made into ``shape(items)`` (for
+        ``history``: a frame's columns taken while the next page is on its way)."""
+        return self._task_pages(self._task_params(None, None, "created_at", "desc",
+                                                  DEFAULT_TASKS_PAGE_SIZE), shape)
 
     def tasks(self, *, type: str | None = None, status: str | TaskStatus | None = None,
               sort_key: str = "created_at", sort_dir: str = "desc",
@@ -1573,14 +1598,27 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
                         page_size: int = DEFAULT_TASKS_PAGE_SIZE
                         ) -> AsyncIterator[list[dict[str, Any]]]:
         """As ``Client.iter_task_pages``."""
-        params = self._task_params(type, status, sort_key, sort_dir, page_size)
+        return self._task_pages(self._task_params(type, status, sort_key, sort_dir, page_size),
+                                _as_listed)
 
-        async def generate() -> AsyncIterator[list[dict[str, Any]]]:
-            listing = _Listing("tasks", params, "tasks")
-            while (items := await self._run(self._op_listing_page(listing))) is not None:
-                yield items
+    def _task_pages(self, params: dict[str, Any], shape: Callable[[list[Any]], T]
+                    ) -> AsyncIterator[T]:
+        """As ``Client._task_pages``."""
+        async def generate() -> AsyncIterator[T]:
+            listing = _Listing("tasks", params, "tasks", shape)
+            while True:
+                op = self._op_listing_page(listing)
+                page = await self._run(op)
+                if page is None:
+                    return
+                yield page
 
         return generate()
+
+    def _shaped_task_pages(self, shape: Callable[[list[Any]], T]) -> AsyncIterator[T]:
+        """As ``Client._shaped_task_pages``."""
+        return self._task_pages(self._task_params(None, None, "created_at", "desc",
+                                                  DEFAULT_TASKS_PAGE_SIZE), shape)
 
     def tasks(self, *, type: str | None = None, status: str | TaskStatus | None = None,
               sort_key: str = "created_at", sort_dir: str = "desc",

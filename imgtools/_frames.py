@@ -28,7 +28,9 @@ Every frame has the same columns and dtypes, also when empty (see ``COLUMNS``):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import numpy as np
@@ -36,6 +38,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from imgtools import _taskfields as fields
+from imgtools._exceptions import ResponseError
 from imgtools._models import Task
 from imgtools._taskfields import Origin
 from imgtools._times import EPOCH as _EPOCH_US
@@ -196,29 +199,79 @@ def _parse_iso(values: list[Any]) -> _IntArray:
     return np.asarray(parsed.as_unit("us").asi8, dtype=np.int64)
 
 
+@dataclass(frozen=True, slots=True)
+class ListedPage:
+    """One listing page: its task bodies as the service sent them and the stub columns of the
+    frame taken from them (made where the page is decoded: while the next one is on its way).
+    ``detail``: some body has ``input`` or ``result`` (not a list stub)."""
+
+    items: Sequence[Mapping[str, Any]]
+    ids: list[Any]
+    types: list[Any]
+    statuses: list[Any]
+    owners: list[Any]
+    created: list[Any]
+    updated: list[Any]
+    expires: list[Any]
+    detail: bool
+
+
+def listed_page(items: Sequence[Mapping[str, Any]]) -> ListedPage:
+    """A page's bodies and their stub columns (times still text: parsed once, whole, by
+    ``_frame_from_pages``)."""
+    try:
+        return ListedPage(
+            items=items,
+            ids=[d.get("id") for d in items],
+            types=[d.get("type") for d in items],
+            statuses=[d.get("status") for d in items],
+            owners=[None if (o := d.get("owner")) is None else str(o) for d in items],
+            created=[d.get("created_at") for d in items],
+            updated=[d.get("updated_at") for d in items],
+            expires=[d.get("expires_at") for d in items],
+            detail=any("input" in d or "result" in d for d in items))
+    except AttributeError:  # not a dict
+        raise ResponseError("a listed task is not a JSON object") from None
+
+
+def _joined(pages: Sequence[ListedPage], name: str) -> list[Any]:
+    if len(pages) == 1:
+        return cast(list[Any], getattr(pages[0], name))
+    return list(chain.from_iterable(getattr(page, name) for page in pages))
+
+
 def _frame_from_items(items: Sequence[Mapping[str, Any]], source: str = "service",
                       origin: Origin | None = None, record_in: TaskLog | None = None,
                       seen_at: datetime | None = None) -> pd.DataFrame:
     """The standard frame straight from task bodies as the service sent them (list stubs or
-    full bodies), without building ``Task`` objects: the fast path for big listings.
+    full bodies), without building ``Task`` objects (see ``_frame_from_pages``)."""
+    return _frame_from_pages([listed_page(items)], source, origin, record_in, seen_at)
+
+
+def _frame_from_pages(pages: Sequence[ListedPage], source: str = "service",
+                      origin: Origin | None = None, record_in: TaskLog | None = None,
+                      seen_at: datetime | None = None) -> pd.DataFrame:
+    """The standard frame from listed pages: the fast path for big listings.
 
     ``record_in``: a log to record the bodies in too, on its writer thread, from the columns
     parsed here (so recording a listing costs no second parse)."""
-    has_detail = any("input" in d or "result" in d for d in items)
+    has_detail = any(page.detail for page in pages)
+    items: list[Mapping[str, Any]] = []
     image_ids: list[Any] | None = None  # list stubs: all null
     containers = locations = messages = None
     if has_detail:
+        items = [d for page in pages for d in page.items]
         image_ids = [fields.image_id(d.get("input"), d.get("result")) for d in items]
         containers = [fields.container(d.get("input")) for d in items]
         locations = [fields.export_location(d.get("result")) for d in items]
         messages = [d.get("message") for d in items]
-    owners = [None if d.get("owner") is None else str(d["owner"]) for d in items]
-    ids = [d.get("id") for d in items]
-    types = [d.get("type") for d in items]
-    statuses = [d.get("status") for d in items]
-    created = _parse_iso([d.get("created_at") for d in items])
-    updated = _parse_iso([d.get("updated_at") for d in items])
-    expires = _parse_iso([d.get("expires_at") for d in items])
+    owners = _joined(pages, "owners")
+    ids = _joined(pages, "ids")
+    types = _joined(pages, "types")
+    statuses = _joined(pages, "statuses")
+    created = _parse_iso(_joined(pages, "created"))
+    updated = _parse_iso(_joined(pages, "updated"))
+    expires = _parse_iso(_joined(pages, "expires"))
     stubs = {"id": ids, "type": types, "status": statuses, "owner": owners,
              "created_at": created, "updated_at": updated, "expires_at": expires}
     frame = _assemble(
@@ -228,7 +281,7 @@ def _frame_from_items(items: Sequence[Mapping[str, Any]], source: str = "service
         source=source, regions=None if origin is None else origin.region,
         accounts=_accounts(origin, owners),
     )
-    if record_in is not None and items:
+    if record_in is not None and ids:
         # Queued once the frame is built, so the writer does not compete with building it.
         if has_detail:
             record_in.record_bodies_later(items, seen_at=seen_at, origin=origin)

@@ -25,14 +25,16 @@ from imgtools._frames import (
     SOURCE_CATEGORIES,
     STATUS_CATEGORIES,
     TYPE_CATEGORIES,
+    ListedPage,
     _categorical,
     _conform,
-    _frame_from_items,
     _frame_from_log_columns,
+    _frame_from_pages,
     _frame_from_tasks,
     _strings,
     _times,
     empty_frame,
+    listed_page,
 )
 from imgtools._models import Task
 from imgtools._sources import AsyncTaskSource, TaskSource
@@ -116,25 +118,38 @@ def _page_source(client: Any) -> Callable[[], Any] | None:
     return pages if callable(pages) else None
 
 
-def _service_items(client: Any) -> list[Mapping[str, Any]] | list[Task]:
-    """Every task the service lists: raw bodies when the client offers ``iter_task_pages()``
+def _shaped_source(client: Any) -> Callable[[Callable[[list[Any]], ListedPage]], Any] | None:
+    shaped = getattr(client, "_shaped_task_pages", None)
+    return shaped if callable(shaped) else None
+
+
+def _service_items(client: Any) -> list[ListedPage] | list[Task]:
+    """Every task the service lists: listed pages (raw bodies and their columns, taken by
+    an imgtools client while the next page is on its way) when the client lists raw pages
     (no ``Task`` objects: the fast path; the caller records them), else ``Task`` objects
     from ``tasks()`` (such a client records what it lists itself)."""
+    shaped = _shaped_source(client)
+    if shaped is not None:
+        return list(shaped(listed_page))
     pages = _page_source(client)
     if pages is None:
         return list(client.tasks())
-    items: list[Mapping[str, Any]] = []
-    for page in pages():
-        items.extend(page)
+    return [listed_page(page) for page in pages()]
+
+
+def _bodies(items: list[Any]) -> list[Any]:
+    """Listed pages as their bodies, one list; ``Task`` objects as they are."""
+    if items and isinstance(items[0], ListedPage):
+        return [body for page in items for body in page.items]
     return items
 
 
 def _framed(client: Any, items: list[Any], record: bool) -> pd.DataFrame:
     """The frame of a listing, recorded in the client's log unless ``record`` is false."""
     origin = origin_of(client)
-    if items and not isinstance(items[0], Task):
+    if items and isinstance(items[0], ListedPage):
         log = _client_log(client) if record else None
-        return _frame_from_items(items, origin=origin, record_in=log,
+        return _frame_from_pages(items, origin=origin, record_in=log,
                                  seen_at=datetime.now(UTC))
     return _frame_from_tasks(items, origin=origin)
 
@@ -147,13 +162,13 @@ def _record_listing(client: Any, items: list[Any], record: bool) -> None:
 
 
 async def _collect_async(client: Any) -> list[Any]:
+    shaped = _shaped_source(client)
+    if shaped is not None:
+        return [page async for page in shaped(listed_page)]
     pages = _page_source(client)
     if pages is None:
         return [task async for task in client.tasks()]
-    raw: list[Any] = []
-    async for page in pages():
-        raw.extend(page)
-    return raw
+    return [listed_page(page) async for page in pages()]
 
 
 def _run(coroutine: Awaitable[Any]) -> Any:
@@ -299,8 +314,9 @@ def _tasks_frame(source: Any, *, details: bool | str, record: bool, concurrency:
                 concurrency=concurrency))
         items = _service_items(source)
         if details:
-            _record_listing(source, items, record)
-            return _with_details(source, items, concurrency)
+            bodies = _bodies(items)
+            _record_listing(source, bodies, record)
+            return _with_details(source, bodies, concurrency)
         return _framed(source, items, record)
     if details:
         raise ValidationError("details=True needs a client to fetch from", field="details")
@@ -323,6 +339,7 @@ async def tasks_frame_async(client: AsyncTaskSource, *, details: bool = False, r
     origin = origin_of(client)
     if not details:
         return _framed(client, items, record)
+    items = _bodies(items)
     _record_listing(client, items, record)
     tasks = [t if isinstance(t, Task) else Task.from_json(t) for t in items]
     stubs = [t.id for t in tasks if t.is_stub]

@@ -17,6 +17,7 @@ import pytest
 
 from imgtools import history
 from imgtools._exceptions import NotFound, ValidationError
+from imgtools._frames import _frame_from_items
 from imgtools._models import Task
 from imgtools._tasklog import TaskLog
 from imgtools.history import (
@@ -204,7 +205,7 @@ def test_mixed_tasks_keep_types_and_order() -> None:
 @pytest.mark.parametrize("message", ["None", "", "  ", "null", None])
 def test_empty_messages_become_null(message: Any) -> None:
     from_objects = tasks_frame([Task.from_json(export_body(new_id(), message=message))])
-    from_raw = history._frame_from_items([export_body(new_id(), message=message)])
+    from_raw = _frame_from_items([export_body(new_id(), message=message)])
     assert from_objects["message"].isna().all()
     assert from_raw["message"].isna().all()
     assert_standard(from_raw)
@@ -220,7 +221,7 @@ def test_export_and_import_are_flattened() -> None:
     export = export_body(new_id())
     imported = import_body(new_id())
     for frame in (tasks_frame([Task.from_json(export), Task.from_json(imported)]),
-                  history._frame_from_items([export, imported])):
+                  _frame_from_items([export, imported])):
         ex, im = frame.iloc[0], frame.iloc[1]
         assert ex["image_id"] == IMAGE and ex["container"] == "exports"
         assert ex["export_location"] == f"exports/{IMAGE}.vhd"
@@ -252,10 +253,10 @@ def test_raw_pages_of_stubs_or_full_bodies_frame_and_record_every_listed_task(
     bodies.append(import_body(new_id()))
     stubs = RawPagesClient(bodies, log)
     pd.testing.assert_frame_equal(tasks_frame(stubs),
-                                  history._frame_from_items(stubs.listed, origin=None))
+                                  _frame_from_items(stubs.listed, origin=None))
     assert len(log) == len(bodies) and log.complete_ids(b["id"] for b in bodies) == set()
     framed = tasks_frame(FullPagesClient(bodies))
-    pd.testing.assert_frame_equal(framed, history._frame_from_items(bodies, origin=None))
+    pd.testing.assert_frame_equal(framed, _frame_from_items(bodies, origin=None))
     assert framed["image_id"].notna().all()
 
 

@@ -14,10 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 
 import imgtools
-from imgtools import APIError, ResponseError
+from imgtools import APIError, ResponseError, history
+from imgtools._frames import _frame_from_items
+from imgtools._taskfields import origin_of
 
 ROOT = "http://127.0.0.1:9"
 STAMP = "2026-01-01T00:00:00Z"
@@ -167,3 +170,40 @@ def test_a_damaged_page_after_a_good_guess_is_a_clear_error() -> None:
 
     with client_for(Service(body_of)) as client, pytest.raises(ResponseError, match="list"):
         list(client.iter_task_pages(page_size=PER_PAGE))
+
+
+# -- history's frames, taken page by page beside the decoding ----------------------------------
+
+ALL_STUBS = [stub(p, n) for p in range(PAGES) for n in range(PER_PAGE)]
+
+
+def test_the_frame_of_a_paged_listing_is_the_frame_of_all_its_bodies() -> None:
+    service = Service()
+    with client_for(service) as client:
+        frame = history.tasks_frame(client, record=False)
+        expected = _frame_from_items(ALL_STUBS, origin=origin_of(client))
+    pd.testing.assert_frame_equal(frame, expected)
+    assert frame["id"].tolist() == EXPECTED
+    assert len(service.asked) == PAGES
+
+
+def test_the_async_frame_is_the_same() -> None:
+    async def frame_of() -> tuple[pd.DataFrame, pd.DataFrame]:
+        async with async_client_for(Service()) as client:
+            return (await history.tasks_frame_async(client, record=False),
+                    _frame_from_items(ALL_STUBS, origin=origin_of(client)))
+
+    frame, expected = asyncio.run(frame_of())
+    pd.testing.assert_frame_equal(frame, expected)
+
+
+def test_a_listed_task_that_is_not_an_object_is_a_clear_error() -> None:
+    def body_of(number: int) -> dict[str, Any]:
+        body = page_of(number)
+        if number == 2:
+            body["tasks"][1] = "a task"
+        return body
+
+    with client_for(Service(body_of)) as client, \
+            pytest.raises(ResponseError, match="not a JSON object"):
+        history.tasks_frame(client, record=False)
