@@ -210,15 +210,14 @@ class ListedPage:
     types: list[Any]
     statuses: list[Any]
     owners: list[Any]
-    created: list[Any]
-    updated: list[Any]
-    expires: list[Any]
+    created: _IntArray
+    updated: _IntArray
+    expires: _IntArray
     detail: bool
 
 
 def listed_page(items: Sequence[Mapping[str, Any]]) -> ListedPage:
-    """A page's bodies and their stub columns (times still text: parsed once, whole, by
-    ``_frame_from_pages``)."""
+    """A page's bodies and their stub columns, times parsed (int64 epoch us)."""
     try:
         return ListedPage(
             items=items,
@@ -226,18 +225,27 @@ def listed_page(items: Sequence[Mapping[str, Any]]) -> ListedPage:
             types=[d.get("type") for d in items],
             statuses=[d.get("status") for d in items],
             owners=[None if (o := d.get("owner")) is None else str(o) for d in items],
-            created=[d.get("created_at") for d in items],
-            updated=[d.get("updated_at") for d in items],
-            expires=[d.get("expires_at") for d in items],
+            created=_parse_iso([d.get("created_at") for d in items]),
+            updated=_parse_iso([d.get("updated_at") for d in items]),
+            expires=_parse_iso([d.get("expires_at") for d in items]),
             detail=any("input" in d or "result" in d for d in items))
     except AttributeError:  # not a dict
         raise ResponseError("a listed task is not a JSON object") from None
+    except (ValueError, TypeError) as error:  # pandas' parse errors are ValueErrors
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ResponseError(f"a listed task has a time that is not ISO 8601: {detail}") from None
 
 
 def _joined(pages: Sequence[ListedPage], name: str) -> list[Any]:
     if len(pages) == 1:
         return cast(list[Any], getattr(pages[0], name))
     return list(chain.from_iterable(getattr(page, name) for page in pages))
+
+
+def _joined_times(pages: Sequence[ListedPage], name: str) -> _IntArray:
+    if not pages:
+        return np.empty(0, dtype=np.int64)
+    return np.concatenate([getattr(page, name) for page in pages])
 
 
 def _frame_from_items(items: Sequence[Mapping[str, Any]], source: str = "service",
@@ -269,9 +277,9 @@ def _frame_from_pages(pages: Sequence[ListedPage], source: str = "service",
     ids = _joined(pages, "ids")
     types = _joined(pages, "types")
     statuses = _joined(pages, "statuses")
-    created = _parse_iso(_joined(pages, "created"))
-    updated = _parse_iso(_joined(pages, "updated"))
-    expires = _parse_iso(_joined(pages, "expires"))
+    created = _joined_times(pages, "created")
+    updated = _joined_times(pages, "updated")
+    expires = _joined_times(pages, "expires")
     stubs = {"id": ids, "type": types, "status": statuses, "owner": owners,
              "created_at": created, "updated_at": updated, "expires_at": expires}
     frame = _assemble(

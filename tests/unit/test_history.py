@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from imgtools import history
-from imgtools._exceptions import NotFound, ValidationError
+from imgtools._exceptions import NotFound, ResponseError, ValidationError
 from imgtools._frames import _frame_from_items
 from imgtools._models import Task
 from imgtools._tasklog import TaskLog
@@ -263,7 +263,7 @@ def test_raw_pages_of_stubs_or_full_bodies_frame_and_record_every_listed_task(
 def test_a_damaged_page_fails_the_listing() -> None:
     bodies = [export_body(new_id(), stub=True) for _ in range(5)]
     bodies[3]["created_at"] = "not a time"
-    with pytest.raises(ValueError):
+    with pytest.raises(ResponseError, match="not ISO 8601"):
         tasks_frame(RawPagesClient(bodies))
 
 

@@ -207,3 +207,14 @@ def test_a_listed_task_that_is_not_an_object_is_a_clear_error() -> None:
     with client_for(Service(body_of)) as client, \
             pytest.raises(ResponseError, match="not a JSON object"):
         history.tasks_frame(client, record=False)
+
+
+def test_a_listed_task_with_a_bad_time_is_a_clear_error() -> None:
+    def body_of(number: int) -> dict[str, Any]:
+        body = page_of(number)
+        if number == 1:
+            body["tasks"][0]["updated_at"] = "yesterday-ish"
+        return body
+
+    with client_for(Service(body_of)) as client, pytest.raises(ResponseError, match="ISO 8601"):
+        history.tasks_frame(client, record=False)
