@@ -216,11 +216,16 @@ class ListedPage:
     detail: bool
 
 
-def listed_page(items: Sequence[Mapping[str, Any]]) -> ListedPage:
-    """A page's bodies and their stub columns, times parsed (int64 epoch us)."""
+def listed_page(items: Sequence[Mapping[str, Any]], *, keep: bool = True) -> ListedPage:
+    """A page's bodies and their stub columns, times parsed (int64 epoch us). ``keep=False``
+    lets go of list stubs once their columns are taken (a frame needs no more of them), so
+    they are freed here, beside the decoding, not all at once when the frame is done."""
+    if not all(isinstance(d, Mapping) for d in items):
+        raise ResponseError("a listed task is not a JSON object")
+    detail = any("input" in d or "result" in d for d in items)
     try:
         return ListedPage(
-            items=items,
+            items=items if keep or detail else (),
             ids=[d.get("id") for d in items],
             types=[d.get("type") for d in items],
             statuses=[d.get("status") for d in items],
@@ -228,12 +233,10 @@ def listed_page(items: Sequence[Mapping[str, Any]]) -> ListedPage:
             created=_parse_iso([d.get("created_at") for d in items]),
             updated=_parse_iso([d.get("updated_at") for d in items]),
             expires=_parse_iso([d.get("expires_at") for d in items]),
-            detail=any("input" in d or "result" in d for d in items))
-    except AttributeError:  # not a dict
-        raise ResponseError("a listed task is not a JSON object") from None
+            detail=detail)
     except (ValueError, TypeError) as error:  # pandas' parse errors are ValueErrors
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ResponseError(f"a listed task has a time that is not ISO 8601: {detail}") from None
+        why = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ResponseError(f"a listed task has a time that is not ISO 8601: {why}") from None
 
 
 def _joined(pages: Sequence[ListedPage], name: str) -> list[Any]:

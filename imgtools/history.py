@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
 import logging
 import threading
@@ -123,18 +124,20 @@ def _shaped_source(client: Any) -> Callable[[Callable[[list[Any]], ListedPage]],
     return shaped if callable(shaped) else None
 
 
-def _service_items(client: Any) -> list[ListedPage] | list[Task]:
+def _service_items(client: Any, *, keep: bool = False) -> list[ListedPage] | list[Task]:
     """Every task the service lists: listed pages (raw bodies and their columns, taken by
     an imgtools client while the next page is on its way) when the client lists raw pages
     (no ``Task`` objects: the fast path; the caller records them), else ``Task`` objects
-    from ``tasks()`` (such a client records what it lists itself)."""
+    from ``tasks()`` (such a client records what it lists itself). ``keep``: keep the list
+    stubs' bodies too (the frame alone needs only their columns)."""
+    shape = functools.partial(listed_page, keep=keep)
     shaped = _shaped_source(client)
     if shaped is not None:
-        return list(shaped(listed_page))
+        return list(shaped(shape))
     pages = _page_source(client)
     if pages is None:
         return list(client.tasks())
-    return [listed_page(page) for page in pages()]
+    return [shape(page) for page in pages()]
 
 
 def _bodies(items: list[Any]) -> list[Any]:
@@ -161,14 +164,15 @@ def _record_listing(client: Any, items: list[Any], record: bool) -> None:
         log.record_bodies_later(items, origin=origin_of(client))
 
 
-async def _collect_async(client: Any) -> list[Any]:
+async def _collect_async(client: Any, *, keep: bool = False) -> list[Any]:
+    shape = functools.partial(listed_page, keep=keep)
     shaped = _shaped_source(client)
     if shaped is not None:
-        return [page async for page in shaped(listed_page)]
+        return [page async for page in shaped(shape)]
     pages = _page_source(client)
     if pages is None:
         return [task async for task in client.tasks()]
-    return [listed_page(page) async for page in pages()]
+    return [shape(page) async for page in pages()]
 
 
 def _run(coroutine: Awaitable[Any]) -> Any:
@@ -312,7 +316,7 @@ def _tasks_frame(source: Any, *, details: bool | str, record: bool, concurrency:
             return asyncio.run(tasks_frame_async(
                 cast(AsyncTaskSource, source), details=details, record=record,
                 concurrency=concurrency))
-        items = _service_items(source)
+        items = _service_items(source, keep=details)
         if details:
             bodies = _bodies(items)
             _record_listing(source, bodies, record)
@@ -335,7 +339,7 @@ def _tasks_frame(source: Any, *, details: bool | str, record: bool, concurrency:
 async def tasks_frame_async(client: AsyncTaskSource, *, details: bool = False, record: bool = True,
                             concurrency: int = DETAILS_CONCURRENCY) -> pd.DataFrame:
     """``tasks_frame`` for an ``AsyncClient`` inside a running event loop (notebooks)."""
-    items = await _collect_async(client)
+    items = await _collect_async(client, keep=details)
     origin = origin_of(client)
     if not details:
         return _framed(client, items, record)

@@ -197,11 +197,12 @@ def test_the_async_frame_is_the_same() -> None:
     pd.testing.assert_frame_equal(frame, expected)
 
 
-def test_a_listed_task_that_is_not_an_object_is_a_clear_error() -> None:
+@pytest.mark.parametrize("damaged", ["a task", 7, None, ["id"]])
+def test_a_listed_task_that_is_not_an_object_is_a_clear_error(damaged: Any) -> None:
     def body_of(number: int) -> dict[str, Any]:
         body = page_of(number)
         if number == 2:
-            body["tasks"][1] = "a task"
+            body["tasks"][1] = damaged
         return body
 
     with client_for(Service(body_of)) as client, \
