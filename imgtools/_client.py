@@ -234,6 +234,9 @@ class _Listing(Generic[T]):
     key: str
     shape: Callable[[list[Any]], T]
     lookahead: bool = True
+    #: A faster decoder for the pages it knows (raw bytes to the page's body, or ``None``:
+    #: decode it as JSON).
+    fast: Callable[[bytes], Any] | None = None
     seen: set[str] = field(default_factory=set)
     ahead: httpx.Response | ImgToolsError | None = None
 
@@ -553,12 +556,15 @@ class _BaseClient(Generic[_TransportT]):
         response = yield self._http_request("GET", url, params=params)
         return self._check(response)
 
-    def _read_page(self, response: httpx.Response, key: str, seen: set[str] | None
+    def _read_page(self, response: httpx.Response, key: str, seen: set[str] | None,
+                   fast: Callable[[bytes], Any] | None = None
                    ) -> tuple[list[Any], str | None, float | None]:
         """A fetched listing page's items and resolved ``next``; ``seen`` (the links followed
         so far) catches a ``next`` that leads back to a page already read, which would never
-        end."""
-        body = _json(response)
+        end. ``fast``: see ``_Listing``."""
+        body = None if fast is None else fast(response.content)
+        if body is None:
+            body = _json(response)
         if not isinstance(body, dict) or not isinstance(body.get(key), list):
             raise ResponseError(f"GET {response.request.url.path}: expected a JSON object with a "
                                 f"{key!r} list")
@@ -624,7 +630,7 @@ class _BaseClient(Generic[_TransportT]):
 
     def _read_listed(self, response: httpx.Response, listing: _Listing[T]
                      ) -> tuple[T, str | None]:
-        items, next_url, _ = self._read_page(response, listing.key, listing.seen)
+        items, next_url, _ = self._read_page(response, listing.key, listing.seen, listing.fast)
         return listing.shape(items), next_url
 
     def _op_status_pages(self, status: TaskStatus
@@ -1184,12 +1190,12 @@ class Client(_BaseClient[httpx.BaseTransport]):
         return self._task_pages(self._task_params(type, status, sort_key, sort_dir, page_size),
                                 _as_listed)
 
-    def _task_pages(self, params: dict[str, Any], shape: Callable[[list[Any]], T]
-                    ) -> Iterator[T]:
+    def _task_pages(self, params: dict[str, Any], shape: Callable[[list[Any]], T],
+                    fast: Callable[[bytes], Any] | None = None) -> Iterator[T]:
         """The pages of the task listing ``params`` selects, each made into ``shape(items)``
         beside the decoding (while the next page is on its way)."""
         def generate() -> Iterator[T]:
-            listing = _Listing("tasks", params, "tasks", shape)
+            listing = _Listing("tasks", params, "tasks", shape, fast=fast)
             while True:
                 op = self._op_listing_page(listing)
                 page = self._run(op)
@@ -1199,11 +1205,13 @@ class Client(_BaseClient[httpx.BaseTransport]):
 
         return generate()
 
-    def _shaped_task_pages(self, shape: Callable[[list[Any]], T]) -> Iterator[T]:
+    def _shaped_task_pages(self, shape: Callable[[list[Any]], T],
+                           fast: Callable[[bytes], Any] | None = None) -> Iterator[T]:
         """Every page of ``iter_task_pages()``, each made into ``shape(items)`` (for
-        ``history``: a frame's columns taken while the next page is on its way)."""
+        ``history``: a frame's columns taken while the next page is on its way), decoded by
+        ``fast`` where it can (see ``_Listing``)."""
         return self._task_pages(self._task_params(None, None, "created_at", "desc",
-                                                  DEFAULT_TASKS_PAGE_SIZE), shape)
+                                                  DEFAULT_TASKS_PAGE_SIZE), shape, fast)
 
     def tasks(self, *, type: str | None = None, status: str | TaskStatus | None = None,
               sort_key: str = "created_at", sort_dir: str = "desc",
@@ -1601,11 +1609,11 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
         return self._task_pages(self._task_params(type, status, sort_key, sort_dir, page_size),
                                 _as_listed)
 
-    def _task_pages(self, params: dict[str, Any], shape: Callable[[list[Any]], T]
-                    ) -> AsyncIterator[T]:
+    def _task_pages(self, params: dict[str, Any], shape: Callable[[list[Any]], T],
+                    fast: Callable[[bytes], Any] | None = None) -> AsyncIterator[T]:
         """As ``Client._task_pages``."""
         async def generate() -> AsyncIterator[T]:
-            listing = _Listing("tasks", params, "tasks", shape)
+            listing = _Listing("tasks", params, "tasks", shape, fast=fast)
             while True:
                 op = self._op_listing_page(listing)
                 page = await self._run(op)
@@ -1615,10 +1623,11 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
 
         return generate()
 
-    def _shaped_task_pages(self, shape: Callable[[list[Any]], T]) -> AsyncIterator[T]:
+    def _shaped_task_pages(self, shape: Callable[[list[Any]], T],
+                           fast: Callable[[bytes], Any] | None = None) -> AsyncIterator[T]:
         """As ``Client._shaped_task_pages``."""
         return self._task_pages(self._task_params(None, None, "created_at", "desc",
-                                                  DEFAULT_TASKS_PAGE_SIZE), shape)
+                                                  DEFAULT_TASKS_PAGE_SIZE), shape, fast)
 
     def tasks(self, *, type: str | None = None, status: str | TaskStatus | None = None,
               sort_key: str = "created_at", sort_dir: str = "desc",

@@ -33,6 +33,7 @@ from datetime import datetime
 from itertools import chain
 from typing import TYPE_CHECKING, Any, Final, cast
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -199,6 +200,44 @@ def _parse_iso(values: list[Any]) -> _IntArray:
     return np.asarray(parsed.as_unit("us").asi8, dtype=np.int64)
 
 
+class _Stub(msgspec.Struct, gc=False):
+    """What a frame takes of a listed task; the service's other fields are skipped unread."""
+
+    id: Any = None
+    type: Any = None
+    status: Any = None
+    owner: Any = None
+    created_at: Any = None
+    updated_at: Any = None
+    expires_at: Any = None
+    input: Any = msgspec.UNSET  # present (even null) makes a full body, as for a dict
+    result: Any = msgspec.UNSET
+
+
+class _StubPage(msgspec.Struct, gc=False):
+    tasks: list[_Stub]
+    next: Any = None
+
+
+_STUB_PAGE: Final = msgspec.json.Decoder(_StubPage)
+
+
+def decode_stub_page(content: bytes) -> dict[str, Any] | None:
+    """A listing page of plain list stubs as ``{"tasks": [stubs], "next": link}``, the stubs
+    decoded straight into the few fields a frame takes (``_Stub``: no dict, no string for
+    ``self``/``schema``, less than half the work of ``json.loads``); ``None`` for anything
+    else (damaged, or full bodies with ``input``/``result``): decode that as JSON, where
+    every check and error of an ordinary listing applies."""
+    try:
+        page = _STUB_PAGE.decode(content)
+    except msgspec.MsgspecError:
+        return None
+    unset = msgspec.UNSET
+    if any(stub.input is not unset or stub.result is not unset for stub in page.tasks):
+        return None
+    return {"tasks": page.tasks, "next": page.next}
+
+
 @dataclass(frozen=True, slots=True)
 class ListedPage:
     """One listing page: its task bodies as the service sent them and the stub columns of the
@@ -216,12 +255,17 @@ class ListedPage:
     detail: bool
 
 
-def listed_page(items: Sequence[Mapping[str, Any]], *, keep: bool = True) -> ListedPage:
-    """A page's bodies and their stub columns, times parsed (int64 epoch us). ``keep=False``
-    lets go of list stubs once their columns are taken (a frame needs no more of them), so
-    they are freed here, beside the decoding, not all at once when the frame is done."""
+def listed_page(items: Sequence[Mapping[str, Any]] | Sequence[_Stub], *, keep: bool = True
+                ) -> ListedPage:
+    """A page's bodies (or ``decode_stub_page``'s stubs) and their stub columns, times parsed
+    (int64 epoch us). ``keep=False`` lets go of list stubs once their columns are taken (a
+    frame needs no more of them), so they are freed here, beside the decoding, not all at
+    once when the frame is done."""
+    if items and isinstance(items[0], _Stub):
+        return _stub_columns(cast(Sequence[_Stub], items))
     if not all(isinstance(d, Mapping) for d in items):
         raise ResponseError("a listed task is not a JSON object")
+    items = cast(Sequence[Mapping[str, Any]], items)
     detail = any("input" in d or "result" in d for d in items)
     try:
         return ListedPage(
@@ -235,6 +279,23 @@ def listed_page(items: Sequence[Mapping[str, Any]], *, keep: bool = True) -> Lis
             expires=_parse_iso([d.get("expires_at") for d in items]),
             detail=detail)
     except (ValueError, TypeError) as error:  # pandas' parse errors are ValueErrors
+        why = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ResponseError(f"a listed task has a time that is not ISO 8601: {why}") from None
+
+
+def _stub_columns(stubs: Sequence[_Stub]) -> ListedPage:
+    try:
+        return ListedPage(
+            items=(),
+            ids=[t.id for t in stubs],
+            types=[t.type for t in stubs],
+            statuses=[t.status for t in stubs],
+            owners=[None if (o := t.owner) is None else str(o) for t in stubs],
+            created=_parse_iso([t.created_at for t in stubs]),
+            updated=_parse_iso([t.updated_at for t in stubs]),
+            expires=_parse_iso([t.expires_at for t in stubs]),
+            detail=False)
+    except (ValueError, TypeError) as error:
         why = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ResponseError(f"a listed task has a time that is not ISO 8601: {why}") from None
 

@@ -34,6 +34,7 @@ from imgtools._frames import (
     _frame_from_tasks,
     _strings,
     _times,
+    decode_stub_page,
     empty_frame,
     listed_page,
 )
@@ -119,7 +120,7 @@ def _page_source(client: Any) -> Callable[[], Any] | None:
     return pages if callable(pages) else None
 
 
-def _shaped_source(client: Any) -> Callable[[Callable[[list[Any]], ListedPage]], Any] | None:
+def _shaped_source(client: Any) -> Callable[..., Any] | None:
     shaped = getattr(client, "_shaped_task_pages", None)
     return shaped if callable(shaped) else None
 
@@ -133,7 +134,7 @@ def _service_items(client: Any, *, keep: bool = False) -> list[ListedPage] | lis
     shape = functools.partial(listed_page, keep=keep)
     shaped = _shaped_source(client)
     if shaped is not None:
-        return list(shaped(shape))
+        return list(shaped(shape, None if keep else decode_stub_page))
     pages = _page_source(client)
     if pages is None:
         return list(client.tasks())
@@ -168,7 +169,7 @@ async def _collect_async(client: Any, *, keep: bool = False) -> list[Any]:
     shape = functools.partial(listed_page, keep=keep)
     shaped = _shaped_source(client)
     if shaped is not None:
-        return [page async for page in shaped(shape)]
+        return [page async for page in shaped(shape, None if keep else decode_stub_page)]
     pages = _page_source(client)
     if pages is None:
         return [task async for task in client.tasks()]

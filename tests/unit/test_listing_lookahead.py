@@ -11,6 +11,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,8 +20,9 @@ import pytest
 
 import imgtools
 from imgtools import APIError, ResponseError, history
-from imgtools._frames import _frame_from_items
+from imgtools._frames import _frame_from_items, decode_stub_page
 from imgtools._taskfields import origin_of
+from imgtools._tasklog import TaskLog
 
 ROOT = "http://127.0.0.1:9"
 STAMP = "2026-01-01T00:00:00Z"
@@ -219,3 +221,41 @@ def test_a_listed_task_with_a_bad_time_is_a_clear_error() -> None:
 
     with client_for(Service(body_of)) as client, pytest.raises(ResponseError, match="ISO 8601"):
         history.tasks_frame(client, record=False)
+
+
+# -- the stub decoder (msgspec) and its fallback to JSON ---------------------------------------
+
+def test_the_stub_decoder_takes_plain_stubs_and_leaves_the_rest_to_json() -> None:
+    page = page_of(0)
+    decoded = decode_stub_page(json.dumps(page).encode())
+    assert decoded is not None and decoded["next"] == page["next"]
+    assert [s.id for s in decoded["tasks"]] == [t["id"] for t in page["tasks"]]
+    for other in (b"not json", b'{"tasks": {"id": 1}}', b'{"tasks": ["a task"]}',
+                  b"[]", b'{"first": "/v2/tasks"}',
+                  json.dumps(page_of(0, input=None)).encode(),  # full bodies, even null
+                  json.dumps(page_of(0, result={"image_id": "x"})).encode()):
+        assert decode_stub_page(other) is None, other
+
+
+def test_full_bodies_in_a_listing_frame_as_json_would() -> None:
+    """A service that lists full bodies (input/result): the stub decoder steps aside and the
+    frame has their image, container and location, as from the bodies themselves."""
+    extra = {"input": {"image_uuid": "33333333-3333-4333-8333-333333333333",
+                       "receiving_swift_container": "c"},
+             "result": {"export_location": "c/33333333-3333-4333-8333-333333333333.vhd"}}
+    with client_for(Service(lambda number: page_of(number, **extra))) as client:
+        frame = history.tasks_frame(client, record=False)
+        expected = _frame_from_items([stub(p, n, **extra) for p in range(PAGES)
+                                      for n in range(PER_PAGE)], origin=origin_of(client))
+    pd.testing.assert_frame_equal(frame, expected)
+    assert (frame["container"] == "c").all()
+
+
+def test_a_recorded_listing_logs_every_listed_stub(tmp_path: Path) -> None:
+    with TaskLog(tmp_path / "log.sqlite") as log:
+        with imgtools.connect(endpoint=f"{ROOT}/v2", token="t0ken", log=log, retries=0,
+                              transport=httpx.MockTransport(Service())) as client:
+            frame = history.tasks_frame(client)
+        logged = history.log_frame(log)
+    assert sorted(logged["id"]) == sorted(frame["id"]) == sorted(EXPECTED)
+    assert (logged["status"] == "success").all() and logged["created_at"].notna().all()
