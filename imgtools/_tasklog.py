@@ -363,10 +363,21 @@ class _WriteBehind:
             while (self._queue or self._busy) and self._pid == os.getpid():
                 self._cond.wait()
 
+    def stop(self) -> None:
+        """Write what is queued, then let the writer thread end (a later ``put`` starts
+        another): a closed log keeps no thread waiting forever."""
+        self.flush()
+        with self._cond:
+            self._thread = None
+            self._cond.notify_all()
+
     def _work(self) -> None:
+        me = threading.current_thread()
         while True:
             with self._cond:
                 while not self._queue:
+                    if self._thread is not me:  # stopped (or replaced): nothing left to do
+                        return
                     self._cond.wait()
                 # Busy before the queue empties: flush()'s unlocked check never sees both idle.
                 self._busy = True
@@ -494,7 +505,7 @@ class TaskLog:
     def close(self) -> None:
         """Write what ``record_bodies_later`` queued, then close every connection this log
         opened (in this process). Idempotent."""
-        self._behind.flush()
+        self._behind.stop()
         self._backend.close()
 
     def flush(self) -> None:

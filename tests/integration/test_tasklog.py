@@ -707,6 +707,27 @@ def test_pages_written_behind_in_slices_are_whole_and_a_damaged_slice_drops_its_
     assert caplog.text.count("could not record 7 listed task(s)") == 2
 
 
+def test_a_closed_log_keeps_no_writer_thread(tmp_path: Path) -> None:
+    # One writer thread per log: each client's log (a notebook opens many) must not leave one
+    # waiting forever once closed.
+    import threading
+
+    def writers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "imgtools-log-writer"}
+
+    before = writers()
+    for n in range(3):
+        log = TaskLog(tmp_path / f"{n}.sqlite")
+        log.record_bodies_later([body(new_id(), stub=True)])
+        log.close()
+    for thread in writers() - before:
+        thread.join(timeout=30)  # ends at once; the timeout only guards a broken build
+        assert not thread.is_alive()
+    for n in range(3):
+        with TaskLog(tmp_path / f"{n}.sqlite") as log:
+            assert len(log) == 1  # what was queued was written before the thread ended
+
+
 def test_writes_queued_behind_are_kept_when_the_process_ends_without_close(
         tmp_path: Path) -> None:
     path = tmp_path / "exit.sqlite"
