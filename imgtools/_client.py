@@ -588,7 +588,10 @@ class _BaseClient(Generic[_TransportT]):
         """The page after ``response``, from its raw bytes, if it is safe to request before
         the page is decoded: on this host (``_follow``), not a page already read, and the
         same listing (same path), so that a wrong guess costs one discarded GET of it."""
-        found = _NEXT_LINK.search(response.content)
+        content = response.content
+        # The service puts ``next`` after the list: look from the end (a C scan, where a
+        # regex search from the start walks the whole page in Python's engine).
+        found = _NEXT_LINK.match(content, max(content.rfind(b'"next"'), 0))
         if found is None:
             return None
         try:

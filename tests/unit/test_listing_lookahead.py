@@ -110,12 +110,14 @@ def test_the_async_client_reads_the_same() -> None:
 
 
 def test_a_nested_next_key_misleads_the_guess_but_not_the_listing() -> None:
-    """A task whose body holds a key named "next" (before the page's own ``next``) makes the
+    """A task whose body holds a key named "next" (after the page's own ``next``) makes the
     raw-bytes guess wrong: that page is fetched and dropped, and the real next one read."""
 
     def body_of(number: int) -> dict[str, Any]:
         body = page_of(number, input={"next": f"/v2/tasks?marker=m{PAGES - 2}"})
-        return body
+        # The page's own link first, the tasks' after it: whichever the guess reads, one of
+        # them misleads it.
+        return {"next": body.pop("next")} | body if "next" in body else body
 
     service = Service(body_of)
     with client_for(service) as client:
@@ -131,8 +133,8 @@ def test_a_guess_to_another_host_or_path_is_never_requested() -> None:
 
         def body_of(number: int, link: str = link) -> dict[str, Any]:
             body = page_of(number)
-            body["tasks"][0]["input"] = {"next": link}  # seen first by the guess
-            return body
+            body["tasks"][-1]["input"] = {"next": link}
+            return {"next": body.pop("next")} | body if "next" in body else body
 
         service = Service(body_of)
         with client_for(service) as client:
