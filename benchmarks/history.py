@@ -5,10 +5,13 @@
    the audit log), openstacksdk (``pd.DataFrame([t.to_dict() for t in conn.image.tasks(limit=
    1000)])``) and python-glanceclient (``tasks.list(page_size=1000)``), and the floor of them
    all, "server only": the pages fetched over one keep-alive connection with nothing parsed
-   beyond finding ``next``. Interleaved in one run; medians of ``--rounds`` rounds, ratios
-   against openstacksdk and against the server-only time (``--no-peers``: imgtools and the
-   floor only). With ``--postgres``, also recording into a team log on PostgreSQL (a
-   throwaway server on loopback, started by this script, emptied before each round).
+   beyond finding ``next``. Interleaved in one run (each round in a seeded random order, with
+   a short rest after each contender); medians of ``--rounds`` rounds, ratios against
+   openstacksdk and against the server-only time (``--no-peers``: imgtools and the floor
+   only). Logs are opened before the clock starts and written to after it stops, except in the
+   "until ... has them all" rows. With ``--postgres``, also recording into a team log on
+   PostgreSQL (a throwaway server on loopback, started by this script, emptied after each
+   round).
 2. The log: an M-row audit log (default 1,000,000) into a DataFrame, ``history.log_frame``
    against a plain ``pd.read_sql("SELECT * FROM tasks")`` of the same table; each in a fresh
    process, with its time and its peak RSS above the process's RSS after imports. With
@@ -28,6 +31,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import re
 import statistics
 import subprocess
@@ -43,6 +47,8 @@ from typing import Any
 import pandas as pd
 
 PAGE = 1000
+#: Seconds of rest (untimed) after each contender of the service benchmark.
+SETTLE = 0.5
 SERVER_ONLY = "server only (pages fetched, `next` found)"
 SDK = "openstacksdk tasks -> to_dict -> DataFrame"
 
@@ -238,13 +244,19 @@ def bench_service(count: int, rounds: int, peers: bool = True,
         while _AFTER:
             _AFTER.pop(0)()
         times: dict[str, list[float]] = {name: [] for name in contenders}
-        for _ in range(rounds):
-            for name, run in contenders.items():
+        for round_ in range(rounds):
+            # Each round in its own (seeded) order, and a pause after each contender: what a
+            # heavy writer leaves running (PostgreSQL's WAL and vacuum, the kernel writing the
+            # SQLite file back) must not land on whichever contender always came next.
+            order = list(contenders.items())
+            random.Random(round_).shuffle(order)
+            for name, run in order:
                 begin = time.perf_counter()
                 frame = run()
                 times[name].append(time.perf_counter() - begin)
                 while _AFTER:  # not timed, but before the next contender starts
                     _AFTER.pop(0)()
+                time.sleep(SETTLE)
                 if len(frame) != count:
                     raise SystemExit(f"{name}: {len(frame)} rows, expected {count}")
         _Fresh.close_all()
