@@ -203,6 +203,10 @@ TIME_COLUMNS: Final = ("created_at", "updated_at", "expires_at")
 # decimal text. Both backends build such strings in SQL (group_concat / string_agg).
 NULL_MARK: Final = "\x1f"
 SEPARATOR: Final = "\x1e"
+#: Text columns with few distinct values: within a chunk, repeats share one string object, so
+#: a million rows do not hold a million copies of "success" or of the region at once.
+FEW_VALUES: Final = frozenset(("type", "status", "owner", "container", "message", "region",
+                               "account"))
 
 
 def split_chunk(count: int, row: Sequence[str]) -> dict[str, Any] | None:
@@ -217,6 +221,9 @@ def split_chunk(count: int, row: Sequence[str]) -> dict[str, Any] | None:
         split = row[at].split(SEPARATOR)
         if len(split) != count:
             return None
+        if name in FEW_VALUES:
+            first: dict[str, str] = {}
+            split = list(map(first.setdefault, split, split))
         values = np.fromiter(split, dtype=object, count=count)
         if NULL_MARK in row[at]:
             values[values == NULL_MARK] = None

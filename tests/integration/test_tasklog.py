@@ -747,6 +747,20 @@ def test_writes_queued_behind_are_kept_when_the_process_ends_without_close(
         assert len(log) == 1500
 
 
+def test_columns_share_repeated_values_and_keep_unique_ones(log: TaskLog) -> None:
+    # A million rows must not hold a million copies of "success", of the owner or of the
+    # region while the columns are read: repeats within a chunk are one object.
+    where = Origin("ORD", "100001", "images.example:443", False)
+    ids = [new_id() for _ in range(40)]
+    log.record([task(i, "success", minutes=n) for n, i in enumerate(ids)], origin=where)
+    columns = log.columns()
+    for name in ("status", "type", "owner", "container", "region", "account"):
+        values = list(columns[name])
+        assert len({id(v) for v in values}) == 1 and values[0] == values[-1], name
+    assert sorted(columns["id"]) == sorted(ids)
+    assert list(columns["region"]) == ["ORD"] * 40 and list(columns["status"]) == ["success"] * 40
+
+
 def test_columns_survive_separator_characters_and_filters(log: TaskLog) -> None:
     # Both backends read columns as joined text; a value holding the separators must still
     # come back whole (that chunk is read again row by row), and filters apply in the query.
