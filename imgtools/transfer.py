@@ -62,6 +62,7 @@ from imgtools._imports import (
 from imgtools._models import Image, Task
 from imgtools._regions import region_session
 from imgtools._transfer_store import StepRow, TransferRecord, TransferStore
+from imgtools._transport import RETRY_EXTENSION
 from imgtools._validation import check_all, validate_container, validate_image_id
 
 if TYPE_CHECKING:
@@ -218,9 +219,13 @@ def _op_find_export(client: _BaseClient[Any], task_input: Mapping[str, Any],
 
 
 def _op_patch_image(client: _BaseClient[Any], image_id: str, ops: list[dict[str, Any]]) -> Any:
+    # The patch only sets values (v2.1 ``add`` replaces a property that exists, ``replace``
+    # of tags): sending it twice gives the same image, so a 503, a lost answer or a cut body
+    # is asked again like a GET instead of failing the step.
     response = yield client._http_request("PATCH", _path("images", image_id),
                                           content=json.dumps(ops).encode(),
-                                          headers={"Content-Type": _PATCH_TYPE})
+                                          headers={"Content-Type": _PATCH_TYPE},
+                                          extensions={RETRY_EXTENSION: True})
     client._check(response)
     return Image.from_json(response.json())
 
