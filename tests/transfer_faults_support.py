@@ -13,10 +13,11 @@ included), response bodies cut halfway; its tokens live three seconds. Then:
    then on, connections open mid-segment) and A is SIGKILLed.
 2. **Process B** resumes every unfinished transfer from the audit log alone, one after the
    other, each through a new client (``resume_transfer``; a failed resume is resumed again,
-   as a person would). In the copy of a transfer A had not started copying, past half its
-   bytes, B freezes; the emulator is SIGKILLed and restarted on its data dir meanwhile, then B
-   goes on. The next time B is waiting for an import task (``import_wait``: the task posted
-   and recorded), B freezes again and is SIGKILLed.
+   as a person would). In the copy of a transfer A had not started copying (the middle one of
+   those, so B finishes others first), past half its bytes, B freezes; the emulator is
+   SIGKILLed and restarted on its data dir meanwhile, then B goes on. The next time B is
+   waiting for an import task (``import_wait``: the task posted and recorded), B freezes
+   again and is SIGKILLed.
 3. **Process C** resumes whatever is still unfinished, to the end (cleanup ``both``).
 
 Then, faults cleared, ``check`` reads the service and the audit log: every transfer done;
@@ -156,7 +157,9 @@ store = TransferStore(log_path)
 records = [r for r in store.records() if r.status != "done"]
 ids = [r.id for r in records]
 before_copy = [r.id for r in records if store.first_start(r.id, "copy") is None]
-armed = (before_copy or ids or [None])[0] if mode == "freeze" else None
+# The middle one: B finishes the transfers before it (A's cut-off copies among them) first.
+pick = before_copy or ids or [None]
+armed = pick[len(pick) // 2] if mode == "freeze" else None
 state = {"current": None, "went_on": False, "copy_frozen": None}
 print(f"resuming {len(ids)} armed {armed}", flush=True)
 
