@@ -47,6 +47,7 @@ from imgtools._exceptions import (
     NotFound,
     PreflightError,
     TaskFailed,
+    TaskNotConfirmed,
     TaskTimeout,
     ValidationError,
 )
@@ -113,6 +114,9 @@ SYSTEM_KEYS = frozenset({
     "container_format", "disk_format", "image_type", "os_type", "vm_mode",
     "auto_disk_config", "cache_in_nova", "flavor_classes", "instance_uuid", "user_id",
     "base_image_ref", "image_location", "image_state", "owner_id", "tags"})
+#: Times the export and import steps ask again after a ``TaskNotConfirmed`` before failing
+#: (a resume asks again too: it looks for the task first).
+NOT_CONFIRMED_ASKS = 3
 #: Tasks older than this are not looked at when finding an earlier export of the image.
 REUSE_LOOKBACK = timedelta(days=2)
 _PATCH_TYPE = "application/openstack-images-v2.1-json-patch"
@@ -189,6 +193,27 @@ def _wait(side: str, client: _BaseClient[Any], task_id: str, timeout: float | No
                               f"{timeout:.0f} s", task=task)
         attempt += 1
         yield _Pause(delay)
+
+
+def _create(side: str, client: _BaseClient[Any], task_type: str,
+            task_input: Mapping[str, Any], what: str, check: str) -> _Steps:
+    """POST the task; after a ``TaskNotConfirmed`` (the answer lost and the task not found),
+    ask again as the error says, ``NOT_CONFIRMED_ASKS`` times: the client first looks for
+    the task of the earlier attempt, so asking again makes no duplicate."""
+    asked = 0
+    while True:
+        try:
+            if asked:
+                earlier = yield _On(side, client._op_earlier(task_type, task_input, what,
+                                                             check))
+                if earlier is not None:
+                    return earlier
+            return (yield _On(side, client._op_create_task(task_type, task_input, what,
+                                                           live=True, check=check)))
+        except TaskNotConfirmed:
+            asked += 1
+            if asked > NOT_CONFIRMED_ASKS:
+                raise
 
 
 def _op_find_export(client: _BaseClient[Any], task_input: Mapping[str, Any],
@@ -381,8 +406,7 @@ class _Job:
                 self.save()
                 return "reused", f"{location} (export task {rec.export_task or 'unknown'})"
             yield _On("source", src._op_put_container(rec.source_container))
-            found = yield _On("source", src._op_create_task("export", task_input, what,
-                                                            live=True, check=check))
+            found = yield from _create("source", src, "export", task_input, what, check)
         assert found is not None
         rec.export_task = found.id
         self.save()
@@ -477,8 +501,7 @@ class _Job:
                 found = None
         if found is None:
             yield _On("target", op_import_preflight(tgt, container, obj, task_input))
-            found = yield _On("target", tgt._op_create_task("import", task_input, what,
-                                                            live=True, check=check))
+            found = yield from _create("target", tgt, "import", task_input, what, check)
         assert found is not None
         rec.import_task = found.id
         self.save()

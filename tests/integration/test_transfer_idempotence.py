@@ -10,6 +10,7 @@ import pytest
 
 import imgtools
 from imgtools.emulator import EmulatorHandle
+from imgtools.testing import set_testing
 from imgtools.transfer import TransferStore
 from tests.client_support import SMALL, fresh_container
 
@@ -55,3 +56,29 @@ def test_the_metadata_patch_is_asked_again_after_a_503_a_lost_answer_and_a_cut_b
     new = iad.get_image(handle.target_image or "")
     assert new.properties.get("imgtools_source_image") == SMALL
     assert new.properties.get("imgtools_source_transfer") == handle.id
+
+
+#: With this seed and half of the task POSTs dropped before the service handles them, the
+#: draws drop the first POST of the export and of the import (in their region) and let the
+#: second through.
+POST_SEED = 3
+
+
+def test_a_task_post_that_cannot_be_confirmed_is_asked_again_with_no_duplicate(
+        emu: EmulatorHandle, client: imgtools.Client, iad: imgtools.Client,
+        store: TransferStore) -> None:
+    before = emu.stats()
+    emu.set_faults(drop_before=0.5, methods="POST", paths="/v2/tasks", seed=POST_SEED)
+    with set_testing(True):  # no courtesy pause before looking for the lost POST's task
+        handle = client.transfer(SMALL, to="IAD", container=fresh_container("idem"),
+                                 listing_delay=0, store=store)
+    after = emu.stats()
+    emu.clear_faults()
+    # Both POSTs were dropped once (no task made: the looks found none, TaskNotConfirmed),
+    # and each step asked again, once, in its first run.
+    assert after["faults"].get("drop_before", 0) - before["faults"].get("drop_before", 0) == 2
+    assert handle.status == "done"
+    assert [(s.step, s.outcome) for s in handle.steps() if s.step in ("export", "import")] == \
+        [("export", "done"), ("import", "done")]
+    assert after["tasks_created"] - before["tasks_created"] == 2  # one export, one import
+    assert iad.get_image(handle.target_image or "").checksum == handle.record.copy_md5
