@@ -51,7 +51,14 @@ from imgtools._exceptions import (
     TaskTimeout,
     ValidationError,
 )
-from imgtools._files import Files, Progress, resolve_export, split_location
+from imgtools._files import (
+    Files,
+    Progress,
+    Segment,
+    _fetch_segment,
+    resolve_export,
+    split_location,
+)
 from imgtools._http import raise_for_status
 from imgtools._imports import (
     IMPORT_SIZE_LIMIT,
@@ -469,18 +476,15 @@ class _Job:
             raise TransferVerifyFailed(f"{self.target_location} at the target is not a DLO "
                                        "manifest")
 
-        def read() -> tuple[int, str]:
-            from imgtools._files import _path
-
-            digest, size = hashlib.md5(usedforsecurity=False), 0
-            with files._http.stream("GET", _path(container, name)) as response:
-                raise_for_status(response)
-                for chunk in response.iter_bytes(COPY_CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
-            return size, digest.hexdigest()
-
-        size, md5 = yield _Call(read)
+        # The assembled object read back whole; a connection cut halfway is asked again for
+        # the rest (Range, If-Range on the object's ETag), as downloads do, not failing the
+        # step: reading it again from the start is what a resume would do.
+        whole = yield _Call(lambda: files.head_object(container, name))
+        sink = _Hasher(self.target_location, whole.bytes)
+        yield _Call(lambda: _fetch_segment(files._http, container,
+                                           Segment(name, whole.bytes, whole.hash, 0), sink,
+                                           chunk=COPY_CHUNK))
+        size, md5 = sink.written, sink.digest.hexdigest()
         if rec.copy_bytes is not None and size != rec.copy_bytes:
             raise TransferVerifyFailed(f"{self.target_location} assembles to {size} bytes, "
                                        f"{rec.copy_bytes} were copied")
@@ -558,6 +562,25 @@ class _Job:
             removed.append(f"target {self.target_location} ({n} objects)")
         rec.cleaned = "; ".join(removed)
         return "done", rec.cleaned
+
+
+class _Hasher:
+    """``_fetch_segment``'s sink for the manifest step: hashes and counts, keeps nothing."""
+
+    def __init__(self, location: str, size: int) -> None:
+        self.location = location
+        self.start, self.end, self.written = 0, size, 0
+        self.digest = hashlib.md5(usedforsecurity=False)
+
+    def add(self, data: bytes | memoryview) -> None:
+        self.digest.update(data)
+        self.written += len(data)
+
+    def restart(self) -> None:
+        # A ranged GET answered whole: the object changed since the HEAD; the bytes hashed
+        # so far belong to another version.
+        raise TransferVerifyFailed(f"{self.location} changed at the target while it was "
+                                   "being read back")
 
 
 def _delete_dlo(files: Files, location: str) -> int:

@@ -3,6 +3,7 @@ steps that failed a transfer on a fault a retry would have cured."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,3 +83,31 @@ def test_a_task_post_that_cannot_be_confirmed_is_asked_again_with_no_duplicate(
         [("export", "done"), ("import", "done")]
     assert after["tasks_created"] - before["tasks_created"] == 2  # one export, one import
     assert iad.get_image(handle.target_image or "").checksum == handle.record.copy_md5
+
+
+def test_the_manifest_read_back_goes_on_after_cut_connections(
+        emu: EmulatorHandle, client: imgtools.Client, iad: imgtools.Client,
+        store: TransferStore) -> None:
+    target = fresh_container("idem-target")
+    # Every GET of the target's assembled object (never its segments' PUTs, nor the listings)
+    # is cut halfway: each one brings half of what is left.
+    emu.set_faults(cut_body=1.0, methods="GET",
+                   paths=f"/v1/MossoCloudFS_{emu.tenant_of()}/{target}/{SMALL}.vhd")
+    before = emu.stats()["faults"].get("cut_body", 0)
+    handle = client.transfer(SMALL, to="IAD", container=fresh_container("idem"),
+                             target_container=target, listing_delay=0, store=store,
+                             cleanup="none")
+    cuts = emu.stats()["faults"].get("cut_body", 0) - before
+    emu.clear_faults()
+    assert cuts > 1
+    assert handle.status == "done"
+    assert [s.outcome for s in handle.steps() if s.step == "manifest"] == ["done"]
+    rec = handle.record
+    assert iad.get_image(rec.target_image or "").checksum == rec.copy_md5
+    response = iad._storage.get(f"{target}/{SMALL}.vhd")
+    response.raise_for_status()
+    assert (len(response.content), _md5(response.content)) == (rec.copy_bytes, rec.copy_md5)
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
