@@ -45,7 +45,8 @@ def broken_promises(fig: dict[str, Any]) -> list[str]:
         "one export and one import per transfer": (fig["export_tasks"], fig["import_tasks"],
                                                    fig["duplicate_exports"],
                                                    fig["duplicate_imports"],
-                                                   fig["stray_tasks"]) == (n, n, 0, 0, 0),
+                                                   fig["stray_tasks"],
+                                                   fig["stray_images"]) == (n, n, 0, 0, 0, 0),
         "no image with wrong bytes": not fig["wrong_bytes"],
         "nothing left after cleanup": not any(fig["leftover_objects"].values())
         and not any(fig["objects_in_transfer_containers"].values()),
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(fig['c_failed_runs'])} of them failed and were resumed again")
     print(f"tasks: {fig['export_tasks']} exports + {fig['import_tasks']} imports; duplicates "
           f"{fig['duplicate_exports']} + {fig['duplicate_imports']}, failed "
-          f"{fig['failed_tasks']}, stray {fig['stray_tasks']}")
+          f"{fig['failed_tasks']}, stray {fig['stray_tasks']}; images no transfer made "
+          f"{fig['stray_images']}")
     print(f"step runs: {fig['step_runs']}, failed: {len(fig['failed_step_runs'])}")
     for failure in fig["failed_step_runs"]:
         print(f"  {failure}")

@@ -46,6 +46,7 @@ import httpx
 import imgtools
 from imgtools import TaskLog
 from imgtools.emulator import EmulatorConfig, EmulatorHandle, FaultSettings
+from imgtools.emulator.seed import IMAGE_SPECS
 from imgtools.transfer import STEPS, TransferStore, came_from, transfers_frame, went_to
 
 #: The images moved, in each round (distinct: a round's exports share its container).
@@ -62,6 +63,8 @@ RESUMES = 10
 #: Seconds the emulator stays down between its SIGKILL and its restart.
 DOWN_SECONDS = 1.0
 REGIONS = ("ORD", *TARGETS)
+#: Tries to read a task's status through the faults (for a figure).
+STATUS_TRIES = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,10 +337,17 @@ def _region(emu: EmulatorHandle, region: str) -> Iterator[httpx.Client]:
 
 
 def _task_status(emu: EmulatorHandle, region: str, task_id: str) -> str:
-    with _region(emu, region) as http:
-        response = http.get(f"tasks/{task_id}")
-        response.raise_for_status()
-        return str(response.json()["status"])
+    """A task's status while the faults are still on (a figure only: asked until an answer
+    gets through, "unknown" if none does)."""
+    for _ in range(STATUS_TRIES):
+        try:
+            with _region(emu, region) as http:
+                response = http.get(f"tasks/{task_id}")
+                response.raise_for_status()
+                return str(response.json()["status"])
+        except Exception:  # a fault of the emulator's: ask again
+            time.sleep(0.1)
+    return "unknown"
 
 
 def _service_tasks(emu: EmulatorHandle, region: str) -> list[dict[str, Any]]:
@@ -357,6 +367,24 @@ def _service_tasks(emu: EmulatorHandle, region: str) -> list[dict[str, Any]]:
             response.raise_for_status()
             out.append(response.json())
     return out
+
+
+def _images(emu: EmulatorHandle, region: str) -> list[str]:
+    """The ids of the demo tenant's own images in ``region``."""
+    ids: list[str] = []
+    with _region(emu, region) as http:
+        url: str | None = f"images?owner={emu.tenant_of()}&limit=1000"
+        while url:
+            response = http.get(url)
+            response.raise_for_status()
+            page = response.json()
+            ids += [i["id"] for i in page["images"]]
+            url = page.get("next", "").removeprefix("/v2/") or None
+    return ids
+
+
+def _seeded(emu: EmulatorHandle, region: str) -> set[str]:
+    return {emu.image_id(spec.slug, region=region) for spec in IMAGE_SPECS}
 
 
 def _md5_of_file(emu: EmulatorHandle, region: str, image_id: str) -> str:
@@ -408,6 +436,11 @@ def check(emu: EmulatorHandle, log_path: Path) -> dict[str, Any]:
     fig["missing_tasks"] = sum(1 for n in (*per_export.values(), *per_import.values()) if n == 0)
     fig["failed_tasks"] = sum(1 for t in (*exports, *imports) if t["status"] != "success")
     fig["stray_tasks"] = len(stray)
+    # Images: the seeded ones and one per transfer, nothing else (an import run twice, or
+    # restarted with the emulator, would leave a second image).
+    made = {r.target_image for r in records}
+    fig["stray_images"] = sum(1 for region in TARGETS for i in _images(emu, region)
+                              if i not in made and i not in _seeded(emu, region))
     # Bytes: the new image is the source image, byte for byte.
     wrong: list[str] = []
     for r in records:
@@ -473,6 +506,7 @@ def summary_line(fig: dict[str, Any]) -> str:
             "resumed_by_c={resumed_by_c} c_runs={c_runs} c_failed_runs={n_failed} "
             "exports={export_tasks} imports={import_tasks} duplicate_exports="
             "{duplicate_exports} duplicate_imports={duplicate_imports} stray={stray_tasks} "
+            "stray_images={stray_images} "
             "wrong_bytes={n_wrong} leftovers={n_left} lineage={lineage_complete}/{transfers} "
             "step_runs={step_runs} failed_step_runs={n_failed_steps} copy_retries="
             "{copy_retries} seconds={seconds_total}").format(

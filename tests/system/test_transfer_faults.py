@@ -57,6 +57,7 @@ def test_transfers_under_faults_and_kills(emu: EmulatorHandle, tmp_path: Path,
     assert (fig["export_tasks"], fig["import_tasks"]) == (n, n)
     assert fig["duplicate_exports"] == 0 and fig["duplicate_imports"] == 0
     assert fig["missing_tasks"] == 0 and fig["failed_tasks"] == 0 and fig["stray_tasks"] == 0
+    assert fig["stray_images"] == 0  # one new image per transfer, no other
     # Every new image holds the source image's bytes.
     assert fig["wrong_bytes"] == []
     # Nothing left behind.
