@@ -4,6 +4,7 @@ behind after cleanup, and its lineage complete.
 
     .venv/bin/python benchmarks/transfer_faults.py [--transfers 20] [--image-mib 64]
                                                    [--segment-kib 1024] [--seed 20261201]
+                                                   [--fault-scale 1] [--json FILE]
 
 The scenario is the system test's (``tests/transfer_faults_support.py``), at a bigger size:
 seeded faults (503s, connections dropped before and after the request was handled, bodies
@@ -35,6 +36,8 @@ from tests.transfer_faults_support import (
 )
 
 MIB = 1024 * 1024
+#: The fault probabilities ``--fault-scale`` multiplies.
+FAULT_RATES = ("error_503", "drop_before", "drop_after", "cut_body")
 
 
 def broken_promises(fig: dict[str, Any]) -> list[str]:
@@ -62,11 +65,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="size of the 'web' image ('db' is half, 'small' a quarter)")
     parser.add_argument("--segment-kib", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--fault-scale", type=float, default=1.0,
+                        help="multiply every fault probability (1: the test's)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     scenario = Scenario(transfers=args.transfers, image_size=int(args.image_mib * MIB),
                         segment_size=args.segment_kib * 1024, export_speed=256 * MIB,
-                        faults=FAULTS.replace(seed=args.seed))
+                        faults=FAULTS.replace(
+                            seed=args.seed, **{name: min(1.0, getattr(FAULTS, name)
+                                                         * args.fault_scale)
+                                               for name in FAULT_RATES}))
     with tempfile.TemporaryDirectory(prefix="imgtools-transfer-faults-") as tmp, \
             start_emulator(config=scenario.config(), data_dir=Path(tmp) / "emulator") as emu:
         fig = run_scenario(emu, Path(tmp), scenario)
