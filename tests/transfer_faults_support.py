@@ -18,7 +18,8 @@ included), response bodies cut halfway; its tokens live three seconds. Then:
    SIGKILLed and restarted on its data dir meanwhile, then B goes on. The next time B is
    waiting for an import task (``import_wait``: the task posted and recorded), B freezes
    again and is SIGKILLed.
-3. **Process C** resumes whatever is still unfinished, to the end (cleanup ``both``).
+3. **Process C** resumes whatever is still unfinished, to the end (cleanup ``both``), through
+   ``AsyncClient.resume_transfer`` (the same steps driven by the async driver).
 
 Then, faults cleared, ``check`` reads the service and the audit log: every transfer done;
 exactly one export and one import task per transfer in the service (none failed, none
@@ -149,9 +150,10 @@ say("finished")
 """
 
 #: Processes B and C: resume every unfinished transfer, one after the other. B (``freeze``)
-#: stops mid-copy until told to go on (stdin), then freezes at its next import wait.
+#: stops mid-copy until told to go on (stdin), then freezes at its next import wait; C
+#: (``async``) resumes through ``AsyncClient`` (the same steps, the async driver).
 RESUME = """
-import json, sys, threading
+import asyncio, json, sys, threading
 import imgtools
 from imgtools import ImgToolsError, TaskLog
 from imgtools.transfer import STEPS, TransferFailed, TransferStore
@@ -185,12 +187,18 @@ for tid in ids:
         if store.get(tid).status == "done":
             break
         out["runs"] += 1
+        options = dict(username="demo", api_key="demo-key", identity_url=identity_url,
+                       log=TaskLog(log_path), retries=10, poll=imgtools.PollPolicy.fast())
         try:
-            with imgtools.connect(username="demo", api_key="demo-key",
-                                  identity_url=identity_url, log=TaskLog(log_path),
-                                  retries=10, poll=imgtools.PollPolicy.fast()) as client:
-                client.resume_transfer(tid, listing_delay=0, store=store, progress=progress,
-                                       on_step=on_step)
+            if mode == "async":  # the same steps, driven by the async client
+                async def resume():
+                    async with await imgtools.connect_async(**options) as client:
+                        await client.resume_transfer(tid, listing_delay=0, store=store)
+                asyncio.run(resume())
+            else:
+                with imgtools.connect(**options) as client:
+                    client.resume_transfer(tid, listing_delay=0, store=store,
+                                           progress=progress, on_step=on_step)
         except (TransferFailed, ImgToolsError) as exc:
             out["failed_runs"].append(f"{tid}: {type(exc).__name__}: {exc}"[:300])
     if store.get(tid).status != "done":
@@ -307,7 +315,7 @@ def run_scenario(emu: EmulatorHandle, workdir: Path, scenario: Scenario) -> dict
         figures["seconds_b"] = round(time.monotonic() - began, 1)
 
         # -- C: resume whatever is left, to the end --------------------------------------------
-        c = procs.start("C", RESUME, emu.identity_url, str(log_path), "finish", str(RESUMES))
+        c = procs.start("C", RESUME, emu.identity_url, str(log_path), "async", str(RESUMES))
         summary, _ = _read_until(c, "summary", "C", procs)
         c.wait(timeout=60)
         figures["c_exit"] = c.returncode
