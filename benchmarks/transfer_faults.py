@@ -51,6 +51,8 @@ def broken_promises(fig: dict[str, Any]) -> list[str]:
                                                    fig["stray_tasks"],
                                                    fig["stray_images"]) == (n, n, 0, 0, 0, 0),
         "no image with wrong bytes": not fig["wrong_bytes"],
+        "nothing of a running transfer listed as a leftover":
+            not any(fig["leftovers_listed_at_a_kill"].values()),
         "nothing left after cleanup": not any(fig["leftover_objects"].values())
         and not any(fig["objects_in_transfer_containers"].values()),
         "lineage complete": fig["lineage_complete"] == n,
@@ -86,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({fig['bytes_not_copied_again'] / MIB:.0f} MiB found already there on resume)")
     print(f"A (SIGKILLed mid-copy after {fig['seconds_a']} s): {fig['recorded_at_a_kill']} "
           f"recorded, {fig['done_at_a_kill']} done, steps cut off: "
-          f"{fig['interrupted_at_a_kill']}")
+          f"{fig['interrupted_at_a_kill']}; of the {fig['objects_at_a_kill']} objects in "
+          f"the transfer containers then, leftovers listed {fig['leftovers_listed_at_a_kill']}")
     print(f"B: resumed {fig['resumed_by_b']}; emulator SIGKILLed and restarted at "
           f"'{fig['b_frozen_copy']}'; B SIGKILLed at {fig['b_exit'] and 'import_wait'} "
           f"(import task {fig['import_task_at_b_kill']}), {fig['done_at_b_kill']} done by then")

@@ -47,6 +47,9 @@ def test_transfers_under_faults_and_kills(emu: EmulatorHandle, tmp_path: Path,
     assert fig["interrupted_at_a_kill"].get("copy", 0) >= 1
     assert fig["interrupted_at_b_kill"] == {"import_wait": 1}
     assert fig["recorded_at_a_kill"] == n and fig["done_at_a_kill"] < n
+    # Nothing the unfinished transfers still needed was listed as a leftover then.
+    assert fig["objects_at_a_kill"] > 0  # exports made, copies begun
+    assert fig["leftovers_listed_at_a_kill"] == {"ORD": 0, "IAD": 0, "DFW": 0}
     assert fig["resumed_by_b"] == n - fig["done_at_a_kill"]
     assert fig["resumed_by_c"] == n - fig["done_at_b_kill"] > 0
     assert fig["emulator_restarts"] == 1
