@@ -161,9 +161,11 @@ identity_url, log_path, mode, resumes = sys.argv[1], sys.argv[2], sys.argv[3], i
 store = TransferStore(log_path)
 records = [r for r in store.records() if r.status != "done"]
 ids = [r.id for r in records]
-before_copy = [r.id for r in records if store.first_start(r.id, "copy") is None]
+copied = {s.transfer_id for s in store.steps() if s.step == "copy" and s.outcome == "done"}
+before_copy = [i for i in ids if store.first_start(i, "copy") is None]
 # The middle one: B finishes the transfers before it (A's cut-off copies among them) first.
-pick = before_copy or ids or [None]
+# (None left whose copy A never began: one A cut off, whose copy B runs again.)
+pick = before_copy or [i for i in ids if i not in copied]
 armed = pick[len(pick) // 2] if mode == "freeze" else None
 state = {"current": None, "went_on": False, "copy_frozen": None}
 print(f"resuming {len(ids)} armed {armed}", flush=True)
