@@ -11,8 +11,9 @@ seeded faults (503s, connections dropped before and after the request was handle
 cut halfway, 3-second tokens); process A starts the transfers (``transfer_all`` per round, on
 threads) and is SIGKILLed mid-copy; process B resumes them from the audit log, the emulator is
 SIGKILLed and restarted in the middle of one of B's copies, and B is SIGKILLed while waiting
-for an import; process C resumes the rest through ``AsyncClient``. Prints the figures (and
-writes them as JSON with ``--json``); exits 1 when any promise is broken.
+for an import (the emulator then SIGKILLed and restarted again); process C resumes the rest
+through ``AsyncClient``. Prints the figures (and writes them as JSON with ``--json``); exits 1
+when any promise is broken.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ included), response bodies cut halfway; its tokens live three seconds. Then:
    those, so B finishes others first), past half its bytes, B freezes; the emulator is
    SIGKILLed and restarted on its data dir meanwhile, then B goes on. The next time B is
    waiting for an import task (``import_wait``: the task posted and recorded), B freezes
-   again and is SIGKILLed.
+   again and is SIGKILLed; the emulator is SIGKILLed and restarted once more, that import
+   task still live.
 3. **Process C** resumes whatever is still unfinished, to the end (cleanup ``both``), through
    ``AsyncClient.resume_transfer`` (the same steps driven by the async driver).
 
@@ -313,6 +314,11 @@ def run_scenario(emu: EmulatorHandle, workdir: Path, scenario: Scenario) -> dict
         assert record is not None and record.import_task is not None, record
         figures["import_task_at_b_kill"] = _task_status(emu, record.target_region or "",
                                                         record.import_task)
+        # The emulator dies too, that import still live (at the restart it starts over).
+        emu.kill()
+        time.sleep(DOWN_SECONDS)
+        emu.restart()
+        figures["emulator_restarts"] += 1
         figures["done_at_b_kill"] = sum(1 for r in store.records() if r.status == "done")
         figures["interrupted_at_b_kill"] = {
             step: n - figures["interrupted_at_a_kill"].get(step, 0)
