@@ -13,18 +13,26 @@ from __future__ import annotations
 
 import asyncio
 import html
-import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 from traitlets import Dict, Unicode
 
+from imgtools import testing
 from imgtools.formatting import format_bytes
-from imgtools.transfer import CLEANUP_POLICIES, DEFAULT_TRANSFER_CONTAINER, STEPS, abegin_transfer
+from imgtools.transfer import (
+    CLEANUP_POLICIES,
+    DEFAULT_TRANSFER_CONTAINER,
+    STEPS,
+    abegin_transfer,
+    aresume_transfer,
+)
 from imgtools.widgets import _Form
 
 if TYPE_CHECKING:
     from imgtools._client import AsyncClient, Client
+    from imgtools._files import Progress
     from imgtools._models import Image
     from imgtools.transfer import AsyncTransfer
 
@@ -33,6 +41,8 @@ __all__ = ["TransferForm"]
 _COLOURS = {"running": "#1f6feb", "done": "#1a7f37", "reused": "#1a7f37", "failed": "#cf222e",
             "": "#6e7781"}
 _CELL = "padding:1px 8px; text-align:left"
+#: Seconds between two redraws of the copy's progress (the end is always shown).
+COPY_REFRESH = 0.25
 #: Rows of the image list.
 PICKER_ROWS = 6
 
@@ -73,6 +83,12 @@ class TransferForm(_Form):
         self.start_button = w.Button(description="Transfer", button_style="primary",
                                      disabled=True, tooltip="pick an image and a region first")
         self.start_button.on_click(lambda _b: self.start())
+        self.stop_button = w.Button(description="Stop", icon="stop", disabled=True,
+                                    tooltip="stop following; Resume continues it")
+        self.stop_button.on_click(lambda _b: self.stop())
+        self.resume_button = w.Button(description="Resume", icon="redo", disabled=True,
+                                      tooltip="continue from the last completed step")
+        self.resume_button.on_click(lambda _b: self.resume())
         self.status_line = w.HTML()
         self.steps_html = w.HTML()
         self.progress = w.FloatProgress(min=0.0, max=1.0, description="copy")
@@ -80,8 +96,10 @@ class TransferForm(_Form):
         self.error_line = w.HTML()
         self.step_states = {s: "" for s in STEPS}
         self._copy_started = 0.0
+        self._copy_shown: float | None = None
         self.observe(self._show_steps, names="step_states")
         self.observe(lambda _c: self._show_status(), names=["status", "target_image"])
+        self.observe(lambda _c: self._validate(), names=["status", "transfer_id"])
         self.observe(lambda _c: self._show_error(), names="error")
         self.observe(lambda _c: self._validate(), names="busy")
         self.observe(lambda c: setattr(self.connection_label, "value", html.escape(c["new"])),
@@ -93,7 +111,8 @@ class TransferForm(_Form):
         self.children = [w.HTML("<b>Transfer an image to another region</b>"),
                          self.connection_label, self.image_picker, self.image,
                          w.HBox([self.target_region, self.container, self.cleanup]),
-                         self.start_button, self.status_line, self.steps_html, self.progress,
+                         w.HBox([self.start_button, self.stop_button, self.resume_button]),
+                         self.status_line, self.steps_html, self.progress,
                          self.copy_line, self.error_line]
         self._run(self._load)
 
@@ -151,49 +170,94 @@ class TransferForm(_Form):
         problems = self.problems()
         self.start_button.disabled = self.busy or bool(problems)
         self.start_button.tooltip = problems[0] if problems else "start the transfer"
+        self.resume_button.disabled = self.busy or not (self.transfer_id and
+                                                        self.status == "failed")
 
     # -- the transfer -----------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the transfer (as a task on the running loop; to completion without one)."""
+        if self.busy:
+            self.error = "still busy: wait for the running transfer, or Stop it"
+            return
         self.error = ""
         self._run(self._transfer)
 
+    def resume(self, transfer_id: str | None = None) -> None:
+        """Continue ``transfer_id`` (default: the form's last transfer) from its last
+        completed step: no second export or import, only the missing segments copied."""
+        wanted = transfer_id or self.transfer_id
+        if not wanted:
+            self.error = "no transfer to resume: start one first"
+            return
+        if self.busy:
+            self.error = "still busy: wait for the running transfer, or Stop it"
+            return
+        self.error = ""
+        self._run(lambda: self._resume(wanted))
+
+    def stop(self) -> None:
+        """Stop following the transfer: it ends failed at the step it was in, and Resume
+        continues it (a task already started goes on in the service meanwhile)."""
+        self.cancel()
+
     async def _transfer(self) -> None:
-        self.status, self.transfer_id, self.target_image = "starting", "", ""
+        self.transfer_id = ""  # a refusal must not leave the last transfer to Resume
+
+        async def begin(client: AsyncClient, report: Progress) -> AsyncTransfer:
+            return await abegin_transfer(
+                client, self.image.value.strip(), to=self.target_region.value.strip(),
+                container=self.container.value.strip(), cleanup=self.cleanup.value,
+                on_step=self._on_step, progress=report, **self._options())
+
+        await self._follow(begin, done_before=())
+
+    async def _resume(self, transfer_id: str) -> None:
+        async def again(client: AsyncClient, report: Progress) -> AsyncTransfer:
+            return await aresume_transfer(client, transfer_id, on_step=self._on_step,
+                                          progress=report, **self._options())
+
+        await self._follow(again, done_before=None)
+
+    def _options(self) -> dict[str, Any]:
+        return {} if self._listing_delay is None else {"listing_delay": self._listing_delay}
+
+    async def _follow(self, make: Callable[[AsyncClient, Progress], Awaitable[AsyncTransfer]],
+                      *, done_before: tuple[str, ...] | None) -> None:
+        """Make the handle with ``make`` and run it to its end, showing every step.
+        ``done_before``: the steps already done (``None``: as the handle's record says)."""
+        self.status, self.target_image = "starting", ""
         self._handle = None
         self.step_states = {s: "" for s in STEPS}
         self.progress.value, self.copy_line.value = 0.0, ""
+        self._copy_shown = None
         try:
-            await self._go()
+            client = await self._async_client()
+            loop = asyncio.get_running_loop()
+
+            def report(done: int, total: int) -> None:  # in the copy's threads
+                loop.call_soon_threadsafe(self._on_copy, done, total)
+
+            handle = await make(client, report)
+            self._handle = handle
+            self.transfer_id = handle.id
+            if done_before is None:
+                last = handle.record.step
+                done_before = STEPS[:STEPS.index(last) + 1] if last in STEPS else ()
+            self.step_states = {s: "done" if s in done_before else "" for s in STEPS}
+            self.status = "running"
+            self.stop_button.disabled = False
+            try:
+                await handle.run()
+            finally:
+                self.stop_button.disabled = True
+                self.target_image = handle.target_image or ""
+                self.status = handle.status
         except BaseException:
-            # The handle's own status when it ran; a refusal before it existed fails too.
+            # A refusal before the handle existed (bad region, no login) fails it too.
             if self.status != "failed":
                 self.status = "failed"
             raise
-
-    async def _go(self) -> None:
-        client = await self._async_client()
-        loop = asyncio.get_running_loop()
-        options: dict[str, Any] = {}
-
-        def report(done: int, total: int) -> None:  # in the copy's threads
-            loop.call_soon_threadsafe(self._show_copy, done, total)
-
-        if self._listing_delay is not None:
-            options["listing_delay"] = self._listing_delay
-        handle = await abegin_transfer(
-            client, self.image.value.strip(), to=self.target_region.value.strip(),
-            container=self.container.value.strip(), cleanup=self.cleanup.value,
-            on_step=self._on_step, progress=report, **options)
-        self._handle = handle
-        self.transfer_id = handle.id
-        self.status = "running"
-        try:
-            await handle.run()
-        finally:
-            self.target_image = handle.target_image or ""
-            self.status = handle.status
         rec = handle.record
         rate = (f" at {(rec.copy_bytes or 0) / (1024 * 1024) / rec.copy_seconds:.1f} MiB/s"
                 if rec.copy_seconds else "")
@@ -204,17 +268,27 @@ class TransferForm(_Form):
     def _on_step(self, step: str, outcome: str) -> None:
         # Called on the loop's thread (the async driver runs the steps there).
         if step == "copy" and outcome == "running":
-            self._copy_started = time.monotonic()
+            self._copy_started = testing.clock().monotonic()
         if self._handle is not None and self._handle.target_image:
             self.target_image = self._handle.target_image
         self.step_states = {**self.step_states, step: outcome}
 
+    def _on_copy(self, done: int, total: int) -> None:
+        # Every MiB copied is reported; the page is redrawn at most every COPY_REFRESH
+        # seconds (and at the end), so a fast copy does not flood the browser with messages.
+        now = testing.clock().monotonic()
+        if done < total and self._copy_shown is not None and \
+                now - self._copy_shown < COPY_REFRESH:
+            return
+        self._copy_shown = now
+        self._show_copy(done, total, now)
+
     # -- showing ----------------------------------------------------------------------------
 
-    def _show_copy(self, done: int, total: int) -> None:
+    def _show_copy(self, done: int, total: int, now: float) -> None:
         self.progress.max = float(max(total, 1))
         self.progress.value = float(min(done, max(total, 1)))
-        seconds = time.monotonic() - self._copy_started if self._copy_started else 0.0
+        seconds = now - self._copy_started if self._copy_started else 0.0
         rate = done / (1024 * 1024) / seconds if seconds > 0 else 0.0
         self.copy_line.value = html.escape(f"{format_bytes(done)} of {format_bytes(total)}, "
                                            f"{rate:.1f} MiB/s")
