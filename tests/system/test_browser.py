@@ -402,6 +402,20 @@ def _wait_for_step(page: Page, step: str, state: str) -> None:
     assert _step_states(page)[step] == state, _step_states(page)
 
 
+def _status(page: Page) -> str:
+    return page.locator(".imgtools-transfer-form .imgtools-status").inner_text().strip()
+
+
+def _wait_for_status(page: Page, status: str) -> None:
+    """Wait until the form shows ``status`` (or failed: the assertion says which)."""
+    page.wait_for_function(
+        f"() => {{ const s = document.querySelector('.imgtools-transfer-form .imgtools-status');"
+        f" return s && ['{status}', 'failed'].includes(s.dataset.status); }}",
+        timeout=STEP_MS, polling=100)
+    shown = page.locator(".imgtools-transfer-form .imgtools-status").get_attribute("data-status")
+    assert shown == status, page.locator(".imgtools-transfer-form").inner_text()
+
+
 #: Add a code cell at the end of the notebook with the given source and run it.
 _RUN_NEW_CELL = f"""async (source) => {{
   const app = {_APP};
@@ -429,9 +443,9 @@ def _kernel_answers(page: Page, label: str) -> str:
 def test_transfer_form_in_jupyterlab(transfer_lab: TransferLab) -> None:
     """Run All on the transfer runbook, then move the build-agent image to IAD with the
     form the way a person does (pick it in the list, type the region, choose the cleanup,
-    click Transfer): every step ends done, the kernel runs other cells while the export and
-    the import are under way, no error shows anywhere (console, outputs, the form), and the
-    new image in IAD has the source's bytes."""
+    click Transfer; Stop and Resume once): every step ends done, the kernel runs other cells
+    while the export and the import are under way, no error shows anywhere (console,
+    outputs, the form), and the new image in IAD has the source's bytes."""
     assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `make browser-deps`"
     ARTIFACTS.mkdir(exist_ok=True)
     console: list[str] = []
@@ -500,6 +514,23 @@ def _transfer_with_the_form(page: Page, emu: EmulatorHandle) -> str:
     # The export task is held pending: the kernel must answer while the form follows it.
     _wait_for_step(page, "export_wait", "running")
     assert _kernel_answers(page, "during-export") == "during-export running running"
+    started = _status(page)
+
+    # Stop, then Resume: the same transfer goes on from its last completed step.
+    form.get_by_role("button", name="Stop").click()
+    _wait_for_status(page, "failed")
+    assert _step_states(page)["export_wait"] == "failed"
+    resume = form.get_by_role("button", name="Resume")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.imgtools-transfer-form button')]"
+        ".some(b => b.textContent.trim() === 'Resume' && !b.disabled)", timeout=STEP_MS)
+    resume.click()
+    page.wait_for_function(  # the stopped one's "failed" gives way first
+        "() => document.querySelector('.imgtools-transfer-form .imgtools-status')"
+        ".dataset.status !== 'failed'", timeout=STEP_MS, polling=100)
+    _wait_for_status(page, "running")
+    _wait_for_step(page, "export_wait", "running")
+    assert _status(page) == started, (started, _status(page))
     emu.advance_clock(HOLD)
     _wait_for_step(page, "import_wait", "running")
     assert _step_states(page)["copy"] == "done"
@@ -507,10 +538,7 @@ def _transfer_with_the_form(page: Page, emu: EmulatorHandle) -> str:
     assert _kernel_answers(page, "during-import") == "during-import running done running"
     emu.advance_clock(HOLD)
 
-    page.wait_for_function(
-        "() => { const s = document.querySelector('.imgtools-transfer-form "
-        ".imgtools-status'); return s && ['done', 'failed'].includes(s.dataset.status); }",
-        timeout=STEP_MS, polling=100)
+    _wait_for_status(page, "done")
     states = _step_states(page)
     assert states == {step: "done" for step in STEPS}, (states, form.inner_text())
     status = form.locator(".imgtools-status").inner_text()
