@@ -6,7 +6,9 @@ state (running, done, reused, failed) appears as it changes, the copy's bytes, M
 segments as they pass (reported from the copy's threads, applied on the loop's thread).
 
 The form reads the account's images and the catalog's regions when it opens: pick the image
-in the list (or type its id) and the target region (or type it), then Transfer.
+in the list (or type its id) and the target region (or type it), then Transfer. Stop ends the
+following (the transfer is left failed at the step it was in); Resume continues it from its
+last completed step, as ``client.resume_transfer`` does.
 """
 
 from __future__ import annotations
@@ -54,8 +56,9 @@ class TransferForm(_Form):
     ``client``: a ``Client``; ``None`` uses the environment's credentials, else starts the
     local emulator in the background. ``step_states`` maps each step to its state ('' before
     it runs); ``status`` is the transfer's (``running``, ``done``, ``failed``);
-    ``transfer_id`` its id (for ``client.resume_transfer``); ``target_image`` the new image's
-    id once imported; ``error`` the last error as one line.
+    ``transfer_id`` its id (for ``client.resume_transfer``, or ``resume()``);
+    ``target_image`` the new image's id once imported; ``error`` the last error as one line.
+    ``start()``, ``stop()`` and ``resume()`` are what the buttons do.
     """
 
     status = Unicode("", help="the transfer's status")
