@@ -37,7 +37,7 @@ from imgtools.lab import (
     notebooks_dir,
     write_lab_settings,
 )
-from imgtools.transfer import STEPS
+from imgtools.transfer import DEFAULT_TRANSFER_CONTAINER, STEPS
 from tests.client_support import SMALL, make_client
 
 pytestmark = pytest.mark.browser
@@ -471,10 +471,13 @@ def test_transfer_form_in_jupyterlab(transfer_lab: TransferLab) -> None:
 
     with make_client(transfer_lab.emu) as client:
         source = client.get_image(SMALL)
+        left = [o.name for o in client.files.objects(DEFAULT_TRANSFER_CONTAINER)]
         with client.in_region("IAD") as iad:
             new = iad.get_image(target)
+            left += [o.name for o in iad.files.objects(DEFAULT_TRANSFER_CONTAINER)]
     assert new.status == "active" and new.name == source.name, new
     assert (new.size, new.checksum) == (source.size, source.checksum)
+    assert left == [], f"cleanup 'both' left {left}"
 
 
 def _transfer_with_the_form(page: Page, emu: EmulatorHandle) -> str:
