@@ -411,6 +411,7 @@ def test_task_browser_reads_every_region_and_fetches_a_click_from_its_region(
         row = browser.view.loc[browser.view["id"] == task_id].iloc[0]
         assert isinstance(row["container"], str)
         assert "input: " in browser.detail
+        assert f"region: DFW\naccount: {client.tenant_id}\n" in browser.detail
         await browser.aclose()
 
     assert client.region == "ORD"
