@@ -365,9 +365,9 @@ class IdentityAuth(httpx.Auth):
     and the renewal rule are operations (``op_login``, ``op_token``) that the blocking and the
     awaited shells run. A lock makes concurrent requests that meet the same expired token log in
     only once: a ``threading.Lock`` for blocking callers, an ``asyncio.Lock`` on the event loop
-    (a loop must never wait on a thread's lock). So an ``AsyncClient`` whose worker threads
-    (bulk Cloud Files) and loop meet an expiring token at the same moment may log in twice;
-    a *refused* token is renewed once whichever side meets it first.
+    (a loop must never wait on a thread's lock). The two locks are apart, so an
+    ``AsyncClient`` whose worker threads (bulk Cloud Files) and loop meet the same old token
+    at the same moment may log in twice, once on each side, never more.
     """
 
     def __init__(self, creds: Credentials, *, stats: Stats,
