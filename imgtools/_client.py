@@ -289,8 +289,24 @@ class _BaseClient(Generic[_TransportT]):
         self._start()
 
     def _start(self) -> None:
-        """The end of the constructor: ``Client`` logs in here, ``AsyncClient`` in ``open()``."""
+        """The end of the constructor: ``Client`` runs ``_op_start`` here, ``AsyncClient`` in
+        ``open()``."""
         raise NotImplementedError
+
+    def _open_identity(self) -> IdentityAuth | None:
+        """The identity login (on its own connection, each client its own kind) for username
+        credentials; ``None`` for a bare token, which needs no login."""
+        raise NotImplementedError
+
+    def _op_start(self, identity: IdentityAuth | None) -> Op[None]:
+        """The start-up both clients run: log in through ``identity`` (a bare token sends
+        nothing), take the session and open the API connections at its endpoints."""
+        auth: httpx.Auth
+        if identity is None:
+            auth, session = self._token_login()
+        else:
+            auth, session = identity, (yield from identity.op_login())
+        self._open_http(self._adopt(auth, session))
 
     # -- what the client is connected to -----------------------------------------------------
 
@@ -380,8 +396,8 @@ class _BaseClient(Generic[_TransportT]):
         assert creds.token is not None and creds.endpoint is not None
         return TokenAuth(creds.token), Session(token=creds.token, image_endpoint=creds.endpoint)
 
-    def _adopt(self, auth: httpx.Auth, session: Session) -> str:
-        """Take the session (and the auth that keeps it) after login; the image endpoint."""
+    def _adopt(self, auth: httpx.Auth, session: Session) -> Session:
+        """Take the session (and the auth that keeps it) after login; the session settled."""
         if self._creds.files_endpoint:  # an explicit FILES_ENDPOINT beats the catalog
             session.files_endpoint = self._creds.files_endpoint
         if self._creds.tenant_id and not session.tenant_id:
@@ -396,8 +412,7 @@ class _BaseClient(Generic[_TransportT]):
         self._secrets.add(session.token.reveal())
         self._session = session
         self._auth = auth
-        assert session.image_endpoint is not None
-        return session.image_endpoint
+        return session
 
     def _identity_options(self) -> dict[str, Any]:
         """The options of an identity connection (no auth, no base URL), but its transport."""
@@ -969,23 +984,19 @@ class Client(_BaseClient[httpx.BaseTransport]):
 
     def _start(self) -> None:
         # Log in now, so that bad credentials fail at construction, not at the first call.
-        auth: httpx.Auth
-        if self._creds.kind == "identity":
-            self._identity_http = httpx.Client(transport=self._transport(),
-                                               **self._identity_options())
-            identity = IdentityAuth(self._creds, stats=self.stats,
-                                    sync_client=self._identity_http)
-            try:
-                session = identity.login()
-            except BaseException:
-                self._identity_http.close()
-                raise
-            auth = identity
-        else:
-            auth, session = self._token_login()
-        self._adopt(auth, session)
-        assert self._session is not None
-        self._open_http(self._session)
+        identity = self._open_identity()
+        try:
+            run(self._op_start(identity), identity.send if identity else self._send)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_identity(self) -> IdentityAuth | None:
+        if self._creds.kind != "identity":
+            return None
+        self._identity_http = httpx.Client(transport=self._transport(),
+                                           **self._identity_options())
+        return IdentityAuth(self._creds, stats=self.stats, sync_client=self._identity_http)
 
     def _open_http(self, session: Session) -> None:
         assert session.image_endpoint is not None
@@ -1354,22 +1365,24 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
         if self._ready_lock is None:
             self._ready_lock = asyncio.Lock()
         async with self._ready_lock:
-            if self._http is not None:
-                return self
-            auth: httpx.Auth
-            if self._creds.kind == "identity":
-                self._identity_http = httpx.AsyncClient(transport=self._transport(),
-                                                        **self._identity_options())
-                identity = IdentityAuth(self._creds, stats=self.stats,
-                                        async_client=self._identity_http)
-                session = await identity.alogin()
-                auth = identity
-            else:
-                auth, session = self._token_login()
-            self._adopt(auth, session)
-            assert self._session is not None
-            self._open_http(self._session)
+            if self._http is None:  # another task may have opened it while this one waited
+                identity = self._open_identity()
+                try:
+                    await arun(self._op_start(identity),
+                               identity.asend if identity else self._asend)
+                except BaseException:
+                    if self._identity_http is not None:  # a later open() makes a new one
+                        await self._identity_http.aclose()
+                        self._identity_http = None
+                    raise
         return self
+
+    def _open_identity(self) -> IdentityAuth | None:
+        if self._creds.kind != "identity":
+            return None
+        self._identity_http = httpx.AsyncClient(transport=self._transport(),
+                                                **self._identity_options())
+        return IdentityAuth(self._creds, stats=self.stats, async_client=self._identity_http)
 
     def _open_http(self, session: Session) -> None:
         assert session.image_endpoint is not None
