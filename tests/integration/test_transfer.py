@@ -19,6 +19,7 @@ from imgtools import ValidationError
 from imgtools.emulator import EmulatorHandle
 from imgtools.transfer import (
     STEPS,
+    AsyncTransfer,
     TransferFailed,
     TransferRefused,
     TransferStore,
@@ -31,6 +32,7 @@ from tests.client_support import (
     DB,
     WEB,
     WINDOWS,
+    AsyncRecorder,
     Recorder,
     fresh_container,
     make_client,
@@ -354,15 +356,59 @@ async def test_async_transfer(emu: EmulatorHandle, store: TransferStore) -> None
         assert image.checksum == rec.copy_md5
 
 
-def test_transfer_all(emu: EmulatorHandle, client: imgtools.Client, iad: imgtools.Client,
-                      store: TransferStore) -> None:
+def _batch_listed(emu: EmulatorHandle, requests: list[httpx.Request]) -> set[str]:
+    """The regions whose task list was read by status after their last task was created:
+    only ``wait_all``'s batch polling does that (the creations' own checks list before their
+    POST; a single wait GETs its task)."""
+    listed = set()
+    for region in ("ORD", "IAD"):
+        port = int(emu.region_url(region).rsplit(":", 1)[1])
+        here = [r for r in requests if r.url.port == port and r.url.path.endswith("/v2/tasks")]
+        posts = [i for i, r in enumerate(here) if r.method == "POST"]
+        if posts and any(r.method == "GET" and "status" in r.url.params
+                         for r in here[posts[-1] + 1:]):
+            listed.add(region)
+    return listed
+
+
+def test_transfer_all(emu: EmulatorHandle, iad: imgtools.Client, store: TransferStore) -> None:
     created = tasks_created(emu)
-    handles = client.transfer_all([WEB, DB, WINDOWS], to="IAD", container=fresh_container("m"),
-                                  listing_delay=0, store=store)
+    recorder = Recorder()
+    with make_client(emu, transport=recorder) as client:
+        handles = client.transfer_all([WEB, DB, WINDOWS], to="IAD",
+                                      container=fresh_container("m"), listing_delay=0,
+                                      store=store)
     assert [h.status for h in handles] == ["done", "done", "failed"]
+    assert (handles[2].record.error or "").startswith("preflight: NotExportable")
     assert tasks_created(emu) == created + 4
     for h in handles[:2]:
         assert iad.get_image(h.target_image or "").checksum == h.record.copy_md5
+    # The exports were followed by batch polling at the source, the imports at the target.
+    assert _batch_listed(emu, recorder.requests) == {"ORD", "IAD"}
+
+
+@pytest.mark.anyio
+async def test_async_transfer_all(emu: EmulatorHandle, iad: imgtools.Client,
+                                  store: TransferStore) -> None:
+    created = tasks_created(emu)
+    recorder = AsyncRecorder()
+    c = await imgtools.connect_async(username="demo", api_key="demo-key",
+                                     identity_url=emu.identity_url, log=False,
+                                     poll=imgtools.PollPolicy.fast(), transport=recorder)
+    async with c:
+        handles = await c.transfer_all([WINDOWS, DB, WEB], to="IAD", cleanup="both",
+                                       container=fresh_container("n"), listing_delay=0,
+                                       store=store)
+    assert all(isinstance(h, AsyncTransfer) for h in handles)
+    assert [h.status for h in handles] == ["failed", "done", "done"]
+    assert handles[0].record.step is None
+    assert (handles[0].record.error or "").startswith("preflight: NotExportable")
+    assert tasks_created(emu) == created + 4
+    for h in handles[1:]:
+        rec = h.record
+        assert rec.cleaned and iad.get_image(rec.target_image or "").checksum == rec.copy_md5
+        assert [s.step for s in h.steps()] == list(STEPS)
+    assert _batch_listed(emu, recorder.requests) == {"ORD", "IAD"}
 
 
 # -- ServiceNet --------------------------------------------------------------------------------
