@@ -5,6 +5,7 @@ import succeeded, bad input refused before any request, async, many at once."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Iterator
@@ -354,6 +355,37 @@ async def test_async_transfer(emu: EmulatorHandle, store: TransferStore) -> None
         async with c.in_region("DFW") as dfw:
             image = await dfw.get_image(rec.target_image or "")
         assert image.checksum == rec.copy_md5
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_async_transfer_records_the_step_and_resumes(
+        emu: EmulatorHandle, store: TransferStore) -> None:
+    """Cancelling the task (as a closed notebook cell does) mid-wait: the step is recorded as
+    failed, nothing later runs, and a resume finishes with no second export."""
+    c = await imgtools.connect_async(username="demo", api_key="demo-key",
+                                     identity_url=emu.identity_url, log=False,
+                                     poll=imgtools.PollPolicy.fast())
+    async with c:
+        running: list[asyncio.Task[Any]] = []
+
+        def cancel_once(step: str, state: str) -> None:
+            if (step, state) == ("export_wait", "running") and len(running) == 1:
+                running[0].cancel()
+                running.append(running[0])
+
+        handle = await c.transfer(DB, to="DFW", container=fresh_container("c"),
+                                  listing_delay=0, store=store, on_step=cancel_once,
+                                  wait=False)
+        running.append(asyncio.create_task(handle.run()))
+        with pytest.raises(asyncio.CancelledError):
+            await running[0]
+        rec = store.get(handle.id)
+        assert rec is not None and rec.status == "failed" and rec.step == "export"
+        assert rec.error == "export_wait: CancelledError"
+        assert [s.step for s in handle.steps()][-1] == "export_wait"
+        created = tasks_created(emu)
+        done = await handle.resume()
+    assert done.status == "done" and tasks_created(emu) == created + 1  # the import only
 
 
 def _batch_listed(emu: EmulatorHandle, requests: list[httpx.Request]) -> set[str]:
