@@ -643,6 +643,14 @@ async def async_wait_all(client: AsyncClient, tasks: Iterable[TaskRef], *,
                                      on_progress=on_progress))
 
 
+def op_wait(ops: Ops, task_id: str, *, timeout: Timeout = DEFAULT,
+            poll: PollPolicy | None = None) -> Op[Task]:
+    """The loop of ``wait``, to ``yield from`` inside another operation (a transfer's waits):
+    the finished task; ``TaskFailed`` / ``TaskTimeout`` as ``wait``."""
+    return _ExportTaskBase(task_id, None)._steps(ops, ops.wait_limit(timeout),
+                                                 poll or ops.poll, None)
+
+
 def op_wait_all(ops: Ops, tasks: Iterable[TaskRef], *, timeout: Timeout = DEFAULT,
                 poll: PollPolicy | None = None,
                 on_progress: Callable[[WaitProgress], Any] | None = None) -> Op[WaitAllResult]:

@@ -38,7 +38,6 @@ from urllib.parse import quote
 
 import httpx
 
-from imgtools import testing
 from imgtools._copy import COPY_CHUNK, DEFAULT_COPY_WORKERS, DEFAULT_LISTING_DELAY, copy_export
 from imgtools._exceptions import (
     ConfigurationError,
@@ -48,7 +47,6 @@ from imgtools._exceptions import (
     NotFound,
     PreflightError,
     TaskFailed,
-    TaskTimeout,
     ValidationError,
 )
 from imgtools._files import Files, Progress, resolve_export, split_location
@@ -61,8 +59,8 @@ from imgtools._imports import (
     validate_import_args,
 )
 from imgtools._models import Image, Task
-from imgtools._ops import Call, Op, Send, Sleep, arun, run, via
-from imgtools._polling import op_wait_all
+from imgtools._ops import Call, Op, Send, arun, run, via
+from imgtools._polling import op_wait, op_wait_all
 from imgtools._regions import region_session
 from imgtools._transfer_store import StepRow, TransferRecord, TransferStore
 from imgtools._validation import check_all, validate_container, validate_image_id
@@ -184,22 +182,15 @@ def _op_head(client: _BaseClient[Any], container: str, name: str | None = None) 
     return response.status_code, response.headers
 
 
-def _wait(client: _BaseClient[Any], task_id: str, timeout: float | None) -> _Steps:
-    """Poll one task until it finishes (the client's poll policy); ``TaskTimeout`` after
-    ``timeout`` seconds."""
-    clock = testing.clock()
-    deadline = None if timeout is None else clock.monotonic() + timeout
-    attempt = 0
-    while True:
-        task, retry_after = yield from via(client, client._op_get_task(task_id))
-        if task.done:
-            return task
-        delay = client.poll.delay(attempt, retry_after=retry_after)
-        if deadline is not None and clock.monotonic() + delay > deadline:
-            raise TaskTimeout(f"task {task_id} is still {task.status.value} after "
-                              f"{timeout:.0f} s", task=task)
-        attempt += 1
-        yield Sleep(delay)
+def _wait(client: _BaseClient[Any], task_id: str, timeout: float | None) -> Op[Task]:
+    """Follow one task as ``wait`` does (the client's poll policy; trouble ridden out until
+    the deadline): the finished task, failed or not; ``TaskTimeout`` after ``timeout``
+    seconds."""
+    ops = cast("Client | AsyncClient", client).ops
+    try:
+        return (yield from via(client, op_wait(ops, task_id, timeout=timeout)))
+    except TaskFailed as failed:
+        return failed.task
 
 
 def _op_find_export(client: _BaseClient[Any], task_input: Mapping[str, Any],

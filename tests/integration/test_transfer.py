@@ -487,6 +487,25 @@ def test_a_copy_failing_on_503s_resumes_once_they_stop(
     assert iad.get_image(rec.target_image or "").checksum == rec.copy_md5
 
 
+def test_the_waits_ride_out_5xx_answers_as_wait_does(
+        emu: EmulatorHandle, iad: imgtools.Client, store: TransferStore) -> None:
+    """With no transport retries, the export and import waits still meet 503s (seeded) on
+    their task GETs and poll on until the task ends, as ``ExportTask.wait`` does."""
+    with make_client(emu, retries=0) as client:
+        handle = client.transfer(DB, to="IAD", container=fresh_container("w"),
+                                 listing_delay=0, store=store, wait=False)
+        handle.run(until="export")
+        before = emu.stats()["faults"].get("error_503", 0)
+        emu.set_faults(error_503=0.5, methods="GET", paths="/v2/tasks/", seed=7)
+        try:
+            rec = handle.run()
+        finally:
+            emu.set_faults(error_503=0.0, methods="", paths="")
+    assert emu.stats()["faults"].get("error_503", 0) > before
+    assert rec.status == "done"
+    assert iad.get_image(rec.target_image or "").checksum == rec.copy_md5
+
+
 @pytest.mark.parametrize("step", ["export", "import"])
 def test_a_stop_after_the_task_id_was_saved_makes_no_second_task(
         emu: EmulatorHandle, client: imgtools.Client, store: TransferStore, step: str) -> None:
