@@ -595,10 +595,13 @@ def patch_for(image: Image, rec: TransferRecord) -> list[dict[str, Any]]:
     return ops
 
 
-# -- the step loop (written once) and its two drivers ------------------------------------------
+# -- the step loop (one operation) and the handles that drive it ---------------------------------
 
 
 def _op_run(job: _Job, until: str | None) -> Op[TransferRecord]:
+    """The steps not completed yet (through ``until``), as one operation: each step's start
+    and end saved; a step that raises is saved as failed, then ``TransferFailed`` (or, for a
+    ``BaseException``, that itself) goes on up."""
     rec, store = job.record, job.store
     start = 0 if rec.step is None else STEPS.index(rec.step) + 1
     rec.status, rec.error = "running", None
