@@ -75,6 +75,8 @@ from imgtools._taskfields import Origin
 from imgtools._tasklog import TaskLog
 from imgtools.transfer import (
     AsyncTransfer,
+    CleanupPolicy,
+    OnStep,
     StepRow,
     Transfer,
     TransferFailed,
@@ -129,6 +131,7 @@ __all__ = [  # noqa: RUF022
     "AsyncTransfer",
     "AuthError",
     "ChecksumMismatch",
+    "CleanupPolicy",
     "Client",
     "ConfigurationError",
     "ContainerInfo",
@@ -162,6 +165,7 @@ __all__ = [  # noqa: RUF022
     "NotImportable",
     "ObjectInfo",
     "OnProgress",
+    "OnStep",
     "OnUpdate",
     "Origin",
     "PollPolicy",

@@ -29,10 +29,10 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -63,6 +63,7 @@ from imgtools._config import (
     USER_AGENT,
 )
 from imgtools._convert import check_convert
+from imgtools._copy import DEFAULT_COPY_WORKERS, DEFAULT_LISTING_DELAY
 from imgtools._exceptions import (
     APIError,
     AuthError,
@@ -144,9 +145,21 @@ from imgtools._validation import (
     validate_task_type,
     validate_timeout,
 )
-
-if TYPE_CHECKING:
-    from imgtools.transfer import AsyncTransfer, Transfer
+from imgtools.transfer import (
+    DEFAULT_CLEANUP,
+    DEFAULT_TRANSFER_CONTAINER,
+    AsyncTransfer,
+    CleanupPolicy,
+    OnStep,
+    Transfer,
+    TransferStore,
+    abegin_transfer,
+    aresume_transfer,
+    atransfer_all,
+    begin_transfer,
+    resume_transfer,
+    transfer_all,
+)
 
 __all__ = [
     "AsyncClient",
@@ -1219,34 +1232,66 @@ class Client(_BaseClient[httpx.BaseTransport]):
     # -- transfers (imgtools.transfer) -------------------------------------------------------
 
     def transfer(self, image_id: str, *, to: str | Client, wait: bool = True,
-                 **options: Any) -> Transfer:
+                 name: str | None = None, properties: Sequence[str] | None = None,
+                 cleanup: CleanupPolicy = DEFAULT_CLEANUP,
+                 container: str = DEFAULT_TRANSFER_CONTAINER,
+                 target_container: str | None = None,
+                 listing_delay: float = DEFAULT_LISTING_DELAY,
+                 workers: int = DEFAULT_COPY_WORKERS, store: TransferStore | None = None,
+                 on_step: OnStep | None = None, progress: Progress | None = None) -> Transfer:
         """Move an image to another region (``to="IAD"``) or account (``to=`` its client):
         export, copy, import, metadata, verify, cleanup; see ``imgtools.transfer``. Runs every
         step unless ``wait=False``; ``TransferFailed`` names the step, the state is saved and
-        ``resume_transfer(id)`` continues."""
-        from imgtools.transfer import begin_transfer
+        ``resume_transfer(id)`` continues.
 
-        handle = begin_transfer(self, image_id, to=to, **options)
+        ``name``: the new image's (default: the source's); ``properties``: the source
+        properties re-applied (default: ``DEFAULT_PROPERTIES`` and the user's own keys);
+        ``cleanup``: what is deleted after the import succeeded (``CLEANUP_POLICIES``);
+        ``container``: where the export goes at the source, and the copy at the target unless
+        ``target_container``; ``listing_delay``: seconds between reads of the source listing
+        until it is stable; ``workers``: segments copied at once; ``store``: the transfers
+        record (default: beside the audit log); ``on_step(step, state)``;
+        ``progress(done_bytes, total_bytes)`` during the copy (called from its threads)."""
+        handle = begin_transfer(self, image_id, to=to, name=name, properties=properties,
+                                cleanup=cleanup, container=container,
+                                target_container=target_container,
+                                listing_delay=listing_delay, workers=workers, store=store,
+                                on_step=on_step, progress=progress)
         if wait:
             handle.run()
         return handle
 
     def resume_transfer(self, transfer_id: str, *, to: str | Client | None = None,
-                        wait: bool = True, **options: Any) -> Transfer:
-        """Continue a recorded transfer from its last completed step."""
-        from imgtools.transfer import resume_transfer
-
-        handle = resume_transfer(self, transfer_id, to=to, **options)
+                        wait: bool = True, listing_delay: float = DEFAULT_LISTING_DELAY,
+                        workers: int = DEFAULT_COPY_WORKERS, store: TransferStore | None = None,
+                        on_step: OnStep | None = None,
+                        progress: Progress | None = None) -> Transfer:
+        """Continue a recorded transfer from its last completed step (the options as for
+        ``transfer``; ``to``: the target's client when it is another account's)."""
+        handle = resume_transfer(self, transfer_id, to=to, listing_delay=listing_delay,
+                                 workers=workers, store=store, on_step=on_step,
+                                 progress=progress)
         if wait:
             handle.run()
         return handle
 
     def transfer_all(self, images: Iterable[str], *, to: str | Client,
-                     **options: Any) -> list[Transfer]:
-        """Transfer many images, following their tasks with batch polling in both regions."""
-        from imgtools.transfer import transfer_all
-
-        return transfer_all(self, images, to=to, **options)
+                     name: str | None = None, properties: Sequence[str] | None = None,
+                     cleanup: CleanupPolicy = DEFAULT_CLEANUP,
+                     container: str = DEFAULT_TRANSFER_CONTAINER,
+                     target_container: str | None = None,
+                     listing_delay: float = DEFAULT_LISTING_DELAY,
+                     workers: int = DEFAULT_COPY_WORKERS, store: TransferStore | None = None,
+                     on_step: OnStep | None = None,
+                     progress: Progress | None = None) -> list[Transfer]:
+        """Transfer many images (the options as for ``transfer``), following their export
+        tasks, then their import tasks, with batch polling (``wait_all``) in each region. A
+        transfer that fails is left failed and resumable; the others go on. Every handle is
+        returned."""
+        return transfer_all(self, images, to=to, name=name, properties=properties,
+                            cleanup=cleanup, container=container,
+                            target_container=target_container, listing_delay=listing_delay,
+                            workers=workers, store=store, on_step=on_step, progress=progress)
 
     # -- Cloud Files ------------------------------------------------------------------------
 
@@ -1600,27 +1645,58 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
         return await async_wait_all(self, tasks, timeout=timeout, poll=poll,
                                     on_progress=on_progress)
 
-    # -- Cloud Files ------------------------------------------------------------------------
+    # -- transfers (imgtools.transfer) -------------------------------------------------------
 
     async def transfer(self, image_id: str, *, to: str | AsyncClient, wait: bool = True,
-                       **options: Any) -> AsyncTransfer:
+                       name: str | None = None, properties: Sequence[str] | None = None,
+                       cleanup: CleanupPolicy = DEFAULT_CLEANUP,
+                       container: str = DEFAULT_TRANSFER_CONTAINER,
+                       target_container: str | None = None,
+                       listing_delay: float = DEFAULT_LISTING_DELAY,
+                       workers: int = DEFAULT_COPY_WORKERS, store: TransferStore | None = None,
+                       on_step: OnStep | None = None,
+                       progress: Progress | None = None) -> AsyncTransfer:
         """As ``Client.transfer``, awaited."""
-        from imgtools.transfer import abegin_transfer
-
-        handle = await abegin_transfer(self, image_id, to=to, **options)
+        handle = await abegin_transfer(self, image_id, to=to, name=name, properties=properties,
+                                       cleanup=cleanup, container=container,
+                                       target_container=target_container,
+                                       listing_delay=listing_delay, workers=workers,
+                                       store=store, on_step=on_step, progress=progress)
         if wait:
             await handle.run()
         return handle
 
     async def resume_transfer(self, transfer_id: str, *, to: str | AsyncClient | None = None,
-                              wait: bool = True, **options: Any) -> AsyncTransfer:
+                              wait: bool = True, listing_delay: float = DEFAULT_LISTING_DELAY,
+                              workers: int = DEFAULT_COPY_WORKERS,
+                              store: TransferStore | None = None,
+                              on_step: OnStep | None = None,
+                              progress: Progress | None = None) -> AsyncTransfer:
         """As ``Client.resume_transfer``, awaited."""
-        from imgtools.transfer import aresume_transfer
-
-        handle = await aresume_transfer(self, transfer_id, to=to, **options)
+        handle = await aresume_transfer(self, transfer_id, to=to, listing_delay=listing_delay,
+                                        workers=workers, store=store, on_step=on_step,
+                                        progress=progress)
         if wait:
             await handle.run()
         return handle
+
+    async def transfer_all(self, images: Iterable[str], *, to: str | AsyncClient,
+                           name: str | None = None, properties: Sequence[str] | None = None,
+                           cleanup: CleanupPolicy = DEFAULT_CLEANUP,
+                           container: str = DEFAULT_TRANSFER_CONTAINER,
+                           target_container: str | None = None,
+                           listing_delay: float = DEFAULT_LISTING_DELAY,
+                           workers: int = DEFAULT_COPY_WORKERS,
+                           store: TransferStore | None = None, on_step: OnStep | None = None,
+                           progress: Progress | None = None) -> list[AsyncTransfer]:
+        """As ``Client.transfer_all``, awaited (the same operation)."""
+        return await atransfer_all(self, images, to=to, name=name, properties=properties,
+                                   cleanup=cleanup, container=container,
+                                   target_container=target_container,
+                                   listing_delay=listing_delay, workers=workers, store=store,
+                                   on_step=on_step, progress=progress)
+
+    # -- Cloud Files ------------------------------------------------------------------------
 
     @property
     def files(self) -> AsyncFiles:

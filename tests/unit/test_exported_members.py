@@ -99,3 +99,23 @@ def test_lazy_names_are_what_type_checkers_are_told() -> None:
     checked = source[source.index("if _typing.TYPE_CHECKING:"):source.index("__version__")]
     for name in imgtools._LAZY:
         assert f"        {name},\n" in checked, name
+
+
+def test_transfer_options_are_explicit_and_typed_with_exported_names() -> None:
+    import builtins
+    import collections.abc
+    import inspect
+    import re
+
+    known = (set(imgtools.__all__) | set(dir(builtins)) | set(dir(typing))
+             | set(dir(collections.abc)))
+    for cls in (imgtools.Client, imgtools.AsyncClient):
+        for name in ("transfer", "resume_transfer", "transfer_all"):
+            params = list(inspect.signature(getattr(cls, name)).parameters.values())
+            assert [p.kind for p in params[2:]] == [inspect.Parameter.KEYWORD_ONLY] * (
+                len(params) - 2), f"{cls.__name__}.{name}: no **options, no positional"
+            for p in params[1:]:
+                assert p.annotation is not inspect.Parameter.empty, (name, p.name)
+                assert "Any" not in str(p.annotation), (name, p.name)
+                names = set(re.findall(r"[A-Za-z_]\w*", str(p.annotation)))
+                assert names <= known, (f"{cls.__name__}.{name}", p.name, names - known)
