@@ -75,12 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from imgtools._tasklog import TaskLog
+    from imgtools.history import log_frame
     from imgtools.widgets import GRID_ROWS, TaskBrowser
 
     with tempfile.TemporaryDirectory() as tmp, TaskLog(Path(tmp) / "audit.sqlite") as log:
         began = time.perf_counter()
         log.record_bodies(_bodies(args.tasks))
-        frame = log.frame()
+        frame = log_frame(log)
         print(f"{len(frame):,} tasks recorded and read in {time.perf_counter() - began:.1f} s")
         made = time.perf_counter()
         browser = TaskBrowser(log=log, frame=frame)

@@ -25,7 +25,16 @@ compete for CPU), alternating the contenders each round:
 Each contender runs in its own process(es): its peak RSS (``VmHWM``, polled) and the bytes it
 had written to disk (``ru_oublock`` of the finished child from ``wait4``: the same count as
 ``write_bytes`` in ``/proc/PID/io``, taken when pages are dirtied, so no fsync is needed to
-see them) are its own. Prints MiB/s (median of the rounds), the ratio, disk bytes and RSS.
+see them) are its own, and so are the CPU seconds it used (``wait4``) and those the emulator
+used meanwhile (``/proc/PID/stat``). Prints seconds and MiB/s (median of the rounds), the
+ratio (of the medians, and round by round), CPU seconds, disk bytes, RSS and the load average
+(other processes on the machine take CPU from both contenders alike).
+
+Where the floor is: every byte is hashed twice (MD5, about 1.4 s of CPU per GiB per pass
+here), by the client as it passes and by the target to check the ``ETag``, and the peer's
+upload does the same two passes. So both contenders need about the same CPU; imgtools saves
+the local file's write and read and runs all its steps at once. On a machine whose cores are
+busy anyway the ratio tends to the ratio of CPU seconds, which the summary prints.
 Targets (issue 13): the copy >= 2x the peer's download + upload, 0 bytes on local disk,
 peak RSS < 100 MiB.
 """
@@ -49,6 +58,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from download import MiB, upload  # the same layout as the download benchmark
 
+from imgtools._copy import DEFAULT_COPY_WORKERS
 from imgtools.emulator import EmulatorConfig, start_emulator
 
 SOURCE, TARGET = "ORD", "DFW"
@@ -57,13 +67,15 @@ CHILD = r"""
 import sys, time, imgtools
 from imgtools._copy import copy_export
 src_url, dst_url, image_endpoint, src_token, dst_token, location, target = sys.argv[1:8]
+workers = int(sys.argv[8])
 # The client's own stack for each region: auth, retry transport, Cloud Files transport.
 source = imgtools.connect(endpoint=image_endpoint, token=src_token, files_endpoint=src_url,
                           log=False)
 dest = imgtools.connect(endpoint=image_endpoint, token=dst_token, files_endpoint=dst_url,
                         log=False)
 t0 = time.perf_counter()
-result = copy_export(source.files, location, dest.files, target, listing_delay=0)
+result = copy_export(source.files, location, dest.files, target, listing_delay=0,
+                     workers=workers)
 elapsed = time.perf_counter() - t0
 io = dict(line.split(": ") for line in open("/proc/self/io").read().splitlines())
 print(elapsed, io["write_bytes"], result.copied, result.skipped, result.retries)
@@ -98,9 +110,19 @@ print(time.perf_counter() - t0)
 CONTENDERS = ["imgtools", "swift download + upload", "ceiling: PUTs from memory"]
 
 
+CPU_SECONDS: list[float] = [0.0]  # CPU seconds of the children run since the last reset
+
+
+def cpu_of(pid: int) -> float:
+    """User + system CPU seconds a running process has used (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_child(cmd: list[str]) -> tuple[str, int, int]:
     """Run ``cmd``; its stdout, peak RSS in KiB (``VmHWM``, polled: ``ru_maxrss`` would count
-    pages a child inherits from this fat parent before exec) and bytes it wrote to disk."""
+    pages a child inherits from this fat parent before exec) and bytes it wrote to disk. Its
+    CPU seconds are added to ``CPU_SECONDS``."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     peak = 0
     status = Path(f"/proc/{proc.pid}/status")
@@ -116,6 +138,7 @@ def run_child(cmd: list[str]) -> tuple[str, int, int]:
             break
         time.sleep(0.005)
     proc.returncode = os.waitstatus_to_exitcode(code)
+    CPU_SECONDS[0] += usage.ru_utime + usage.ru_stime
     out = proc.stdout.read() if proc.stdout else ""
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[:3]} failed with {proc.returncode}")
@@ -151,10 +174,10 @@ def assembled_md5(storage: str, token: str, location: str) -> tuple[int, str]:
 
 
 def run_imgtools(src: str, dst: str, image_endpoint: str, tokens: tuple[str, str],
-                 location: str, target: str) -> tuple[float, int, int, str]:
+                 location: str, target: str, workers: int) -> tuple[float, int, int, str]:
     t0 = time.perf_counter()
     out, peak, written = run_child([sys.executable, "-c", CHILD, src, dst, image_endpoint,
-                                    *tokens, location, target])
+                                    *tokens, location, target, str(workers)])
     # Timed from outside, process start-up included, as the peer's two commands are.
     elapsed = time.perf_counter() - t0
     inside, self_written, _copied, skipped, retries = out.split()
@@ -194,6 +217,23 @@ def run_peer(src: str, dst: str, tokens: tuple[str, str], location: str, target:
             f"(download {t1 - t0:.2f} s, upload {t2 - t1:.2f} s)")
 
 
+def md5_seconds(size: int) -> float:
+    """CPU seconds one MD5 pass over ``size`` bytes takes on this machine (OpenSSL's)."""
+    import hashlib
+
+    block = bytes(4 * MiB)
+    digest = hashlib.md5(usedforsecurity=False)
+    started = time.process_time()
+    for _ in range(64):
+        digest.update(block)
+    return (time.process_time() - started) * size / (64 * len(block))
+
+
+def _load() -> str:
+    """The 1-minute load average: other processes on the machine take CPU from both sides."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
@@ -201,6 +241,8 @@ def main() -> int:
     parser.add_argument("--segment-mib", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="uncounted rounds first")
+    parser.add_argument("--workers", type=int, default=DEFAULT_COPY_WORKERS,
+                        help="segments imgtools copies at once")
     parser.add_argument("--two-emulators", action="store_true",
                         help="the target region in a second emulator process (by default one "
                              "event loop serves the source's GETs and takes the target's PUTs)")
@@ -227,6 +269,8 @@ def main() -> int:
             location = upload(src, tokens[0], "bench", name, size, per)
             expected = assembled_md5(src, tokens[0], location)
             speeds: dict[str, list[float]] = {label: [] for label in CONTENDERS}
+            seconds: dict[str, list[float]] = {label: [] for label in CONTENDERS}
+            cpu: dict[str, list[tuple[float, float]]] = {label: [] for label in CONTENDERS}
             rss: dict[str, int] = {}
             disk: dict[str, int] = {}
             for r in range(args.warmup + args.rounds):
@@ -234,15 +278,21 @@ def main() -> int:
                     tcontainer = f"copy-{r}-{CONTENDERS.index(label)}"
                     target = f"{tcontainer}/{name}"
                     subprocess.run(["sync"], check=True)  # no one pays for another's writeback
+                    servers = {e.pid for e in (emu, far) if e.pid is not None}
+                    CPU_SECONDS[0] = 0.0
+                    server_cpu = -sum(cpu_of(pid) for pid in servers)
                     if label == "imgtools":
                         elapsed, peak, written, note = run_imgtools(
-                            src, dst, emu.image_endpoint, tokens, location, target)
+                            src, dst, emu.image_endpoint, tokens, location, target,
+                            args.workers)
                     elif label.startswith("ceiling"):
                         elapsed, peak, written, note = run_ceiling(dst, token, tcontainer,
                                                                    size, per)
                     else:
                         elapsed, peak, written, note = run_peer(src, dst, tokens, location,
                                                                 target, per, work)
+                    server_cpu += sum(cpu_of(pid) for pid in servers)
+                    client_cpu = CPU_SECONDS[0]
                     if not label.startswith("ceiling"):
                         got = assembled_md5(dst, token, target)
                         if got != expected:
@@ -251,22 +301,44 @@ def main() -> int:
                     clear(dst, token, tcontainer + "_segments")
                     counted = r >= args.warmup
                     print(f"round {r + 1 - args.warmup if counted else 'warm-up'}: {label:24s} "
-                          f"{size / MiB / elapsed:7.1f} MiB/s  disk {written / MiB:7.1f} MiB  "
-                          f"RSS {peak / 1024:5.1f} MiB {note}", flush=True)
+                          f"{elapsed:6.2f} s {size / MiB / elapsed:6.1f} MiB/s  CPU client "
+                          f"{client_cpu:5.2f} s emulator {server_cpu:5.2f} s  disk "
+                          f"{written / MiB:6.1f} MiB  RSS {peak / 1024:5.1f} MiB  "
+                          f"load {_load()} {note}", flush=True)
                     if not counted:
                         continue
                     speeds[label].append(size / MiB / elapsed)
+                    seconds[label].append(elapsed)
+                    cpu[label].append((client_cpu, server_cpu))
                     rss[label] = max(rss.get(label, 0), peak)
                     disk[label] = max(disk.get(label, 0), written)
             medians = {label: statistics.median(s) for label, s in speeds.items()}
             peer = medians["swift download + upload"]
+            # Each round's own ratio: the load of other processes changes between rounds.
+            ratios = [p / i for i, p in zip(seconds["imgtools"],
+                                            seconds["swift download + upload"], strict=True)]
             print()
-            print(f"{'copy step':26s} {'MiB/s':>8s} {'vs peer':>8s} {'disk written':>14s} "
-                  f"{'peak RSS':>10s}")
+            print(f"{'copy step':26s} {'s':>6s} {'MiB/s':>7s} {'vs peer':>8s} {'CPU client':>11s} "
+                  f"{'CPU emulator':>13s} {'disk written':>13s} {'peak RSS':>9s}")
             for label, med in medians.items():
-                print(f"{label:26s} {med:8.1f} {med / peer:8.2f} {disk[label] / MiB:10.1f} MiB "
-                      f"{rss[label] / 1024:6.1f} MiB")
+                client_cpu = statistics.median(c for c, _ in cpu[label])
+                server_cpu = statistics.median(e for _, e in cpu[label])
+                print(f"{label:26s} {statistics.median(seconds[label]):6.2f} {med:7.1f} "
+                      f"{med / peer:8.2f} {client_cpu:9.2f} s {server_cpu:11.2f} s "
+                      f"{disk[label] / MiB:9.1f} MiB {rss[label] / 1024:5.1f} MiB")
+            print(f"imgtools vs peer, round by round: "
+                  f"{', '.join(f'{x:.2f}x' for x in ratios)}; load average now {_load()}")
             print()
+            work_of = {label: sum(map(statistics.median, zip(*cpu[label], strict=True)))
+                       for label in ("imgtools", "swift download + upload")}
+            cores = os.cpu_count() or 1
+            print(f"CPU per copy, client + emulator: imgtools {work_of['imgtools']:.2f} s, peer "
+                  f"{work_of['swift download + upload']:.2f} s (each MD5 pass of "
+                  f"{args.size_mib} MiB alone: {md5_seconds(size):.2f} s; the copy makes two, the "
+                  f"client's and the target's, as the peer's upload does). On {cores} cores the "
+                  f"copy cannot take less than {work_of['imgtools'] / cores:.2f} s; on a machine "
+                  f"whose cores are all busy the ratio tends to the CPU ratio, "
+                  f"{work_of['swift download + upload'] / work_of['imgtools']:.2f}x.")
             ceiling = medians["ceiling: PUTs from memory"]
             print(f"imgtools reaches {medians['imgtools'] / ceiling:.2f} of what the target takes "
                   f"in at all ({ceiling:.0f} MiB/s, timed inside the PUTs). A copy that overlaps "

@@ -1,136 +1,116 @@
-"""Transfers under faults on the emulator: every one ends done (at once or after resumes), with
-no duplicate export or import, no image with wrong bytes, nothing left behind after cleanup,
-and its lineage complete.
+"""Transfers under faults on the emulator, with both sides killed: every one ends done (at once
+or on resume), with no duplicate export or import, no image with wrong bytes, nothing left
+behind after cleanup, and its lineage complete.
 
-    .venv/bin/python benchmarks/transfer_faults.py [--transfers 20] [--seed 13]
+    .venv/bin/python benchmarks/transfer_faults.py [--transfers 20] [--image-mib 64]
+                                                   [--segment-kib 1024] [--seed 20261201]
+                                                   [--fault-scale 1] [--json FILE]
 
-Faults (seeded): 503s, connections dropped before and after the request was handled (lost
-answers, POSTs included), response bodies cut, tokens that live 3 seconds; every fourth
-transfer is also stopped mid-copy (a ``BaseException`` from the progress callback, as a killed
-process leaves it: nothing more runs, nothing is recorded as done) and resumed by a new
-client. A failed run is resumed (a new client each time, as a new process would) up to
-``--resumes`` times.
+The scenario is the system test's (``tests/transfer_faults_support.py``), at a bigger size:
+seeded faults (503s, connections dropped before and after the request was handled, bodies
+cut halfway, 3-second tokens); process A starts the transfers (``transfer_all`` per round, on
+threads) and is SIGKILLed mid-copy; process B resumes them from the audit log, the emulator is
+SIGKILLed and restarted in the middle of one of B's copies, and B is SIGKILLed while waiting
+for an import (the emulator then SIGKILLed and restarted again); process C resumes the rest
+through ``AsyncClient``. Prints the figures (and writes them as JSON with ``--json``); exits 1
+when any promise is broken.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
 import sys
 import tempfile
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import imgtools
-from imgtools.emulator import EmulatorConfig, start_emulator
-from imgtools.transfer import TransferFailed, TransferStore
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SLUGS = ("web", "db", "small")
-TARGETS = ("IAD", "DFW")
+from imgtools.emulator import start_emulator
+from tests.transfer_faults_support import (
+    FAULTS,
+    SEED,
+    Scenario,
+    run_scenario,
+    summary_line,
+    write_json,
+)
+
+MIB = 1024 * 1024
+#: The fault probabilities ``--fault-scale`` multiplies.
+FAULT_RATES = ("error_503", "drop_before", "drop_after", "cut_body")
 
 
-class Killed(BaseException):
-    """A process killed mid-copy."""
+def broken_promises(fig: dict[str, Any]) -> list[str]:
+    """What the issue asks, each as a sentence when it does not hold."""
+    n = fig["transfers"]
+    checks = {
+        "every transfer done": fig["done"] == n and not fig["not_done"],
+        "one export and one import per transfer": (fig["export_tasks"], fig["import_tasks"],
+                                                   fig["duplicate_exports"],
+                                                   fig["duplicate_imports"],
+                                                   fig["stray_tasks"],
+                                                   fig["stray_images"]) == (n, n, 0, 0, 0, 0),
+        "no image with wrong bytes": not fig["wrong_bytes"],
+        "nothing of a running transfer listed as a leftover":
+            not any(fig["leftovers_listed_at_a_kill"].values()),
+        "nothing left after cleanup": not any(fig["leftover_objects"].values())
+        and not any(fig["objects_in_transfer_containers"].values()),
+        "lineage complete": fig["lineage_complete"] == n,
+    }
+    return [name for name, ok in checks.items() if not ok]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--transfers", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument("--resumes", type=int, default=10)
+    parser.add_argument("--image-mib", type=float, default=64.0,
+                        help="size of the 'web' image ('db' is half, 'small' a quarter)")
+    parser.add_argument("--segment-kib", type=int, default=1024)
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--fault-scale", type=float, default=1.0,
+                        help="multiply every fault probability (1: the test's)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    config = EmulatorConfig(pending_delay=0.1, export_speed=64 * 1024 * 1024,
-                            image_size=1024 * 1024, segment_size=128 * 1024, tick=0.01,
-                            token_ttl=3.0)
-    faults: dict[str, Any] = {"error_503": 0.03, "drop_before": 0.01, "drop_after": 0.01,
-                              "cut_body": 0.02, "seed": args.seed}
-    figures: Counter[str] = Counter()
-    with tempfile.TemporaryDirectory() as tmp, start_emulator(config=config,
-                                                              subprocess=True) as emu:
-        store = TransferStore(Path(tmp) / "log.sqlite")
-
-        def connect() -> imgtools.Client:
-            return imgtools.connect(username="demo", api_key="demo-key",
-                                    identity_url=emu.identity_url, log=False,
-                                    poll=imgtools.PollPolicy.fast(), retries=8)
-
-        created_before = int(emu.stats()["tasks_created"])
-        emu.set_faults(**faults)
-        ids: list[str] = []
-        for n in range(args.transfers):
-            image = emu.image_id(SLUGS[n % len(SLUGS)])
-            container = f"soak-{n}"
-            kill = n % 4 == 3
-            half = [0]
-
-            def progress(done: int, total: int, kill: bool = kill, half: list[int] = half
-                         ) -> None:
-                if kill and not half[0] and done > total // 2:
-                    half[0] = 1
-                    raise Killed
-
-            transfer_id = None
-            with connect() as client:
-                try:
-                    handle = client.transfer(image, to=TARGETS[n % 2], container=container,
-                                             cleanup="both", listing_delay=0, store=store,
-                                             progress=progress, wait=False)
-                    transfer_id = handle.id
-                    handle.run()
-                    figures["done at once"] += 1
-                except (TransferFailed, Killed, imgtools.ImgToolsError) as exc:
-                    kind = "killed mid-copy" if isinstance(exc, Killed) else "failed, resumable"
-                    figures[kind] += 1
-            if transfer_id is None:
-                figures["refused before a record"] += 1
-                continue
-            ids.append(transfer_id)
-            for _ in range(args.resumes):
-                rec = store.get(transfer_id)
-                assert rec is not None
-                if rec.status == "done":
-                    break
-                with connect() as client:
-                    try:
-                        client.resume_transfer(transfer_id, listing_delay=0, store=store)
-                        figures["done on resume"] += 1
-                    except (TransferFailed, imgtools.ImgToolsError):
-                        figures["resume failed again"] += 1
-        emu.set_faults(error_503=0.0, drop_before=0.0, drop_after=0.0, cut_body=0.0)
-        created = int(emu.stats()["tasks_created"]) - created_before
-        records = [store.get(i) for i in ids]
-        done = [r for r in records if r is not None and r.status == "done"]
-        wrong, leftovers = 0, 0
-        with connect() as client:
-            for r in done:
-                target = client.in_region(r.target_region or "")
-                with target:
-                    new = target.get_image(r.target_image or "")
-                    data = b"".join(target.image_file(new.id))
-                    if hashlib.md5(data, usedforsecurity=False).hexdigest() != r.copy_md5:
-                        wrong += 1
-                    for side, container in ((client, r.source_container),
-                                            (target, r.target_container)):
-                        with contextlib.suppress(imgtools.NotFound):
-                            leftovers += len(list(side.files.objects(container)))
-        lineage = sum(1 for r in done if all((r.source_region, r.source_account, r.source_image,
-                                              r.import_task, r.target_region, r.target_account,
-                                              r.target_image, r.copy_bytes, r.copy_md5)))
-        exports = sum(1 for r in done if not r.export_reused)
-        print(f"transfers: {len(ids)}, done: {len(done)}")
-        for key, value in sorted(figures.items()):
-            print(f"  {key}: {value}")
-        print(f"tasks created: {created} (a transfer needs {exports} exports + {len(done)} "
-              f"imports = {exports + len(done)}): duplicates {created - exports - len(done)}")
-        print(f"images with wrong bytes: {wrong}; objects left after cleanup: {leftovers}; "
-              f"lineage complete: {lineage}/{len(done)}")
-        steps = store.steps()
-        print(f"step runs: {len(steps)}, failed: {sum(s.outcome == 'failed' for s in steps)}")
-    ok = len(done) == args.transfers and wrong == 0 and leftovers == 0 and \
-        created == exports + len(done) and lineage == len(done)
-    return 0 if ok else 1
+    scenario = Scenario(transfers=args.transfers, image_size=int(args.image_mib * MIB),
+                        segment_size=args.segment_kib * 1024, export_speed=256 * MIB,
+                        faults=FAULTS.replace(
+                            seed=args.seed, **{name: min(1.0, getattr(FAULTS, name)
+                                                         * args.fault_scale)
+                                               for name in FAULT_RATES}))
+    with tempfile.TemporaryDirectory(prefix="imgtools-transfer-faults-") as tmp, \
+            start_emulator(config=scenario.config(), data_dir=Path(tmp) / "emulator") as emu:
+        fig = run_scenario(emu, Path(tmp), scenario)
+    print(summary_line(fig))
+    print(f"images: web {args.image_mib:g} MiB, db {args.image_mib / 2:g} MiB, small "
+          f"{args.image_mib / 4:g} MiB, in {args.segment_kib} KiB segments; "
+          f"{fig['export_bytes'] / MIB:.0f} MiB exported and imported, "
+          f"{fig['copied_bytes'] / MIB:.0f} MiB copied "
+          f"({fig['bytes_not_copied_again'] / MIB:.0f} MiB found already there on resume)")
+    print(f"A (SIGKILLed mid-copy after {fig['seconds_a']} s): {fig['recorded_at_a_kill']} "
+          f"recorded, {fig['done_at_a_kill']} done, steps cut off: "
+          f"{fig['interrupted_at_a_kill']}; of the {fig['objects_at_a_kill']} objects in "
+          f"the transfer containers then, leftovers listed {fig['leftovers_listed_at_a_kill']}")
+    print(f"B: resumed {fig['resumed_by_b']}; emulator SIGKILLed and restarted at "
+          f"'{fig['b_frozen_copy']}'; B SIGKILLed at {fig['b_exit'] and 'import_wait'} "
+          f"(import task {fig['import_task_at_b_kill']}), {fig['done_at_b_kill']} done by then")
+    print(f"C: resumed {fig['resumed_by_c']} in {fig['c_runs']} runs, "
+          f"{len(fig['c_failed_runs'])} of them failed and were resumed again")
+    print(f"tasks: {fig['export_tasks']} exports + {fig['import_tasks']} imports; duplicates "
+          f"{fig['duplicate_exports']} + {fig['duplicate_imports']}, failed "
+          f"{fig['failed_tasks']}, stray {fig['stray_tasks']}; images no transfer made "
+          f"{fig['stray_images']}")
+    print(f"step runs: {fig['step_runs']}, failed: {len(fig['failed_step_runs'])}")
+    for failure in fig["failed_step_runs"]:
+        print(f"  {failure}")
+    print(f"faults counted by the emulator after its restart: {fig['faults_after_restart']}")
+    print(f"wall time: {fig['seconds_total']} s")
+    if args.json:
+        write_json(fig, args.json)
+    broken = broken_promises(fig)
+    for name in broken:
+        print(f"BROKEN: {name}")
+    return 1 if broken else 0
 
 
 if __name__ == "__main__":

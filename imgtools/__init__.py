@@ -75,6 +75,8 @@ from imgtools._taskfields import Origin
 from imgtools._tasklog import TaskLog
 from imgtools.transfer import (
     AsyncTransfer,
+    CleanupPolicy,
+    OnStep,
     StepRow,
     Transfer,
     TransferFailed,
@@ -86,6 +88,9 @@ from imgtools.transfer import (
 
 if _typing.TYPE_CHECKING:
     # What __getattr__ returns, as type checkers should see it.
+    from imgtools._region_frames import (
+        audit_frame,
+    )
     from imgtools.history import (
         Summary,
         merged,
@@ -98,14 +103,19 @@ if _typing.TYPE_CHECKING:
 __version__ = "0.1.0"
 
 # The pandas side loads on first use: the CLI and the client should not pay for it.
-_HISTORY = ("Summary", "merged", "style_tasks", "summary", "tasks_frame", "tasks_frame_async")
+#: Each lazy name and the module it comes from.
+_LAZY = {
+    **dict.fromkeys(("Summary", "merged", "style_tasks", "summary", "tasks_frame",
+                     "tasks_frame_async"), "imgtools.history"),
+    "audit_frame": "imgtools._region_frames",
+}
 
 
 def __getattr__(name: str) -> object:
-    if name in _HISTORY:
-        from imgtools import history
+    if name in _LAZY:
+        import importlib
 
-        return getattr(history, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'imgtools' has no attribute {name!r}")
 
 
@@ -121,6 +131,7 @@ __all__ = [  # noqa: RUF022
     "AsyncTransfer",
     "AuthError",
     "ChecksumMismatch",
+    "CleanupPolicy",
     "Client",
     "ConfigurationError",
     "ContainerInfo",
@@ -154,6 +165,7 @@ __all__ = [  # noqa: RUF022
     "NotImportable",
     "ObjectInfo",
     "OnProgress",
+    "OnStep",
     "OnUpdate",
     "Origin",
     "PollPolicy",
@@ -188,6 +200,7 @@ __all__ = [  # noqa: RUF022
     "ValidationError",
     "WaitAllResult",
     "WaitProgress",
+    "audit_frame",
     "connect",
     "connect_async",
     "merged",

@@ -361,8 +361,13 @@ class IdentityAuth(httpx.Auth):
     re-authenticate once and send the request again. Given to the retry transport as its
     ``TokenRenewer``, it also puts the current token on every repeated attempt.
 
-    ``sync_client`` / ``async_client`` carry the identity requests (with retries). A lock makes
-    concurrent requests that meet the same expired token log in only once.
+    ``sync_client`` / ``async_client`` carry the identity requests (with retries). The login
+    and the renewal rule are operations (``op_login``, ``op_token``) that the blocking and the
+    awaited shells run. A lock makes concurrent requests that meet the same expired token log in
+    only once: a ``threading.Lock`` for blocking callers, an ``asyncio.Lock`` on the event loop
+    (a loop must never wait on a thread's lock). The two locks are apart, so an
+    ``AsyncClient`` whose worker threads (bulk Cloud Files) and loop meet the same old token
+    at the same moment may log in twice, once on each side, never more.
     """
 
     def __init__(self, creds: Credentials, *, stats: Stats,
@@ -381,101 +386,102 @@ class IdentityAuth(httpx.Auth):
     def __repr__(self) -> str:
         return f"IdentityAuth(username={self.creds.username!r}, token=********)"
 
-    def _stale(self) -> bool:
-        s = self.session
-        return s is None or (s.refresh_at is not None and time.monotonic() >= s.refresh_at)
-
     def _count_login(self) -> None:
         self._logins += 1
         if self._logins > 1:
             self.stats.add("reauths")
         logger.debug("logged in to identity as %r (login %d)", self.creds.username, self._logins)
 
-    # -- sync -----------------------------------------------------------------------------------
+    def _needs_login(self, rejected: str | None) -> bool:
+        """The one refresh rule: no session yet, the token is due for renewal, or the service
+        refused the very token we hold (one another caller has not already replaced)."""
+        s = self.session
+        return (s is None or (s.refresh_at is not None and time.monotonic() >= s.refresh_at)
+                or s.token.reveal() == rejected)
 
-    def _op_login(self) -> Op[Session]:
-        """The login, an ``_ops`` operation that ``login`` and ``alogin`` both run."""
+    # -- the operations (written once) ----------------------------------------------------------
+
+    def op_login(self) -> Op[Session]:
+        """Log in: the ``_ops`` operation every login runs (``login``, ``alogin``, a client's
+        start-up, a renewal)."""
         response = yield Send(login_request(self.creds))
         self.session = parse_login(response, self.creds)
         self._count_login()
         return self.session
 
+    def op_token(self, rejected: str | None = None) -> Op[str]:
+        """The token to send: the current one, or a fresh one when ``_needs_login``. Run it
+        under the lock (``_token_sync``/``_token_async``), so that concurrent callers meeting the
+        same expired or ``rejected`` token log in once: the later ones find it replaced."""
+        if self._needs_login(rejected):
+            yield from self.op_login()
+        assert self.session is not None
+        return self.session.token.reveal()
+
+    # -- the drivers: blocking and awaited shells over the operations ---------------------------
+
     def _unreachable(self, exc: httpx.HTTPError) -> TransportError:
         return TransportError(f"cannot reach identity at {self.creds.identity_url}: "
                               f"{type(exc).__name__}")
 
+    def send(self, step: Send) -> httpx.Response:
+        """The ``_ops.run`` sender of the operations: through the blocking identity client."""
+        if self._sync_client is None:
+            raise RuntimeError("IdentityAuth has no sync identity client")
+        try:
+            return self._sync_client.send(step.request)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+
+    async def asend(self, step: Send) -> httpx.Response:
+        """The ``_ops.arun`` sender: through the async identity client."""
+        if self._async_client is None:
+            raise RuntimeError("IdentityAuth has no async identity client")
+        try:
+            return await self._async_client.send(step.request)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+
     def login(self) -> Session:
         """Log in now (blocking) and return the new session."""
-        identity = self._sync_client
-        if identity is None:
-            raise RuntimeError("IdentityAuth has no sync identity client")
+        return run(self.op_login(), self.send)
 
-        def send(step: Send) -> httpx.Response:
-            try:
-                return identity.send(step.request)
-            except httpx.HTTPError as exc:
-                raise self._unreachable(exc) from None
-
-        return run(self._op_login(), send)
+    async def alogin(self) -> Session:
+        """Log in now (awaitable) and return the new session."""
+        return await arun(self.op_login(), self.asend)
 
     def _token_sync(self, rejected: str | None = None) -> str:
         with self._lock:
-            # Another thread may have renewed it while this one waited for the lock.
-            if self._stale() or (self.session is not None and
-                                 self.session.token.reveal() == rejected):
-                self.login()
-            assert self.session is not None
-            return self.session.token.reveal()
+            return run(self.op_token(rejected), self.send)
+
+    async def _token_async(self, rejected: str | None = None) -> str:
+        if self._alock is None:  # made on first use: it must belong to the running loop
+            self._alock = asyncio.Lock()
+        async with self._alock:
+            return await arun(self.op_token(rejected), self.asend)
+
+    # -- httpx's and the retry transport's hooks: one per calling convention --------------------
 
     def renew(self, request: httpx.Request, *, refused: bool) -> None:
         """``TokenRenewer``: called by the retry transport before every repeated attempt."""
         sent = request.headers.get("X-Auth-Token")
         if sent is not None:
-            request.headers["X-Auth-Token"] = self._token_sync(rejected=sent if refused else None)
-
-    def sync_auth_flow(self, request: httpx.Request
-                       ) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["X-Auth-Token"] = self._token_sync()
-        response = yield request
-        if response.status_code == 401:
-            response.read()
-            # The token last sent: the retry transport may have renewed it on the way.
-            rejected = request.headers["X-Auth-Token"]
-            request.headers["X-Auth-Token"] = self._token_sync(rejected=rejected)
-            yield request
-
-    # -- async ----------------------------------------------------------------------------------
-
-    async def alogin(self) -> Session:
-        """Log in now (awaitable) and return the new session."""
-        identity = self._async_client
-        if identity is None:
-            raise RuntimeError("IdentityAuth has no async identity client")
-
-        async def send(step: Send) -> httpx.Response:
-            try:
-                return await identity.send(step.request)
-            except httpx.HTTPError as exc:
-                raise self._unreachable(exc) from None
-
-        return await arun(self._op_login(), send)
-
-    async def _token_async(self, rejected: str | None = None) -> str:
-        if self._alock is None:
-            self._alock = asyncio.Lock()
-        async with self._alock:
-            if self._stale() or (self.session is not None and
-                                 self.session.token.reveal() == rejected):
-                await self.alogin()
-            assert self.session is not None
-            return self.session.token.reveal()
+            request.headers["X-Auth-Token"] = self._token_sync(sent if refused else None)
 
     async def arenew(self, request: httpx.Request, *, refused: bool) -> None:
         """``TokenRenewer``, awaited."""
         sent = request.headers.get("X-Auth-Token")
         if sent is not None:
-            request.headers["X-Auth-Token"] = await self._token_async(
-                rejected=sent if refused else None)
+            request.headers["X-Auth-Token"] = await self._token_async(sent if refused else None)
+
+    def sync_auth_flow(self, request: httpx.Request
+                       ) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["X-Auth-Token"] = self._token_sync()
+        response = yield request
+        if response.status_code == 401:  # once: the token last sent (maybe renewed) was refused
+            response.read()
+            request.headers["X-Auth-Token"] = self._token_sync(request.headers["X-Auth-Token"])
+            yield request
 
     async def async_auth_flow(self, request: httpx.Request
                               ) -> AsyncGenerator[httpx.Request, httpx.Response]:
@@ -483,6 +489,6 @@ class IdentityAuth(httpx.Auth):
         response = yield request
         if response.status_code == 401:
             await response.aread()
-            rejected = request.headers["X-Auth-Token"]
-            request.headers["X-Auth-Token"] = await self._token_async(rejected=rejected)
+            request.headers["X-Auth-Token"] = await self._token_async(
+                request.headers["X-Auth-Token"])
             yield request

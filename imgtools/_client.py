@@ -30,10 +30,10 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -64,6 +64,7 @@ from imgtools._config import (
     USER_AGENT,
 )
 from imgtools._convert import check_convert
+from imgtools._copy import DEFAULT_COPY_WORKERS, DEFAULT_LISTING_DELAY
 from imgtools._exceptions import (
     APIError,
     AuthError,
@@ -145,9 +146,21 @@ from imgtools._validation import (
     validate_task_type,
     validate_timeout,
 )
-
-if TYPE_CHECKING:
-    from imgtools.transfer import AsyncTransfer, Transfer
+from imgtools.transfer import (
+    DEFAULT_CLEANUP,
+    DEFAULT_TRANSFER_CONTAINER,
+    AsyncTransfer,
+    CleanupPolicy,
+    OnStep,
+    Transfer,
+    TransferStore,
+    abegin_transfer,
+    aresume_transfer,
+    atransfer_all,
+    begin_transfer,
+    resume_transfer,
+    transfer_all,
+)
 
 __all__ = [
     "AsyncClient",
@@ -326,8 +339,24 @@ class _BaseClient(Generic[_TransportT]):
         self._start()
 
     def _start(self) -> None:
-        """The end of the constructor: ``Client`` logs in here, ``AsyncClient`` in ``open()``."""
+        """The end of the constructor: ``Client`` runs ``_op_start`` here, ``AsyncClient`` in
+        ``open()``."""
         raise NotImplementedError
+
+    def _open_identity(self) -> IdentityAuth | None:
+        """The identity login (on its own connection, each client its own kind) for username
+        credentials; ``None`` for a bare token, which needs no login."""
+        raise NotImplementedError
+
+    def _op_start(self, identity: IdentityAuth | None) -> Op[None]:
+        """The start-up both clients run: log in through ``identity`` (a bare token sends
+        nothing), take the session and open the API connections at its endpoints."""
+        auth: httpx.Auth
+        if identity is None:
+            auth, session = self._token_login()
+        else:
+            auth, session = identity, (yield from identity.op_login())
+        self._open_http(self._adopt(auth, session))
 
     # -- what the client is connected to -----------------------------------------------------
 
@@ -417,8 +446,8 @@ class _BaseClient(Generic[_TransportT]):
         assert creds.token is not None and creds.endpoint is not None
         return TokenAuth(creds.token), Session(token=creds.token, image_endpoint=creds.endpoint)
 
-    def _adopt(self, auth: httpx.Auth, session: Session) -> str:
-        """Take the session (and the auth that keeps it) after login; the image endpoint."""
+    def _adopt(self, auth: httpx.Auth, session: Session) -> Session:
+        """Take the session (and the auth that keeps it) after login; the session settled."""
         if self._creds.files_endpoint:  # an explicit FILES_ENDPOINT beats the catalog
             session.files_endpoint = self._creds.files_endpoint
         if self._creds.tenant_id and not session.tenant_id:
@@ -433,8 +462,7 @@ class _BaseClient(Generic[_TransportT]):
         self._secrets.add(session.token.reveal())
         self._session = session
         self._auth = auth
-        assert session.image_endpoint is not None
-        return session.image_endpoint
+        return session
 
     def _identity_options(self) -> dict[str, Any]:
         """The options of an identity connection (no auth, no base URL), but its transport."""
@@ -1070,23 +1098,19 @@ class Client(_BaseClient[httpx.BaseTransport]):
 
     def _start(self) -> None:
         # Log in now, so that bad credentials fail at construction, not at the first call.
-        auth: httpx.Auth
-        if self._creds.kind == "identity":
-            self._identity_http = httpx.Client(transport=self._transport(),
-                                               **self._identity_options())
-            identity = IdentityAuth(self._creds, stats=self.stats,
-                                    sync_client=self._identity_http)
-            try:
-                session = identity.login()
-            except BaseException:
-                self._identity_http.close()
-                raise
-            auth = identity
-        else:
-            auth, session = self._token_login()
-        self._adopt(auth, session)
-        assert self._session is not None
-        self._open_http(self._session)
+        identity = self._open_identity()
+        try:
+            run(self._op_start(identity), identity.send if identity else self._send)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_identity(self) -> IdentityAuth | None:
+        if self._creds.kind != "identity":
+            return None
+        self._identity_http = httpx.Client(transport=self._transport(),
+                                           **self._identity_options())
+        return IdentityAuth(self._creds, stats=self.stats, sync_client=self._identity_http)
 
     def _open_http(self, session: Session) -> None:
         assert session.image_endpoint is not None
@@ -1324,34 +1348,66 @@ class Client(_BaseClient[httpx.BaseTransport]):
     # -- transfers (imgtools.transfer) -------------------------------------------------------
 
     def transfer(self, image_id: str, *, to: str | Client, wait: bool = True,
-                 **options: Any) -> Transfer:
+                 name: str | None = None, properties: Sequence[str] | None = None,
+                 cleanup: CleanupPolicy = DEFAULT_CLEANUP,
+                 container: str = DEFAULT_TRANSFER_CONTAINER,
+                 target_container: str | None = None,
+                 listing_delay: float = DEFAULT_LISTING_DELAY,
+                 workers: int = DEFAULT_COPY_WORKERS, store: TransferStore | None = None,
+                 on_step: OnStep | None = None, progress: Progress | None = None) -> Transfer:
         """Move an image to another region (``to="IAD"``) or account (``to=`` its client):
         export, copy, import, metadata, verify, cleanup; see ``imgtools.transfer``. Runs every
         step unless ``wait=False``; ``TransferFailed`` names the step, the state is saved and
-        ``resume_transfer(id)`` continues."""
-        from imgtools.transfer import begin_transfer
+        ``resume_transfer(id)`` continues.
 
-        handle = begin_transfer(self, image_id, to=to, **options)
+        ``name``: the new image's (default: the source's); ``properties``: the source
+        properties re-applied (default: ``DEFAULT_PROPERTIES`` and the user's own keys);
+        ``cleanup``: what is deleted after the import succeeded (``CLEANUP_POLICIES``);
+        ``container``: where the export goes at the source, and the copy at the target unless
+        ``target_container``; ``listing_delay``: seconds between reads of the source listing
+        until it is stable; ``workers``: segments copied at once; ``store``: the transfers
+        record (default: beside the audit log); ``on_step(step, state)``;
+        ``progress(done_bytes, total_bytes)`` during the copy (called from its threads)."""
+        handle = begin_transfer(self, image_id, to=to, name=name, properties=properties,
+                                cleanup=cleanup, container=container,
+                                target_container=target_container,
+                                listing_delay=listing_delay, workers=workers, store=store,
+                                on_step=on_step, progress=progress)
         if wait:
             handle.run()
         return handle
 
     def resume_transfer(self, transfer_id: str, *, to: str | Client | None = None,
-                        wait: bool = True, **options: Any) -> Transfer:
-        """Continue a recorded transfer from its last completed step."""
-        from imgtools.transfer import resume_transfer
-
-        handle = resume_transfer(self, transfer_id, to=to, **options)
+                        wait: bool = True, listing_delay: float = DEFAULT_LISTING_DELAY,
+                        workers: int = DEFAULT_COPY_WORKERS, store: TransferStore | None = None,
+                        on_step: OnStep | None = None,
+                        progress: Progress | None = None) -> Transfer:
+        """Continue a recorded transfer from its last completed step (the options as for
+        ``transfer``; ``to``: the target's client when it is another account's)."""
+        handle = resume_transfer(self, transfer_id, to=to, listing_delay=listing_delay,
+                                 workers=workers, store=store, on_step=on_step,
+                                 progress=progress)
         if wait:
             handle.run()
         return handle
 
     def transfer_all(self, images: Iterable[str], *, to: str | Client,
-                     **options: Any) -> list[Transfer]:
-        """Transfer many images, following their tasks with batch polling in both regions."""
-        from imgtools.transfer import transfer_all
-
-        return transfer_all(self, images, to=to, **options)
+                     name: str | None = None, properties: Sequence[str] | None = None,
+                     cleanup: CleanupPolicy = DEFAULT_CLEANUP,
+                     container: str = DEFAULT_TRANSFER_CONTAINER,
+                     target_container: str | None = None,
+                     listing_delay: float = DEFAULT_LISTING_DELAY,
+                     workers: int = DEFAULT_COPY_WORKERS, store: TransferStore | None = None,
+                     on_step: OnStep | None = None,
+                     progress: Progress | None = None) -> list[Transfer]:
+        """Transfer many images (the options as for ``transfer``), following their export
+        tasks, then their import tasks, with batch polling (``wait_all``) in each region. A
+        transfer that fails is left failed and resumable; the others go on. Every handle is
+        returned."""
+        return transfer_all(self, images, to=to, name=name, properties=properties,
+                            cleanup=cleanup, container=container,
+                            target_container=target_container, listing_delay=listing_delay,
+                            workers=workers, store=store, on_step=on_step, progress=progress)
 
     # -- Cloud Files ------------------------------------------------------------------------
 
@@ -1470,22 +1526,24 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
         if self._ready_lock is None:
             self._ready_lock = asyncio.Lock()
         async with self._ready_lock:
-            if self._http is not None:
-                return self
-            auth: httpx.Auth
-            if self._creds.kind == "identity":
-                self._identity_http = httpx.AsyncClient(transport=self._transport(),
-                                                        **self._identity_options())
-                identity = IdentityAuth(self._creds, stats=self.stats,
-                                        async_client=self._identity_http)
-                session = await identity.alogin()
-                auth = identity
-            else:
-                auth, session = self._token_login()
-            self._adopt(auth, session)
-            assert self._session is not None
-            self._open_http(self._session)
+            if self._http is None:  # another task may have opened it while this one waited
+                identity = self._open_identity()
+                try:
+                    await arun(self._op_start(identity),
+                               identity.asend if identity else self._asend)
+                except BaseException:
+                    if self._identity_http is not None:  # a later open() makes a new one
+                        await self._identity_http.aclose()
+                        self._identity_http = None
+                    raise
         return self
+
+    def _open_identity(self) -> IdentityAuth | None:
+        if self._creds.kind != "identity":
+            return None
+        self._identity_http = httpx.AsyncClient(transport=self._transport(),
+                                                **self._identity_options())
+        return IdentityAuth(self._creds, stats=self.stats, async_client=self._identity_http)
 
     def _open_http(self, session: Session) -> None:
         assert session.image_endpoint is not None
@@ -1713,27 +1771,58 @@ class AsyncClient(_BaseClient[httpx.AsyncBaseTransport]):
         return await async_wait_all(self, tasks, timeout=timeout, poll=poll,
                                     on_progress=on_progress)
 
-    # -- Cloud Files ------------------------------------------------------------------------
+    # -- transfers (imgtools.transfer) -------------------------------------------------------
 
     async def transfer(self, image_id: str, *, to: str | AsyncClient, wait: bool = True,
-                       **options: Any) -> AsyncTransfer:
+                       name: str | None = None, properties: Sequence[str] | None = None,
+                       cleanup: CleanupPolicy = DEFAULT_CLEANUP,
+                       container: str = DEFAULT_TRANSFER_CONTAINER,
+                       target_container: str | None = None,
+                       listing_delay: float = DEFAULT_LISTING_DELAY,
+                       workers: int = DEFAULT_COPY_WORKERS, store: TransferStore | None = None,
+                       on_step: OnStep | None = None,
+                       progress: Progress | None = None) -> AsyncTransfer:
         """As ``Client.transfer``, awaited."""
-        from imgtools.transfer import abegin_transfer
-
-        handle = await abegin_transfer(self, image_id, to=to, **options)
+        handle = await abegin_transfer(self, image_id, to=to, name=name, properties=properties,
+                                       cleanup=cleanup, container=container,
+                                       target_container=target_container,
+                                       listing_delay=listing_delay, workers=workers,
+                                       store=store, on_step=on_step, progress=progress)
         if wait:
             await handle.run()
         return handle
 
     async def resume_transfer(self, transfer_id: str, *, to: str | AsyncClient | None = None,
-                              wait: bool = True, **options: Any) -> AsyncTransfer:
+                              wait: bool = True, listing_delay: float = DEFAULT_LISTING_DELAY,
+                              workers: int = DEFAULT_COPY_WORKERS,
+                              store: TransferStore | None = None,
+                              on_step: OnStep | None = None,
+                              progress: Progress | None = None) -> AsyncTransfer:
         """As ``Client.resume_transfer``, awaited."""
-        from imgtools.transfer import aresume_transfer
-
-        handle = await aresume_transfer(self, transfer_id, to=to, **options)
+        handle = await aresume_transfer(self, transfer_id, to=to, listing_delay=listing_delay,
+                                        workers=workers, store=store, on_step=on_step,
+                                        progress=progress)
         if wait:
             await handle.run()
         return handle
+
+    async def transfer_all(self, images: Iterable[str], *, to: str | AsyncClient,
+                           name: str | None = None, properties: Sequence[str] | None = None,
+                           cleanup: CleanupPolicy = DEFAULT_CLEANUP,
+                           container: str = DEFAULT_TRANSFER_CONTAINER,
+                           target_container: str | None = None,
+                           listing_delay: float = DEFAULT_LISTING_DELAY,
+                           workers: int = DEFAULT_COPY_WORKERS,
+                           store: TransferStore | None = None, on_step: OnStep | None = None,
+                           progress: Progress | None = None) -> list[AsyncTransfer]:
+        """As ``Client.transfer_all``, awaited (the same operation)."""
+        return await atransfer_all(self, images, to=to, name=name, properties=properties,
+                                   cleanup=cleanup, container=container,
+                                   target_container=target_container,
+                                   listing_delay=listing_delay, workers=workers, store=store,
+                                   on_step=on_step, progress=progress)
+
+    # -- Cloud Files ------------------------------------------------------------------------
 
     @property
     def files(self) -> AsyncFiles:

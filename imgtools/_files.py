@@ -502,7 +502,10 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
 
 
 class _Sink(Protocol):
-    """Where the bytes ``[start, end)`` of a segment go: ``written`` of them so far."""
+    """Where the bytes ``[start, end)`` of a segment go: ``written`` of them so far.
+
+    A sink that keeps the views ``add`` gets may also have ``lend() -> bytearray``: each read
+    then goes into a buffer it lent, which it owns again once ``add`` got it."""
 
     start: int
     end: int
@@ -555,7 +558,13 @@ def _get_into(http: httpx.Client, container: str, seg: Segment, sink: _Sink,
         if not whole and response.status_code == 200:
             sink.restart()
         readinto = body_readinto(response)
-        if readinto is not None:
+        lend: Callable[[], bytearray] | None = getattr(sink, "lend", None)
+        if readinto is not None and lend is not None:
+            # A sink that keeps what it is given (a copy queues it for the PUT) lends its
+            # own buffers: one read per buffer, and no copy of the bytes on the way.
+            while n := readinto(buffer := lend()):
+                sink.add(memoryview(buffer)[:n])
+        elif readinto is not None:
             # Straight off the socket into one reused buffer: no bytes object per chunk.
             buffer = bytearray(chunk or DEFAULT_DOWNLOAD_CHUNK)
             view = memoryview(buffer)

@@ -2,18 +2,27 @@
 
 An operation is a generator that yields steps and gets their answers back:
 
-- ``Send(request, storage=False)``: send this HTTP request (through the client's API or Cloud
-  Files connection); the answer is the ``httpx.Response``, or the ``ImgToolsError`` it became
-  is thrown into the operation;
+- ``Send(request, storage=False, via=None)``: send this HTTP request (through the client's API
+  or Cloud Files connection; ``via``: which client's, for a ``Sender`` that serves several); the
+  answer is the ``httpx.Response``, or the ``ImgToolsError`` it became is thrown into the
+  operation;
 - ``Sleep(seconds)``: pause; the answer is ``None``;
 - ``Gather(ops)``: run these operations side by side; the answer is a list, in order, of each
   one's result or the ``ImgToolsError`` it raised (returned, not thrown: the others still
-  count).
+  count);
+- ``Call(fn)``: a blocking call for bulk I/O that has its own threads (a streaming copy);
+  ``run`` calls it, ``arun`` runs it on a worker thread; the answer is its result.
 
 ``run`` drives an operation with blocking I/O (``Gather`` on worker threads), ``arun`` with
 awaits (``Gather`` as tasks). Both get the I/O from a ``Sender`` and the time from the clock of
 ``imgtools.testing``, so the logic of every operation (requests, polling, reconciliation) is
-written once and tested without sockets.
+written once and tested without sockets. What a step raises of the driver's ``errors`` is
+thrown into the operation at that step.
+
+``via(end, op)`` is ``op`` with its requests (its ``Gather``'s too) addressed to ``end``: an
+operation that works on two clients (a transfer: a source and a target) yields from
+``via(source, ...)`` and ``via(target, ...)`` of the clients' own operations, and its driver's
+``Sender`` sends each request through ``step.via``.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import httpx
@@ -29,7 +38,7 @@ import httpx
 from imgtools import testing
 from imgtools._exceptions import ImgToolsError
 
-__all__ = ["GATHER_WORKERS", "Gather", "Op", "Send", "Sleep", "Step", "arun", "run"]
+__all__ = ["GATHER_WORKERS", "Call", "Gather", "Op", "Send", "Sleep", "Step", "arun", "run", "via"]
 
 #: Operations a ``Gather`` runs at once.
 GATHER_WORKERS = 16
@@ -39,6 +48,7 @@ GATHER_WORKERS = 16
 class Send:
     request: httpx.Request
     storage: bool = False
+    via: object = None  # the client whose connections send it (``None``: the driver's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +61,12 @@ class Gather:
     ops: tuple[Generator[Any, Any, Any], ...]
 
 
-Step = Send | Sleep | Gather
+@dataclass(frozen=True, slots=True)
+class Call:
+    fn: Callable[[], Any]
+
+
+Step = Send | Sleep | Gather | Call
 T = TypeVar("T")
 Op = Generator[Step, Any, T]
 #: Sends one request for ``run``: the response, or raises an ``ImgToolsError``.
@@ -71,9 +86,9 @@ def _step(op: Op[Any], value: Any, error: BaseException | None) -> tuple[bool, A
 
 def run(op: Op[T], send: Sender, *, sleep: Callable[[float], None] | None = None,
         errors: tuple[type[BaseException], ...] = (ImgToolsError,)) -> T:
-    """Drive ``op`` with blocking I/O: ``send`` does its requests (what it raises of
-    ``errors`` is thrown into ``op``), ``sleep`` its pauses (default: the clock of
-    ``imgtools.testing``)."""
+    """Drive ``op`` with blocking I/O: ``send`` does its requests, ``sleep`` its pauses
+    (default: the clock of ``imgtools.testing``); what a step raises of ``errors`` is thrown
+    into ``op`` (a caller that records every end, even Ctrl-C, passes ``(BaseException,)``)."""
     value: Any = None
     error: BaseException | None = None
     while True:
@@ -81,15 +96,17 @@ def run(op: Op[T], send: Sender, *, sleep: Callable[[float], None] | None = None
         if done:
             return step  # type: ignore[no-any-return]
         value, error = None, None
-        if isinstance(step, Sleep):
-            (sleep or testing.clock().sleep)(step.seconds)
-        elif isinstance(step, Gather):
-            value = _gather(step.ops, send)
-        else:
-            try:
+        try:
+            if isinstance(step, Sleep):
+                (sleep or testing.clock().sleep)(step.seconds)
+            elif isinstance(step, Gather):
+                value = _gather(step.ops, send)
+            elif isinstance(step, Call):
+                value = step.fn()
+            else:
                 value = send(step)
-            except errors as exc:
-                error = exc
+        except errors as exc:
+            error = exc
 
 
 def _outcome(op: Op[Any], send: Sender) -> Any:
@@ -117,22 +134,28 @@ async def arun(op: Op[T], send: AsyncSender, *,
         if done:
             return step  # type: ignore[no-any-return]
         value, error = None, None
-        if isinstance(step, Sleep):
-            clock = testing.clock()
-            if sleep is not None:
-                await sleep(step.seconds)
-            elif clock is testing.REAL_CLOCK:
-                await asyncio.sleep(step.seconds)
-            else:  # virtual time: let the loop run, then move the clock on
-                clock.sleep(step.seconds)
-                await asyncio.sleep(0)
-        elif isinstance(step, Gather):
-            value = await _agather(step.ops, send)
-        else:
-            try:
+        try:
+            if isinstance(step, Sleep):
+                await _asleep(step.seconds, sleep)
+            elif isinstance(step, Gather):
+                value = await _agather(step.ops, send)
+            elif isinstance(step, Call):
+                value = await asyncio.to_thread(step.fn)
+            else:
                 value = await send(step)
-            except errors as exc:
-                error = exc
+        except errors as exc:
+            error = exc
+
+
+async def _asleep(seconds: float, sleep: Callable[[float], Awaitable[None]] | None) -> None:
+    clock = testing.clock()
+    if sleep is not None:
+        await sleep(seconds)
+    elif clock is testing.REAL_CLOCK:
+        await asyncio.sleep(seconds)
+    else:  # virtual time: let the loop run, then move the clock on
+        clock.sleep(seconds)
+        await asyncio.sleep(0)
 
 
 async def _agather(ops: Sequence[Op[Any]], send: AsyncSender) -> list[Any]:
@@ -146,3 +169,25 @@ async def _agather(ops: Sequence[Op[Any]], send: AsyncSender) -> list[Any]:
                 return exc
 
     return list(await asyncio.gather(*(one(op) for op in ops)))
+
+
+def via(end: object, op: Op[T]) -> Op[T]:
+    """``op`` with every ``Send`` it yields (or its ``Gather``'s operations yield) addressed to
+    ``end``, unless already addressed; answers and thrown errors pass through unchanged."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        done, step = _step(op, value, error)
+        if done:
+            return step  # type: ignore[no-any-return]
+        if isinstance(step, Send) and step.via is None:
+            step = replace(step, via=end)
+        elif isinstance(step, Gather):
+            step = Gather(tuple(via(end, inner) for inner in step.ops))
+        try:
+            value, error = (yield step), None
+        except GeneratorExit:
+            op.close()
+            raise
+        except BaseException as exc:  # the driver's answer was an error: the op's to handle
+            value, error = None, exc

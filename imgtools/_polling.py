@@ -60,7 +60,7 @@ from imgtools._ops import Gather, Op, Sleep
 from imgtools._validation import validate_task_id, validate_timeout
 
 if TYPE_CHECKING:
-    from imgtools._client import AsyncClient, Client
+    from imgtools._client import AsyncClient, Client, Ops
 
 __all__ = [
     "DEFAULT",
@@ -630,8 +630,7 @@ def wait_all(client: Client, tasks: Iterable[TaskRef], *, timeout: Timeout = DEF
              on_progress: Callable[[WaitProgress], Any] | None = None) -> WaitAllResult:
     """``Client.wait_all``: see there."""
     ops = client.ops
-    return ops.run(_batch_steps(_Batch(tasks), ops, ops.wait_limit(timeout), poll or ops.poll,
-                                on_progress))
+    return ops.run(op_wait_all(ops, tasks, timeout=timeout, poll=poll, on_progress=on_progress))
 
 
 async def async_wait_all(client: AsyncClient, tasks: Iterable[TaskRef], *,
@@ -640,8 +639,25 @@ async def async_wait_all(client: AsyncClient, tasks: Iterable[TaskRef], *,
                          ) -> WaitAllResult:
     """``AsyncClient.wait_all``: see there."""
     ops = client.ops
-    return await ops.run(_batch_steps(_Batch(tasks), ops, ops.wait_limit(timeout),
-                                      poll or ops.poll, on_progress))
+    return await ops.run(op_wait_all(ops, tasks, timeout=timeout, poll=poll,
+                                     on_progress=on_progress))
+
+
+def op_wait(ops: Ops, task_id: str, *, timeout: Timeout = DEFAULT,
+            poll: PollPolicy | None = None) -> Op[Task]:
+    """The loop of ``wait``, to ``yield from`` inside another operation (a transfer's waits):
+    the finished task; ``TaskFailed`` / ``TaskTimeout`` as ``wait``."""
+    return _ExportTaskBase(task_id, None)._steps(ops, ops.wait_limit(timeout),
+                                                 poll or ops.poll, None)
+
+
+def op_wait_all(ops: Ops, tasks: Iterable[TaskRef], *, timeout: Timeout = DEFAULT,
+                poll: PollPolicy | None = None,
+                on_progress: Callable[[WaitProgress], Any] | None = None) -> Op[WaitAllResult]:
+    """The operation both ``wait_all`` twins drive: ``yield from`` it to wait for many tasks
+    inside another operation (``transfer_all``)."""
+    return _batch_steps(_Batch(tasks), ops, ops.wait_limit(timeout), poll or ops.poll,
+                        on_progress)
 
 
 def _batch_steps(batch: _Batch, ops: _TaskOps, limit: float | None, policy: PollPolicy,

@@ -9,7 +9,7 @@ service lists keeps its region; a task only the log holds keeps the region the l
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -17,10 +17,13 @@ from imgtools._exceptions import MissingSetting
 from imgtools._tasklog import TaskLog
 from imgtools.history import merged, tasks_frame
 
+if TYPE_CHECKING:
+    from imgtools._client import Client
+
 __all__ = ["audit_frame", "frame_by_region", "region_counts"]
 
 
-def frame_by_region(client: Any, *, with_log: bool,
+def frame_by_region(client: Client, *, with_log: bool,
                     regions: str | Iterable[str] | None = None,
                     log: TaskLog | None = None) -> pd.DataFrame:
     """Every region's tasks in one frame with a ``region`` column, oldest first; with
@@ -59,11 +62,14 @@ def frame_by_region(client: Any, *, with_log: bool,
     return both.sort_values(["created_at", "id"], kind="stable").reset_index(drop=True)
 
 
-def audit_frame(client: Any, *, regions: str | Iterable[str] = "all",
+def audit_frame(client: Client, *, regions: str | Iterable[str] = "all",
                 log: TaskLog | None = None) -> pd.DataFrame:
-    """The audit's frame (notebook 03, the task browser): ``frame_by_region`` with the log
-    merged in; ``"all"`` for a bare token (no catalog, so no other region to name) reads the
-    client's own endpoint alone."""
+    """The audit's tasks frame (``imgtools.audit_frame``; notebook 03 and the task browser):
+    the tasks of every region of ``client``'s login (``regions``: one name or several
+    instead), each region's list read through its own endpoint, merged with the audit log
+    ``log`` (default: the client's) as ``merged`` does, with a ``region`` column. A task only
+    the log holds keeps the region the log recorded. A bare token has no catalog, so no other
+    region to name: ``"all"`` then reads the client's own endpoint alone."""
     if regions == "all" and not client.regions:
         return merged(client, log)
     return frame_by_region(client, with_log=True, regions=regions, log=log)

@@ -9,9 +9,12 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from imgtools._exceptions import ConfigurationError, ValidationError
+
+if TYPE_CHECKING:
+    from imgtools.transfer import CleanupPolicy
 
 __all__ = ["TO_API_KEY_ENV", "TO_USERNAME_ENV", "add_commands"]
 
@@ -91,7 +94,8 @@ def cmd_transfer(args: argparse.Namespace, out: TextIO, connect: _Connect) -> in
             handle = client.resume_transfer(args.resume, to=to, wait=False, **options)
             handle.run()
         else:
-            cleanup = "both" if args.cleanup else "copy" if args.keep_export else None
+            cleanup: CleanupPolicy = ("both" if args.cleanup else "copy" if args.keep_export
+                                      else "none")
             handle = client.transfer(args.image_id, to=to, name=args.name, cleanup=cleanup,
                                      container=args.container, wait=False, **options)
             handle.run(until=None if args.wait else "export")

@@ -32,8 +32,8 @@ __all__ = [
 #: Characters of a UUID shown in tables (the full id is on hover and in the details).
 SHORT_ID: Final = 8
 #: Column headers of ``display_frame``, in order.
-DISPLAY_COLUMNS: Final = ("id", "type", "status", "created", "duration", "image", "container",
-                          "failure")
+DISPLAY_COLUMNS: Final = ("id", "type", "status", "region", "account", "created", "duration",
+                          "image", "container", "failure")
 _TIME_FORMAT: Final = "%Y-%m-%d %H:%M"
 
 #: The table rules (scoped to the table by the Styler): no wrapping anywhere; the failure
@@ -76,6 +76,11 @@ def _duration(value: Any) -> str:
     return format_duration(value)
 
 
+def _texts(column: pd.Series) -> list[str]:
+    """A text column's cells, escaped; ``""`` for null."""
+    return [html.escape(v) if isinstance(v, str) else "" for v in column.astype(object)]
+
+
 def display_frame(frame: pd.DataFrame, *, hide_empty: bool = True,
                   rows: list[int] | slice | None = None) -> pd.DataFrame:
     """The cells of a compact tasks table for ``frame`` (a tasks frame), as HTML strings.
@@ -104,11 +109,12 @@ def display_frame(frame: pd.DataFrame, *, hide_empty: bool = True,
         "id": [_titled(short_id(i), str(i)) for i in ids],
         "type": part["type"].astype(str).to_numpy(),
         "status": status,
+        "region": _texts(part["region"]),
+        "account": _texts(part["account"]),
         "created": created,
         "duration": [_duration(d) for d in part["duration"]],
         "image": [_titled(short_id(i), str(i)) if isinstance(i, str) else "" for i in images],
-        "container": [html.escape(c) if isinstance(c, str) else ""
-                      for c in part["container"].astype(object)],
+        "container": _texts(part["container"]),
         "failure": failure,
     }, index=pd.RangeIndex(n))
     if hide_empty and n:

@@ -11,10 +11,13 @@ properties and coordinating ones naming the source), ``verify`` (the new image's
 checksum are those of the bytes copied), ``cleanup`` (optional, never before the import
 succeeded).
 
-Each step is a generator of actions, written once: ``_On(side, op)`` runs a client operation
-(sans-IO, ``_client._Op``) on the source or target client, ``_Call(fn)`` a blocking call (the
-copy, which runs on threads). ``Transfer.run`` drives them with the blocking client,
-``AsyncTransfer.run`` with the async one (blocking calls on a worker thread).
+The steps are one ``_ops`` operation, written once: each client operation it runs goes
+through ``_ops.via(source or target, op)`` (the driver's sender sends each request through the
+client it is addressed to), and a blocking call (the copy, which has its own threads) is an
+``_ops.Call``. ``Transfer.run`` drives it with ``_ops.run`` over blocking clients,
+``AsyncTransfer.run`` with ``_ops.arun`` over async ones; both hand every error, Ctrl-C
+included, to the step, which records it. ``transfer_all`` is one operation over many
+transfers, driven the same two ways.
 
 The record (``TransferRecord`` in ``_transfer_store``) is saved as each step starts and ends,
 in the audit log's SQLite file. A resumed transfer starts at the first step not completed;
@@ -25,15 +28,12 @@ since the step first started) before posting again: never a second export or imp
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import hashlib
 import json
-import time
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack, cast
 from urllib.parse import quote
 
 import httpx
@@ -47,10 +47,17 @@ from imgtools._exceptions import (
     NotFound,
     PreflightError,
     TaskFailed,
-    TaskTimeout,
+    TaskNotConfirmed,
     ValidationError,
 )
-from imgtools._files import Files, Progress, resolve_export, split_location
+from imgtools._files import (
+    Files,
+    Progress,
+    Segment,
+    _fetch_segment,
+    resolve_export,
+    split_location,
+)
 from imgtools._http import raise_for_status
 from imgtools._imports import (
     IMPORT_SIZE_LIMIT,
@@ -60,8 +67,11 @@ from imgtools._imports import (
     validate_import_args,
 )
 from imgtools._models import Image, Task
+from imgtools._ops import Call, Op, Send, arun, run, via
+from imgtools._polling import op_wait, op_wait_all
 from imgtools._regions import region_session
 from imgtools._transfer_store import StepRow, TransferRecord, TransferStore
+from imgtools._transport import RETRY_EXTENSION
 from imgtools._validation import check_all, validate_container, validate_image_id
 
 if TYPE_CHECKING:
@@ -72,10 +82,15 @@ if TYPE_CHECKING:
 __all__ = [
     "CLEANUP_POLICIES",
     "COORDINATING_PREFIX",
+    "DEFAULT_CLEANUP",
     "DEFAULT_PROPERTIES",
     "DEFAULT_TRANSFER_CONTAINER",
     "STEPS",
     "AsyncTransfer",
+    "CleanupPolicy",
+    "NewOptions",
+    "OnStep",
+    "RunOptions",
     "StepRow",
     "Transfer",
     "TransferFailed",
@@ -83,8 +98,13 @@ __all__ = [
     "TransferRefused",
     "TransferStore",
     "TransferVerifyFailed",
+    "abegin_transfer",
+    "aresume_transfer",
+    "atransfer_all",
+    "begin_transfer",
     "came_from",
     "lineage_of",
+    "resume_transfer",
     "transfer_all",
     "transfers",
     "transfers_frame",
@@ -97,7 +117,10 @@ STEPS = ("preflight", "export", "export_wait", "copy", "manifest", "import", "im
 #: The container exports go to at the source, and the copy at the target (unless given).
 DEFAULT_TRANSFER_CONTAINER = "imgtools-transfers"
 #: What ``cleanup=`` takes: nothing, the source export, the target copy, or both.
-CLEANUP_POLICIES = ("none", "export", "copy", "both")
+CleanupPolicy = Literal["none", "export", "copy", "both"]
+CLEANUP_POLICIES: tuple[CleanupPolicy, ...] = ("none", "export", "copy", "both")
+#: Nothing is deleted unless asked.
+DEFAULT_CLEANUP: CleanupPolicy = "none"
 #: The source properties re-applied by default (besides the user's own keys).
 DEFAULT_PROPERTIES = ("os_distro", "os_version", "tags")
 #: Coordinating metadata keys start with this (the image id changes across regions).
@@ -112,10 +135,15 @@ SYSTEM_KEYS = frozenset({
     "container_format", "disk_format", "image_type", "os_type", "vm_mode",
     "auto_disk_config", "cache_in_nova", "flavor_classes", "instance_uuid", "user_id",
     "base_image_ref", "image_location", "image_state", "owner_id", "tags"})
+#: Times the export and import steps ask again after a ``TaskNotConfirmed`` before failing
+#: (a resume asks again too: it looks for the task first).
+NOT_CONFIRMED_ASKS = 3
 #: Tasks older than this are not looked at when finding an earlier export of the image.
 REUSE_LOOKBACK = timedelta(days=2)
 _PATCH_TYPE = "application/openstack-images-v2.1-json-patch"
 
+#: ``on_step(step, state)``: a step is ``"running"``, or ended (``"done"``, ``"reused"``,
+#: ``"failed"``).
 OnStep = Callable[[str, str], object]
 
 
@@ -138,26 +166,19 @@ class TransferFailed(ImgToolsError):
         self.step = step
 
 
-# -- actions the steps yield -------------------------------------------------------------------
+# -- the drivers' senders: each request through the client it is addressed to ----------------
+
+_Steps = Op[Any]
+#: Ctrl-C, a cancelled task or a kill stand-in too: the step records it, then it goes on up.
+_ALL = (BaseException,)
 
 
-@dataclass(frozen=True, slots=True)
-class _On:
-    side: str  # "source" or "target"
-    op: Generator[Any, Any, Any]
+def _send(step: Send) -> httpx.Response:
+    return cast("Client", step.via)._send(step)
 
 
-@dataclass(frozen=True, slots=True)
-class _Call:
-    fn: Callable[[], Any]
-
-
-@dataclass(frozen=True, slots=True)
-class _Pause:
-    seconds: float
-
-
-_Steps = Generator[_On | _Call | _Pause, Any, Any]
+async def _asend(step: Send) -> httpx.Response:
+    return await cast("AsyncClient", step.via)._asend(step)
 
 
 def _path(*parts: str) -> str:
@@ -173,21 +194,36 @@ def _op_head(client: _BaseClient[Any], container: str, name: str | None = None) 
     return response.status_code, response.headers
 
 
-def _wait(side: str, client: _BaseClient[Any], task_id: str, timeout: float | None) -> _Steps:
-    """Poll one task until it finishes (the client's poll policy); ``TaskTimeout`` after
-    ``timeout`` seconds."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    attempt = 0
+def _wait(client: _BaseClient[Any], task_id: str, timeout: float | None) -> Op[Task]:
+    """Follow one task as ``wait`` does (the client's poll policy; trouble ridden out until
+    the deadline): the finished task, failed or not; ``TaskTimeout`` after ``timeout``
+    seconds."""
+    ops = cast("Client | AsyncClient", client).ops
+    try:
+        return (yield from via(client, op_wait(ops, task_id, timeout=timeout)))
+    except TaskFailed as failed:
+        return failed.task
+
+
+def _create(client: _BaseClient[Any], task_type: str, task_input: Mapping[str, Any],
+            what: str, check: str) -> _Steps:
+    """POST the task; after a ``TaskNotConfirmed`` (the answer lost and the task not found),
+    ask again as the error says, ``NOT_CONFIRMED_ASKS`` times: the client first looks for
+    the task of the earlier attempt, so asking again makes no duplicate."""
+    asked = 0
     while True:
-        task, retry_after = yield _On(side, client._op_get_task(task_id))
-        if task.done:
-            return task
-        delay = client.poll.delay(attempt, retry_after=retry_after)
-        if deadline is not None and time.monotonic() + delay > deadline:
-            raise TaskTimeout(f"task {task_id} is still {task.status.value} after "
-                              f"{timeout:.0f} s", task=task)
-        attempt += 1
-        yield _Pause(delay)
+        try:
+            if asked:
+                earlier = yield from via(client, client._op_earlier(task_type, task_input,
+                                                                    what, check))
+                if earlier is not None:
+                    return earlier
+            return (yield from via(client, client._op_create_task(task_type, task_input, what,
+                                                                  live=True, check=check)))
+        except TaskNotConfirmed:
+            asked += 1
+            if asked > NOT_CONFIRMED_ASKS:
+                raise
 
 
 def _op_find_export(client: _BaseClient[Any], task_input: Mapping[str, Any],
@@ -218,9 +254,13 @@ def _op_find_export(client: _BaseClient[Any], task_input: Mapping[str, Any],
 
 
 def _op_patch_image(client: _BaseClient[Any], image_id: str, ops: list[dict[str, Any]]) -> Any:
+    # The patch only sets values (v2.1 ``add`` replaces a property that exists, ``replace``
+    # of tags): sending it twice gives the same image, so a 503, a lost answer or a cut body
+    # is asked again like a GET instead of failing the step.
     response = yield client._http_request("PATCH", _path("images", image_id),
                                           content=json.dumps(ops).encode(),
-                                          headers={"Content-Type": _PATCH_TYPE})
+                                          headers={"Content-Type": _PATCH_TYPE},
+                                          extensions={RETRY_EXTENSION: True})
     client._check(response)
     return Image.from_json(response.json())
 
@@ -280,9 +320,6 @@ class _Job:
         self.on_step, self.progress = on_step, progress
         self.earlier: float | None = None  # when the running step was first started, if before
 
-    def client(self, side: str) -> _BaseClient[Any]:
-        return self.source if side == "source" else self.target
-
     def open(self) -> None:
         if self.opened:
             return
@@ -295,6 +332,10 @@ class _Job:
         if self.target is not self.source and self.target is not self.to:
             self.made.append(self.target)
         self.opened = True
+
+    def adopt(self, source: _BaseClient[Any], target: _BaseClient[Any]) -> None:
+        """Run on these clients (the caller's to close): ``transfer_all``'s shared ends."""
+        self.source, self.target, self.made, self.opened = source, target, [], True
 
     def closing(self) -> list[_BaseClient[Any]]:
         """The twins to close after a run (and forget: the next run makes its own)."""
@@ -315,9 +356,9 @@ class _Job:
     # -- the steps (each returns its outcome and a detail) --------------------------------------
 
     def preflight(self) -> _Steps:
-        rec, src = self.record, self.source
+        rec, src, tgt = self.record, self.source, self.target
         try:
-            image: Image = yield _On("source", src._op_get_image(rec.source_image))
+            image: Image = yield from via(src, src._op_get_image(rec.source_image))
         except NotFound:
             raise NotExportable(f"cannot transfer image {rec.source_image}: no such image (or "
                                 "it is not visible to you)", reason="image not found") from None
@@ -335,11 +376,11 @@ class _Job:
         if not rec.name:  # the new image keeps the source's name unless given another
             rec.name = (image.name or image.id)[:MAX_IMAGE_NAME_CHARS]
         # The target can be reached (Cloud Images and Cloud Files) before anything is made.
-        yield _On("target", self.target._op_page("images", {"limit": 1}, "images", None))
-        yield _On("target", _op_head(self.target, rec.target_container))
-        exported, _ = yield _On("source", _op_head(src, rec.source_container,
+        yield from via(tgt, tgt._op_page("images", {"limit": 1}, "images", None))
+        yield from via(tgt, _op_head(tgt, rec.target_container))
+        exported, _ = yield from via(src, _op_head(src, rec.source_container,
                                                   self.export_object))
-        there, _ = yield _On("target", _op_head(self.target, rec.target_container,
+        there, _ = yield from via(tgt, _op_head(tgt, rec.target_container,
                                                 self.export_object))
         if there != 404 and exported == 404:
             raise TransferRefused(f"{self.target_location} already exists at the target and "
@@ -355,29 +396,28 @@ class _Job:
         task_input, what, check = src._export_task(rec.source_image, rec.source_container)
         found: Task | None = None
         if self.earlier is not None:  # a run of this step was cut off: its task may exist
-            found = yield _On("source", src._op_find_task("export", task_input,
+            found = yield from via(src, src._op_find_task("export", task_input,
                                                           _since(self.earlier, src)))
             if found is not None and found.status.value == "failure":
                 found = None  # a failed export is no duplicate: start another
         if found is None:
-            status, _ = yield _On("source", _op_head(src, rec.source_container,
+            status, _ = yield from via(src, _op_head(src, rec.source_container,
                                                      self.export_object))
             if status != 404:
-                report = yield _Call(lambda: _sync_files(src).verify_export(location))
+                report = yield Call(lambda: _sync_files(src).verify_export(location))
                 if not report.ok:
                     raise TransferRefused(
                         f"{location} exists but is not a complete export "
                         f"({'; '.join(report.problems)}): delete it or choose another "
                         "container", reason="export incomplete")
                 since = datetime.now(UTC) - REUSE_LOOKBACK
-                earlier = yield _On("source", _op_find_export(src, task_input, since))
+                earlier = yield from via(src, _op_find_export(src, task_input, since))
                 rec.export_reused, rec.export_location = True, location
                 rec.export_task = earlier
                 self.save()
                 return "reused", f"{location} (export task {rec.export_task or 'unknown'})"
-            yield _On("source", src._op_put_container(rec.source_container))
-            found = yield _On("source", src._op_create_task("export", task_input, what,
-                                                            live=True, check=check))
+            yield from via(src, src._op_put_container(rec.source_container))
+            found = yield from _create(src, "export", task_input, what, check)
         assert found is not None
         rec.export_task = found.id
         self.save()
@@ -388,7 +428,7 @@ class _Job:
         if rec.export_reused:
             return "reused", rec.export_location
         assert rec.export_task is not None
-        task: Task = yield from _wait("source", self.source, rec.export_task,
+        task: Task = yield from _wait(self.source, rec.export_task,
                                       self.source.wait_timeout)
         if task.status.value != "success":
             # A resume starts another export (this one made nothing to duplicate).
@@ -415,7 +455,7 @@ class _Job:
                     made.append(twin)
         source, target = _sync_files(ends[0]), _sync_files(ends[1])
         try:
-            result = yield _Call(lambda: copy_export(
+            result = yield Call(lambda: copy_export(
                 source, rec.export_location or "", target, self.target_location,
                 workers=self.workers, listing_delay=self.listing_delay,
                 progress=self.progress))
@@ -435,23 +475,20 @@ class _Job:
         rec = self.record
         files = _sync_files(self.target)
         container, name = split_location(self.target_location)
-        head = yield _Call(lambda: files.head_object(container, name, manifest=True))
+        head = yield Call(lambda: files.head_object(container, name, manifest=True))
         if not head.manifest:
             raise TransferVerifyFailed(f"{self.target_location} at the target is not a DLO "
                                        "manifest")
 
-        def read() -> tuple[int, str]:
-            from imgtools._files import _path
-
-            digest, size = hashlib.md5(usedforsecurity=False), 0
-            with files._http.stream("GET", _path(container, name)) as response:
-                raise_for_status(response)
-                for chunk in response.iter_bytes(COPY_CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
-            return size, digest.hexdigest()
-
-        size, md5 = yield _Call(read)
+        # The assembled object read back whole; a connection cut halfway is asked again for
+        # the rest (Range, If-Range on the object's ETag), as downloads do, not failing the
+        # step: reading it again from the start is what a resume would do.
+        whole = yield Call(lambda: files.head_object(container, name))
+        sink = _Hasher(self.target_location, whole.bytes)
+        yield Call(lambda: _fetch_segment(files._http, container,
+                                           Segment(name, whole.bytes, whole.hash, 0), sink,
+                                           chunk=COPY_CHUNK))
+        size, md5 = sink.written, sink.digest.hexdigest()
         if rec.copy_bytes is not None and size != rec.copy_bytes:
             raise TransferVerifyFailed(f"{self.target_location} assembles to {size} bytes, "
                                        f"{rec.copy_bytes} were copied")
@@ -466,14 +503,13 @@ class _Job:
         what, check = describe_import(task_input)
         found: Task | None = None
         if self.earlier is not None:
-            found = yield _On("target", tgt._op_find_task("import", task_input,
+            found = yield from via(tgt, tgt._op_find_task("import", task_input,
                                                           _since(self.earlier, tgt)))
             if found is not None and found.status.value == "failure":
                 found = None
         if found is None:
-            yield _On("target", op_import_preflight(tgt, container, obj, task_input))
-            found = yield _On("target", tgt._op_create_task("import", task_input, what,
-                                                            live=True, check=check))
+            yield from via(tgt, op_import_preflight(tgt, container, obj, task_input))
+            found = yield from _create(tgt, "import", task_input, what, check)
         assert found is not None
         rec.import_task = found.id
         self.save()
@@ -482,7 +518,7 @@ class _Job:
     def import_wait(self) -> _Steps:
         rec = self.record
         assert rec.import_task is not None
-        task: Task = yield from _wait("target", self.target, rec.import_task,
+        task: Task = yield from _wait(self.target, rec.import_task,
                                       self.target.wait_timeout)
         if task.status.value != "success":
             rec.import_task, rec.step = None, "manifest"  # a resume imports again
@@ -496,15 +532,17 @@ class _Job:
     def metadata(self) -> _Steps:
         rec = self.record
         assert rec.target_image is not None
-        image: Image = yield _On("source", self.source._op_get_image(rec.source_image))
+        src, tgt = self.source, self.target
+        image: Image = yield from via(src, src._op_get_image(rec.source_image))
         ops = patch_for(image, rec)
-        yield _On("target", _op_patch_image(self.target, rec.target_image, ops))
+        yield from via(tgt, _op_patch_image(tgt, rec.target_image, ops))
         return "done", ", ".join(op["path"].lstrip("/") for op in ops)
 
     def verify(self) -> _Steps:
         rec = self.record
         assert rec.target_image is not None
-        image: Image = yield _On("target", self.target._op_get_image(rec.target_image))
+        tgt = self.target
+        image: Image = yield from via(tgt, tgt._op_get_image(rec.target_image))
         if (image.size, image.checksum) != (rec.copy_bytes, rec.copy_md5):
             raise TransferVerifyFailed(
                 f"image {image.id} is {image.size} bytes with checksum {image.checksum}; the "
@@ -522,14 +560,33 @@ class _Job:
         removed: list[str] = []
         if rec.cleanup in ("export", "both") and rec.export_location:
             files = _sync_files(self.source)
-            n = yield _Call(lambda: _delete_dlo(files, rec.export_location or ""))
+            n = yield Call(lambda: _delete_dlo(files, rec.export_location or ""))
             removed.append(f"source {rec.export_location} ({n} objects)")
         if rec.cleanup in ("copy", "both"):
             files = _sync_files(self.target)
-            n = yield _Call(lambda: _delete_dlo(files, self.target_location))
+            n = yield Call(lambda: _delete_dlo(files, self.target_location))
             removed.append(f"target {self.target_location} ({n} objects)")
         rec.cleaned = "; ".join(removed)
         return "done", rec.cleaned
+
+
+class _Hasher:
+    """``_fetch_segment``'s sink for the manifest step: hashes and counts, keeps nothing."""
+
+    def __init__(self, location: str, size: int) -> None:
+        self.location = location
+        self.start, self.end, self.written = 0, size, 0
+        self.digest = hashlib.md5(usedforsecurity=False)
+
+    def add(self, data: bytes | memoryview) -> None:
+        self.digest.update(data)
+        self.written += len(data)
+
+    def restart(self) -> None:
+        # A ranged GET answered whole: the object changed since the HEAD; the bytes hashed
+        # so far belong to another version.
+        raise TransferVerifyFailed(f"{self.location} changed at the target while it was "
+                                   "being read back")
 
 
 def _delete_dlo(files: Files, location: str) -> int:
@@ -589,10 +646,13 @@ def patch_for(image: Image, rec: TransferRecord) -> list[dict[str, Any]]:
     return ops
 
 
-# -- the step loop (written once) and its two drivers ------------------------------------------
+# -- the step loop (one operation) and the handles that drive it ---------------------------------
 
 
-def _op_run(job: _Job, until: str | None) -> _Steps:
+def _op_run(job: _Job, until: str | None) -> Op[TransferRecord]:
+    """The steps not completed yet (through ``until``), as one operation: each step's start
+    and end saved; a step that raises is saved as failed, then ``TransferFailed`` (or, for a
+    ``BaseException``, that itself) goes on up."""
     rec, store = job.record, job.store
     start = 0 if rec.step is None else STEPS.index(rec.step) + 1
     rec.status, rec.error = "running", None
@@ -671,31 +731,10 @@ class Transfer(_Handle):
         job = self._job
         try:
             job.open()
-            return self._drive(until)
+            return run(_op_run(job, until), _send, errors=_ALL)
         finally:
             for twin in job.closing():
-                twin.close()  # type: ignore[attr-defined]
-
-    def _drive(self, until: str | None) -> TransferRecord:
-        job = self._job
-        gen = _op_run(job, until)
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                action = gen.throw(error) if error is not None else gen.send(value)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            value, error = None, None
-            try:
-                if isinstance(action, _On):
-                    value = job.client(action.side)._run(action.op)  # type: ignore[attr-defined]
-                elif isinstance(action, _Pause):
-                    time.sleep(action.seconds)
-                else:
-                    value = action.fn()
-            except BaseException as exc:  # handed to the step: it records, then re-raises
-                error = exc
+                cast("Client", twin).close()
 
     def resume(self) -> TransferRecord:
         """Continue from the last completed step."""
@@ -703,37 +742,18 @@ class Transfer(_Handle):
 
 
 class AsyncTransfer(_Handle):
-    """The async twin of ``Transfer``: the same steps; blocking calls on a worker thread."""
+    """The async twin of ``Transfer``: the same operation, awaited (blocking calls on a worker
+    thread)."""
 
     async def run(self, *, until: str | None = None) -> TransferRecord:
         job = self._job
         try:
             job.open()
-            return await self._drive(until)
+            await cast("AsyncClient", job.target).open()  # another account's may not be yet
+            return await arun(_op_run(job, until), _asend, errors=_ALL)
         finally:
             for twin in job.closing():
-                await twin.aclose()  # type: ignore[attr-defined]
-
-    async def _drive(self, until: str | None) -> TransferRecord:
-        job = self._job
-        gen = _op_run(job, until)
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                action = gen.throw(error) if error is not None else gen.send(value)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            value, error = None, None
-            try:
-                if isinstance(action, _On):
-                    value = await job.client(action.side)._run(action.op)  # type: ignore[attr-defined]
-                elif isinstance(action, _Pause):
-                    await asyncio.sleep(action.seconds)
-                else:
-                    value = await asyncio.to_thread(action.fn)
-            except BaseException as exc:
-                error = exc
+                await cast("AsyncClient", twin).aclose()
 
     async def resume(self) -> TransferRecord:
         return await self.run()
@@ -822,11 +842,33 @@ def _target_facts(client: _BaseClient[Any], to: Any) -> tuple[str | None, str | 
     return session.region, client.tenant_id
 
 
-def _new_job(client: _BaseClient[Any], image_id: Any, *, to: Any, name: Any, properties: Any,
-             cleanup: Any, container: Any, target_container: Any, listing_delay: float,
-             workers: int,
-             store: TransferStore | None, on_step: OnStep | None,
-             progress: Progress | None) -> _Job:
+class RunOptions(TypedDict, total=False):
+    """How a transfer runs (new or resumed); the defaults are the named constants."""
+
+    listing_delay: float
+    workers: int
+    store: TransferStore | None
+    on_step: OnStep | None
+    progress: Progress | None
+
+
+class NewOptions(RunOptions, total=False):
+    """What a new transfer is, besides its image and target."""
+
+    name: str | None
+    properties: Sequence[str] | None
+    cleanup: CleanupPolicy
+    container: str
+    target_container: str | None
+
+
+def _new_job(client: _BaseClient[Any], image_id: str, *, to: Any, name: str | None = None,
+             properties: Sequence[str] | None = None,
+             cleanup: CleanupPolicy = DEFAULT_CLEANUP,
+             container: str = DEFAULT_TRANSFER_CONTAINER, target_container: str | None = None,
+             listing_delay: float = DEFAULT_LISTING_DELAY, workers: int = DEFAULT_COPY_WORKERS,
+             store: TransferStore | None = None, on_step: OnStep | None = None,
+             progress: Progress | None = None) -> _Job:
     target_container = container if target_container is None else target_container
     image, keys, source_c, target_c = _validate(image_id, to, name, properties, cleanup,
                                                 container, target_container)
@@ -844,9 +886,9 @@ def _new_job(client: _BaseClient[Any], image_id: Any, *, to: Any, name: Any, pro
 
 
 def _resumed_job(client: _BaseClient[Any], transfer_id: str, *, to: Any,
-                 store: TransferStore | None, listing_delay: float, workers: int,
-                 on_step: OnStep | None,
-                 progress: Progress | None) -> _Job:
+                 listing_delay: float = DEFAULT_LISTING_DELAY,
+                 workers: int = DEFAULT_COPY_WORKERS, store: TransferStore | None = None,
+                 on_step: OnStep | None = None, progress: Progress | None = None) -> _Job:
     if not isinstance(transfer_id, str) or not transfer_id:
         raise ValidationError(f"transfer_id must be a transfer's id, got {transfer_id!r}",
                               field="transfer_id")
@@ -868,98 +910,101 @@ def _resumed_job(client: _BaseClient[Any], transfer_id: str, *, to: Any,
                 on_step=on_step, progress=progress)
 
 
-def begin_transfer(client: Client, image_id: str, *, to: str | Client, name: str | None = None,
-                   properties: Sequence[str] | None = None, cleanup: str | None = None,
-                   container: str = DEFAULT_TRANSFER_CONTAINER,
-                   target_container: str | None = None,
-                   listing_delay: float = DEFAULT_LISTING_DELAY,
-        workers: int = DEFAULT_COPY_WORKERS,
-                   store: TransferStore | None = None, on_step: OnStep | None = None,
-                   progress: Progress | None = None) -> Transfer:
+def begin_transfer(client: Client, image_id: str, *, to: str | Client,
+                   **options: Unpack[NewOptions]) -> Transfer:
     """A new transfer's handle, its record saved, no step run (``Client.transfer`` runs it)."""
-    return Transfer(_new_job(client, image_id, to=to, name=name, properties=properties,
-                             cleanup=cleanup, container=container,
-                             target_container=target_container, listing_delay=listing_delay,
-                             workers=workers,
-                             store=store, on_step=on_step, progress=progress))
+    return Transfer(_new_job(client, image_id, to=to, **options))
 
 
 def resume_transfer(client: Client, transfer_id: str, *, to: str | Client | None = None,
-                    listing_delay: float = DEFAULT_LISTING_DELAY,
-        workers: int = DEFAULT_COPY_WORKERS,
-                    store: TransferStore | None = None, on_step: OnStep | None = None,
-                    progress: Progress | None = None) -> Transfer:
+                    **options: Unpack[RunOptions]) -> Transfer:
     """The handle of a recorded transfer (``run()`` continues it); ``to``: the target's client
     when it is another account's (default: this login in the recorded target region)."""
-    return Transfer(_resumed_job(client, transfer_id, to=to, store=store,
-                                 listing_delay=listing_delay, workers=workers, on_step=on_step,
-                                 progress=progress))
+    return Transfer(_resumed_job(client, transfer_id, to=to, **options))
 
 
 async def abegin_transfer(client: AsyncClient, image_id: str, *, to: str | AsyncClient,
-                          name: str | None = None, properties: Sequence[str] | None = None,
-                          cleanup: str | None = None,
-                          container: str = DEFAULT_TRANSFER_CONTAINER,
-                          target_container: str | None = None,
-                          listing_delay: float = DEFAULT_LISTING_DELAY,
-        workers: int = DEFAULT_COPY_WORKERS,
-                          store: TransferStore | None = None, on_step: OnStep | None = None,
-                          progress: Progress | None = None) -> AsyncTransfer:
-    if client._session is None:
-        await client.open()
-    return AsyncTransfer(_new_job(client, image_id, to=to, name=name, properties=properties,
-                                  cleanup=cleanup, container=container,
-                                  target_container=target_container,
-                                  listing_delay=listing_delay, workers=workers, store=store,
-                                  on_step=on_step,
-                                  progress=progress))
+                          **options: Unpack[NewOptions]) -> AsyncTransfer:
+    """As ``begin_transfer``, for an ``AsyncClient`` (logged in first if need be)."""
+    await client.open()
+    return AsyncTransfer(_new_job(client, image_id, to=to, **options))
 
 
 async def aresume_transfer(client: AsyncClient, transfer_id: str, *,
                            to: str | AsyncClient | None = None,
-                           listing_delay: float = DEFAULT_LISTING_DELAY,
-        workers: int = DEFAULT_COPY_WORKERS,
-                           store: TransferStore | None = None, on_step: OnStep | None = None,
-                           progress: Progress | None = None) -> AsyncTransfer:
-    if client._session is None:
-        await client.open()
-    return AsyncTransfer(_resumed_job(client, transfer_id, to=to, store=store,
-                                      listing_delay=listing_delay, workers=workers, on_step=on_step,
-                                      progress=progress))
+                           **options: Unpack[RunOptions]) -> AsyncTransfer:
+    """As ``resume_transfer``, for an ``AsyncClient``."""
+    await client.open()
+    return AsyncTransfer(_resumed_job(client, transfer_id, to=to, **options))
+
+
+# -- many at once: one operation, two thin drivers ---------------------------------------------
+
+
+def _op_all(jobs: list[_Job], source: _BaseClient[Any], target: _BaseClient[Any]) -> _Steps:
+    """``transfer_all``'s operation: every transfer through its export, one batch wait
+    (``wait_all``: one listing per round, not one GET per task) for the exports at the source;
+    every one through its import, one batch wait for the imports at the target; then the rest.
+    A transfer that fails is left failed (its ``status``, ``record.error``) and the others go
+    on."""
+    for job in jobs:
+        job.adopt(source, target)
+    alive = list(jobs)
+    try:
+        for until, end in (("export", source), ("import", target)):
+            yield from _advance(alive, until)
+            tasks = [t for job in alive if (t := _followed(job.record, until))]
+            if tasks:
+                ops = cast("Client | AsyncClient", end).ops
+                yield from via(end, op_wait_all(ops, tasks))
+        yield from _advance(alive, None)
+    finally:
+        for job in jobs:
+            job.closing()
+
+
+def _advance(alive: list[_Job], until: str | None) -> _Steps:
+    """Run each transfer through ``until``; drop from ``alive`` those that fail."""
+    for job in list(alive):
+        try:
+            yield from _op_run(job, until)
+        except TransferFailed:
+            alive.remove(job)
+
+
+def _followed(rec: TransferRecord, until: str) -> str | None:
+    """The task ``transfer_all`` waits for after running a transfer through ``until``."""
+    if until == "import":
+        return rec.import_task
+    return None if rec.export_reused else rec.export_task
 
 
 def transfer_all(client: Client, images: Iterable[str], *, to: str | Client,
-                 **options: Any) -> list[Transfer]:
-    """Transfer many images; their export tasks, then their import tasks, are followed with
-    batch polling (``wait_all``: one listing per round, not one GET per task) in each region.
-    A transfer that fails is left failed (its ``status``, ``record.error``) and the others go
-    on; every handle is returned, resumable."""
-    handles = [begin_transfer(client, image, to=to, **options) for image in images]
-    alive = list(handles)
+                 **options: Unpack[NewOptions]) -> list[Transfer]:
+    """Transfer many images (see ``_op_all``); every handle is returned, resumable."""
+    jobs = [_new_job(client, image, to=to, **options) for image in images]
+    target = cast("Client", _target_of(client, to))
+    try:
+        run(_op_all(jobs, client, target), _send, errors=_ALL)
+    finally:
+        if target is not client and target is not to:
+            target.close()
+    return [Transfer(job) for job in jobs]
 
-    def advance(until: str | None) -> None:
-        for handle in list(alive):
-            try:
-                handle.run(until=until)
-            except TransferFailed:
-                alive.remove(handle)
 
-    advance("export")
-    exports = [h.record.export_task for h in alive if h.record.export_task
-               and not h.record.export_reused]
-    if exports:
-        client.wait_all(exports)
-    advance("import")
-    imports = [h.record.import_task for h in alive if h.record.import_task]
-    if imports:
-        target = _target_of(client, to)
-        try:
-            target.wait_all(imports)  # type: ignore[attr-defined]
-        finally:
-            if target is not client and target is not to:
-                target.close()  # type: ignore[attr-defined]
-    advance(None)
-    return handles
+async def atransfer_all(client: AsyncClient, images: Iterable[str], *, to: str | AsyncClient,
+                        **options: Unpack[NewOptions]) -> list[AsyncTransfer]:
+    """As ``transfer_all``, for an ``AsyncClient``."""
+    await client.open()
+    jobs = [_new_job(client, image, to=to, **options) for image in images]
+    target = cast("AsyncClient", _target_of(client, to))
+    try:
+        await target.open()
+        await arun(_op_all(jobs, client, target), _asend, errors=_ALL)
+    finally:
+        if target is not client and target is not to:
+            await target.aclose()
+    return [AsyncTransfer(job) for job in jobs]
 
 
 # -- lineage and listing -----------------------------------------------------------------------

@@ -798,6 +798,8 @@ class TaskBrowser(_Form):
             fields += [("type", str(record["type"])), ("status", str(record["status"])),
                        ("created", _stamp(record["created_at"]) + " UTC")]
         if record is not None:
+            fields += [(name, where) for name in ("region", "account")
+                       if isinstance(where := record.get(name), str)]
             fields.append(("source", "the service lists it" if str(record["source"]) ==
                            "service" else "only the audit log knows it (purged by the "
                            "service)"))

@@ -30,6 +30,12 @@ class ObjectWriter:
         self._md5.update(data)
         self.size += len(data)
 
+    def write_all(self, chunks: list[bytes]) -> None:
+        """``write`` each of ``chunks``: one call for a worker thread (the MD5 and the file
+        write release the GIL, so the event loop keeps reading the socket meanwhile)."""
+        for data in chunks:
+            self.write(data)
+
     @property
     def etag(self) -> str:
         return self._md5.hexdigest()

@@ -7,6 +7,7 @@ multiple byte ranges, HTML error bodies. Another tenant's account is 404, never 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import mimetypes
 import secrets
@@ -35,6 +36,8 @@ __all__ = ["routes"]
 LISTING_LIMIT = 10000
 MAX_CONTAINER_NAME = 256
 MAX_OBJECT_NAME = 1024
+#: Bytes of a PUT's body handed at once to the thread that hashes and writes them.
+INTAKE_BATCH = 4 * 1024 * 1024
 ALL_METHODS = ["GET", "HEAD", "PUT", "POST", "DELETE"]
 
 
@@ -326,14 +329,13 @@ async def _put_object(ctx: _Ctx, cname: str, oname: str) -> Response:
         return delete_at
     writer = ObjectWriter(store)
     try:
-        async for chunk in request.stream():
-            writer.write(chunk)
-            if writer.size > limit:
-                writer.abort()
-                return _error(request, 413, "Your request is too large.")
+        too_large = await _take_body(request, writer, limit)
     except ClientDisconnect:
         writer.abort()
         return _error(request, 408, "Timeout waiting for the request body")
+    if too_large:
+        writer.abort()
+        return _error(request, 413, "Your request is too large.")
     if length is not None and writer.size != int(length):
         writer.abort()
         return _error(request, 400, "Content-Length does not match the body")
@@ -349,6 +351,37 @@ async def _put_object(ctx: _Ctx, cname: str, oname: str) -> Response:
     return Response(b"", status_code=201, headers={
         **_base_headers(), "etag": row.etag, "last-modified": http_date(row.created),
         "content-type": "text/html; charset=UTF-8"})
+
+
+async def _take_body(request: Request, writer: ObjectWriter, limit: int) -> bool:
+    """Read the body into ``writer``; True when it outgrew ``limit`` (the rest is not read).
+
+    The MD5 and the file write (about 1.5 s of CPU per GiB) run on a worker thread, a batch
+    of ``INTAKE_BATCH`` bytes at a time, while the event loop goes on reading this body and
+    serving the other requests: several PUTs at once, and the GETs feeding them, then use
+    every core instead of queueing behind one thread's hashing."""
+    loop = asyncio.get_running_loop()
+    pending: asyncio.Future[None] | None = None
+    batch: list[bytes] = []
+    batched = received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                return True
+            batch.append(chunk)
+            batched += len(chunk)
+            if batched >= INTAKE_BATCH:
+                if pending is not None:
+                    await pending  # at most one batch hashed while the next one arrives
+                pending = loop.run_in_executor(None, writer.write_all, batch)
+                batch, batched = [], 0
+    finally:
+        if pending is not None:
+            # Never leave a thread writing a file the caller may be about to remove.
+            await asyncio.shield(pending)
+    writer.write_all(batch)
+    return False
 
 
 def _if_range_holds(if_range: str | None, headers: dict[str, str]) -> bool:

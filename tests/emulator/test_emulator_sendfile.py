@@ -5,6 +5,8 @@ its listing gives a short body, never a hang or wrong bytes."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 import socket
 import threading
 import time
@@ -21,6 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from imgtools.emulator.sendfile import (
+    BODY_HIGH_WATER,
     EXTENSION,
     FileSliceResponse,
     SendfileProtocol,
@@ -73,7 +76,14 @@ def _app(parts: list[tuple[Path, int]], seen: list[bool]) -> Starlette:
         listed = int(request.query_params.get("listed", length))
         return FileSliceResponse(file_slices(parts, start, length), status_code=200,
                                  headers={"content-length": str(listed)})
-    return Starlette(routes=[Route("/", get)])
+
+    async def put(request: Request) -> Response:
+        digest, size = hashlib.md5(), 0
+        async for piece in request.stream():
+            digest.update(piece)
+            size += len(piece)
+        return Response(f"{size} {digest.hexdigest()}".encode())
+    return Starlette(routes=[Route("/", get), Route("/body", put, methods=["PUT"])])
 
 
 @pytest.fixture
@@ -148,3 +158,73 @@ def test_a_uvicorn_without_the_fields_it_needs_gets_streamed_bodies(
     with httpx.Client(base_url=url) as client:
         assert client.get("/").content == WHOLE
     assert seen == [False]
+
+
+BIG = bytes(range(251)) * (3 * BODY_HIGH_WATER // 251)  # several marks' worth: reading stops
+
+
+def _echo(data: bytes) -> str:
+    return f"{len(data)} {hashlib.md5(data).hexdigest()}"
+
+
+def _pieces(data: bytes, size: int) -> Iterator[bytes]:
+    for at in range(0, len(data), size):
+        yield data[at:at + size]
+
+
+@pytest.mark.parametrize("fields", ["ours", "uvicorn's"])
+def test_request_bodies_arrive_whole_sized_or_chunked(
+        served: tuple[str, list[bool]], monkeypatch: pytest.MonkeyPatch, fields: str) -> None:
+    """Bodies taken in as the parser's pieces (past ``BODY_HIGH_WATER`` the socket is paused
+    and resumed) give the bytes sent; so does uvicorn's own intake, where it is left alone."""
+    url, _ = served
+    if fields != "ours":
+        monkeypatch.setattr("imgtools.emulator.sendfile._CYCLE_FIELDS", ("renamed",))
+    with httpx.Client(base_url=url) as client:
+        for body in (BIG, b"", b"x"):
+            assert client.put("/body", content=body).text == _echo(body)
+        assert client.put("/body", content=_pieces(BIG, 99_999)).text == _echo(BIG)
+
+
+def _raw(url: str, payload: bytes, answers: int, *, pause_after: bytes = b"") -> bytes:
+    """Send ``payload`` on one connection (``pause_after``: its head alone first, then the
+    rest once the server answered it) and read until ``answers`` echoes came back."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        got = b""
+        if pause_after:
+            sock.sendall(pause_after)
+            while b"\r\n\r\n" not in got:
+                got += sock.recv(65536)
+            payload = payload[len(pause_after):]
+        sock.sendall(payload)
+        # Each echo ("<size> <md5>") ends its response: count the complete ones.
+        while len(re.findall(rb"\r\n\r\n\d+ [0-9a-f]{32}", got)) < answers:
+            more = sock.recv(1 << 20)
+            assert more, f"the server closed the connection: {got[-200:]!r}"
+            got += more
+        return got
+
+
+def _request(body: bytes, extra: str = "") -> bytes:
+    return (f"PUT /body HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+            .encode() + body)
+
+
+def test_pipelined_requests_each_get_their_own_body(served: tuple[str, list[bool]]) -> None:
+    """The second request's body can arrive before its cycle is started: none of it is lost
+    or given to the first."""
+    url, _ = served
+    first, second = BIG[:300_000], BIG[1000:2_500_000]
+    got = _raw(url, _request(first) + _request(second), answers=2)
+    assert _echo(first).encode() in got and _echo(second).encode() in got
+    assert got.index(_echo(first).encode()) < got.index(_echo(second).encode())
+
+
+def test_expect_100_continue_is_answered_before_the_body(served: tuple[str, list[bool]]) -> None:
+    url, _ = served
+    head = _request(b"", "Expect: 100-continue\r\n").replace(b"Content-Length: 0",
+                                                           f"Content-Length: {len(BIG)}".encode())
+    got = _raw(url, head + BIG, answers=1, pause_after=head)
+    assert got.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert got.endswith(_echo(BIG).encode())

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from imgtools.emulator import EmulatorHandle
-from tests.emulator.helpers import Api
+from imgtools.emulator import EmulatorHandle, start_emulator
+from imgtools.emulator.swift import INTAKE_BATCH
+from tests.emulator.helpers import FAST, Api
 
 
 @pytest.fixture(scope="module")
@@ -245,3 +247,46 @@ def test_a_put_whose_etag_does_not_match_is_refused_and_keeps_the_old_object(
     streamed = api.http.put(path, content=chunks(),
                             headers={"ETag": hashlib.md5(b"second").hexdigest()})
     assert streamed.status_code == 201 and api.get(path).content == b"second"
+
+
+def _pieces(data: bytes, size: int) -> Iterator[bytes]:
+    for at in range(0, len(data), size):
+        yield data[at:at + size]
+
+
+def test_a_body_of_several_intake_batches_is_hashed_and_stored_whole(
+        api: Api, container: str) -> None:
+    """Bodies longer than one ``INTAKE_BATCH`` are hashed and written on a worker thread, a
+    batch at a time: the stored bytes and the ETag check are those of the whole body, sized
+    or chunked, and a mismatch still keeps the object already there."""
+    data = hashlib.sha256(b"intake").digest() * ((2 * INTAKE_BATCH + 4099) // 32)
+    md5 = hashlib.md5(data).hexdigest()
+    path = f"{api.account}/{container}/big"
+    sized = api.http.put(path, content=data, headers={"ETag": md5})
+    assert (sized.status_code, sized.headers["etag"]) == (201, md5)
+    for body in (data[::-1], _pieces(data[::-1], 300_000)):
+        wrong = api.http.put(path, content=body, headers={"ETag": md5})
+        assert wrong.status_code == 422
+    got = api.get(path)
+    assert (got.headers["etag"], len(got.content)) == (md5, len(data))
+    assert hashlib.md5(got.content).hexdigest() == md5
+    chunked = api.http.put(f"{path}-2", content=_pieces(data, 1_000_003))
+    assert (chunked.status_code, chunked.headers["etag"]) == (201, md5)
+    assert api.get(f"{path}-2").content == data
+
+
+def test_a_streamed_body_past_the_object_limit_is_refused_and_leaves_nothing(
+        tmp_path: Path) -> None:
+    config = FAST.replace(max_object_size=INTAKE_BATCH + 10)
+    with start_emulator(config=config, data_dir=tmp_path, subprocess=False) as small:
+        api = Api(small)
+        try:
+            name = api.container()
+            data = b"x" * (2 * INTAKE_BATCH)
+            # No Content-Length to refuse it up front: the limit is found while reading.
+            r = api.http.put(f"{api.account}/{name}/big", content=_pieces(data, 1 << 20))
+            assert r.status_code == 413
+            assert api.get(f"{api.account}/{name}/big").status_code == 404
+            assert not [p for p in (tmp_path / "objects").rglob("*") if p.is_file()]
+        finally:
+            api.close()

@@ -3,6 +3,7 @@ and secrets kept out of reprs, logs, exceptions and URLs."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import pickle
 import threading
@@ -22,6 +23,7 @@ from tests.client_support import (
     MISSING,
     SMALL,
     WEB,
+    AsyncRecorder,
     Recorder,
     clear_faults,
     fresh_container,
@@ -202,6 +204,40 @@ def test_concurrent_requests_meeting_an_expired_token_log_in_once(emu: EmulatorH
             t.join()
         assert errors == []
         assert c.stats.reauths == 1
+
+
+def _async_client(emu: EmulatorHandle, transport: AsyncRecorder) -> imgtools.AsyncClient:
+    return imgtools.AsyncClient(username="demo", api_key="demo-key",
+                                identity_url=emu.identity_url, log=False, transport=transport)
+
+
+def _logins(recorder: AsyncRecorder) -> int:
+    return sum(r.url.path == "/v2.0/tokens" for r in recorder.requests)
+
+
+@pytest.mark.anyio
+async def test_concurrent_async_requests_meeting_an_expired_token_log_in_once(
+        emu: EmulatorHandle) -> None:
+    recorder = AsyncRecorder()
+    async with _async_client(emu, recorder) as c:
+        await c.get_image(WEB)
+        emu.advance_clock(25 * 3600)
+        images = await asyncio.gather(*(c.get_image(WEB) for _ in range(8)))
+        assert [image.id for image in images] == [WEB] * 8
+        assert c.stats.reauths == 1
+    assert _logins(recorder) == 2
+
+
+@pytest.mark.anyio
+async def test_concurrent_opens_of_an_async_client_log_in_once(emu: EmulatorHandle) -> None:
+    recorder = AsyncRecorder()
+    c = _async_client(emu, recorder)
+    try:
+        opened = await asyncio.gather(*(c.open() for _ in range(5)))
+        assert all(o is c for o in opened) and c.endpoint is not None
+        assert _logins(recorder) == 1
+    finally:
+        await c.aclose()
 
 
 def test_a_bare_token_is_not_renewed(emu: EmulatorHandle) -> None:

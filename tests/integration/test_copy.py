@@ -21,8 +21,11 @@ import pytest
 
 import imgtools
 from imgtools import NotFound, ValidationError
+from imgtools import _copy as _copy_module
 from imgtools._bulk import BulkTransport
 from imgtools._copy import (
+    COPY_CHUNK,
+    COPY_QUEUE_CHUNKS,
     CopyError,
     CopyResult,
     SegmentRejected,
@@ -128,6 +131,30 @@ def test_an_export_copied_to_another_region_is_byte_identical(
     # The target's manifest is a DLO of its own container, as the source's is of its own.
     head = away.files.head_object(container, name, manifest=True)
     assert head.manifest == f"{container}/{name}-" and head.bytes == 0
+
+
+def test_segments_of_many_chunks_go_through_the_reused_buffers_intact(
+        emu: EmulatorHandle, client: imgtools.Client, away: imgtools.Client,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reads go into buffers the copy lends and gets back once the PUT has sent them
+    (no copy per chunk): segments of many chunks arrive intact, with no 422 on the way,
+    through a few buffers reused rather than one per chunk."""
+    sizes = (7 * COPY_CHUNK + 11, 5 * COPY_CHUNK, 3 * COPY_CHUNK - 5)
+    location, content = _lay_out(emu, sizes=sizes, seed=7)
+    made: list[int] = []
+    fresh = _copy_module._Copy.take_buffer
+
+    def counted(job: Any) -> bytearray:
+        buffer = fresh(job)
+        made.append(id(buffer))
+        return buffer
+
+    monkeypatch.setattr(_copy_module._Copy, "take_buffer", counted)
+    result = _copy(client, location, away, workers=2)
+    assert _assembled(emu, AWAY, location) == content
+    assert (result.copied, result.retries) == (3, 0)
+    # Reused, not one per chunk: at most a few per segment in flight.
+    assert len(set(made)) <= 2 * (COPY_QUEUE_CHUNKS + 3) < sum(sizes) // COPY_CHUNK
 
 
 def test_a_rerun_copies_nothing_and_a_new_name_gets_its_own_segments(

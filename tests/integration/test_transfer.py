@@ -5,6 +5,7 @@ import succeeded, bad input refused before any request, async, many at once."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from imgtools import ValidationError
 from imgtools.emulator import EmulatorHandle
 from imgtools.transfer import (
     STEPS,
+    AsyncTransfer,
     TransferFailed,
     TransferRefused,
     TransferStore,
@@ -31,6 +33,7 @@ from tests.client_support import (
     DB,
     WEB,
     WINDOWS,
+    AsyncRecorder,
     Recorder,
     fresh_container,
     make_client,
@@ -354,15 +357,90 @@ async def test_async_transfer(emu: EmulatorHandle, store: TransferStore) -> None
         assert image.checksum == rec.copy_md5
 
 
-def test_transfer_all(emu: EmulatorHandle, client: imgtools.Client, iad: imgtools.Client,
-                      store: TransferStore) -> None:
+@pytest.mark.anyio
+async def test_a_cancelled_async_transfer_records_the_step_and_resumes(
+        emu: EmulatorHandle, store: TransferStore) -> None:
+    """Cancelling the task (as a closed notebook cell does) mid-wait: the step is recorded as
+    failed, nothing later runs, and a resume finishes with no second export."""
+    c = await imgtools.connect_async(username="demo", api_key="demo-key",
+                                     identity_url=emu.identity_url, log=False,
+                                     poll=imgtools.PollPolicy.fast())
+    async with c:
+        running: list[asyncio.Task[Any]] = []
+
+        def cancel_once(step: str, state: str) -> None:
+            if (step, state) == ("export_wait", "running") and len(running) == 1:
+                running[0].cancel()
+                running.append(running[0])
+
+        handle = await c.transfer(DB, to="DFW", container=fresh_container("c"),
+                                  listing_delay=0, store=store, on_step=cancel_once,
+                                  wait=False)
+        running.append(asyncio.create_task(handle.run()))
+        with pytest.raises(asyncio.CancelledError):
+            await running[0]
+        rec = store.get(handle.id)
+        assert rec is not None and rec.status == "failed" and rec.step == "export"
+        assert rec.error == "export_wait: CancelledError"
+        assert [s.step for s in handle.steps()][-1] == "export_wait"
+        created = tasks_created(emu)
+        done = await handle.resume()
+    assert done.status == "done" and tasks_created(emu) == created + 1  # the import only
+
+
+def _batch_listed(emu: EmulatorHandle, requests: list[httpx.Request]) -> set[str]:
+    """The regions whose task list was read by status after their last task was created:
+    only ``wait_all``'s batch polling does that (the creations' own checks list before their
+    POST; a single wait GETs its task)."""
+    listed = set()
+    for region in ("ORD", "IAD"):
+        port = int(emu.region_url(region).rsplit(":", 1)[1])
+        here = [r for r in requests if r.url.port == port and r.url.path.endswith("/v2/tasks")]
+        posts = [i for i, r in enumerate(here) if r.method == "POST"]
+        if posts and any(r.method == "GET" and "status" in r.url.params
+                         for r in here[posts[-1] + 1:]):
+            listed.add(region)
+    return listed
+
+
+def test_transfer_all(emu: EmulatorHandle, iad: imgtools.Client, store: TransferStore) -> None:
     created = tasks_created(emu)
-    handles = client.transfer_all([WEB, DB, WINDOWS], to="IAD", container=fresh_container("m"),
-                                  listing_delay=0, store=store)
+    recorder = Recorder()
+    with make_client(emu, transport=recorder) as client:
+        handles = client.transfer_all([WEB, DB, WINDOWS], to="IAD",
+                                      container=fresh_container("m"), listing_delay=0,
+                                      store=store)
     assert [h.status for h in handles] == ["done", "done", "failed"]
+    assert (handles[2].record.error or "").startswith("preflight: NotExportable")
     assert tasks_created(emu) == created + 4
     for h in handles[:2]:
         assert iad.get_image(h.target_image or "").checksum == h.record.copy_md5
+    # The exports were followed by batch polling at the source, the imports at the target.
+    assert _batch_listed(emu, recorder.requests) == {"ORD", "IAD"}
+
+
+@pytest.mark.anyio
+async def test_async_transfer_all(emu: EmulatorHandle, iad: imgtools.Client,
+                                  store: TransferStore) -> None:
+    created = tasks_created(emu)
+    recorder = AsyncRecorder()
+    c = await imgtools.connect_async(username="demo", api_key="demo-key",
+                                     identity_url=emu.identity_url, log=False,
+                                     poll=imgtools.PollPolicy.fast(), transport=recorder)
+    async with c:
+        handles = await c.transfer_all([WINDOWS, DB, WEB], to="IAD", cleanup="both",
+                                       container=fresh_container("n"), listing_delay=0,
+                                       store=store)
+    assert all(isinstance(h, AsyncTransfer) for h in handles)
+    assert [h.status for h in handles] == ["failed", "done", "done"]
+    assert handles[0].record.step is None
+    assert (handles[0].record.error or "").startswith("preflight: NotExportable")
+    assert tasks_created(emu) == created + 4
+    for h in handles[1:]:
+        rec = h.record
+        assert rec.cleaned and iad.get_image(rec.target_image or "").checksum == rec.copy_md5
+        assert [s.step for s in h.steps()] == list(STEPS)
+    assert _batch_listed(emu, recorder.requests) == {"ORD", "IAD"}
 
 
 # -- ServiceNet --------------------------------------------------------------------------------
@@ -406,6 +484,25 @@ def test_a_copy_failing_on_503s_resumes_once_they_stop(
         assert handle.record.step == "export_wait"
         rec = handle.resume()
     assert rec.status == "done" and tasks_created(emu) == created + 1
+    assert iad.get_image(rec.target_image or "").checksum == rec.copy_md5
+
+
+def test_the_waits_ride_out_5xx_answers_as_wait_does(
+        emu: EmulatorHandle, iad: imgtools.Client, store: TransferStore) -> None:
+    """With no transport retries, the export and import waits still meet 503s (seeded) on
+    their task GETs and poll on until the task ends, as ``ExportTask.wait`` does."""
+    with make_client(emu, retries=0) as client:
+        handle = client.transfer(DB, to="IAD", container=fresh_container("w"),
+                                 listing_delay=0, store=store, wait=False)
+        handle.run(until="export")
+        before = emu.stats()["faults"].get("error_503", 0)
+        emu.set_faults(error_503=0.5, methods="GET", paths="/v2/tasks/", seed=7)
+        try:
+            rec = handle.run()
+        finally:
+            emu.set_faults(error_503=0.0, methods="", paths="")
+    assert emu.stats()["faults"].get("error_503", 0) > before
+    assert rec.status == "done"
     assert iad.get_image(rec.target_image or "").checksum == rec.copy_md5
 
 

@@ -1,17 +1,27 @@
-"""TransferForm against the emulator over sockets: a transfer started from the form runs on
-the loop (the click returns at once), each step's state appears, the copy's progress too."""
+"""TransferForm against the emulator over sockets: the form lists the images and regions to
+pick from, a transfer started from it runs on the loop (the click returns at once), each step's
+state appears, the copy's progress too (redrawn at a bounded pace), a refusal shows as a failed
+transfer, and Stop then Resume finishes a transfer with one export and one import."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import pytest
 
 import imgtools
-from imgtools.emulator import EmulatorHandle
+from imgtools.emulator import EmulatorHandle, start_emulator
+from imgtools.testing import FakeClock, use_clock
 from imgtools.transfer import STEPS, TransferStore
-from imgtools.transfer_form import TransferForm
-from tests.client_support import DB, WINDOWS, make_client
+from imgtools.transfer_form import COPY_REFRESH, TransferForm
+from tests.client_support import DB, FAST, SMALL, WINDOWS, make_client, tasks_created
+
+#: Seconds the held emulator keeps every task pending: it starts when the test moves the
+#: emulator's clock on, so the test acts while a task waits, with no race.
+HOLD = 3600.0
+#: Seconds to wait for a state the test is sure to reach (a bound, not a measure).
+REACHED = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +29,30 @@ def emu(emulator_in_subprocess: EmulatorHandle) -> EmulatorHandle:
     """This module's emulator: the client tests' one, in a subprocess (tests/conftest.py)."""
     return emulator_in_subprocess
 
+
+
+@pytest.fixture
+def held() -> Iterator[EmulatorHandle]:
+    """An emulator of its own, in this process, whose tasks wait for ``advance_clock``."""
+    with start_emulator(config=FAST.replace(pending_delay=HOLD), subprocess=False) as handle:
+        yield handle
+
+
+async def _reached(form: TransferForm, step: str, state: str) -> None:
+    """Return once ``step`` shows ``state`` (or failed: the assertion after says so)."""
+    seen = asyncio.Event()
+
+    def check(_change: object = None) -> None:
+        if form.step_states.get(step) in (state, "failed"):
+            seen.set()
+
+    form.observe(check, names="step_states")
+    check()
+    try:
+        await asyncio.wait_for(seen.wait(), REACHED)
+    finally:
+        form.unobserve(check, names="step_states")
+    assert form.step_states[step] == state, (form.step_states, form.error)
 
 
 def _form(emu: EmulatorHandle, image: str) -> tuple[imgtools.Client, TransferForm]:
@@ -50,6 +84,8 @@ def test_a_transfer_from_the_form_shows_every_step(emu: EmulatorHandle) -> None:
         assert form.progress.value == form.progress.max == rec.copy_bytes
         assert rec.target_image is not None and rec.target_image in form.copy_line.value
         assert "failed" not in form.steps_html.value and not form.start_button.disabled
+        assert form.target_image == rec.target_image and rec.target_image in form.status_line.value
+        assert "data-step='cleanup' data-state='done'" in form.steps_html.value
 
 
 def test_a_refused_transfer_shows_the_failed_step_and_one_line(emu: EmulatorHandle) -> None:
@@ -65,3 +101,114 @@ def test_a_refused_transfer_shows_the_failed_step_and_one_line(emu: EmulatorHand
     assert form.status == "failed" and form.step_states["preflight"] == "failed"
     assert "TransferFailed" in form.error or "preflight" in form.error
     assert "preflight" in form.error_line.value
+
+
+def test_the_form_lists_images_and_regions_to_pick_from(emu: EmulatorHandle) -> None:
+    client = make_client(emu, log=True)
+    with client:
+        form = TransferForm(client)  # no loop runs: the listing is read at once
+        labels = dict((value, label) for label, value in form.image_picker.options)
+        assert labels[SMALL].startswith("✓ build-agent snapshot")
+        assert labels[WINDOWS].startswith("✗") and "Windows" in labels[WINDOWS]
+        # Transferable ones first.
+        marks = [label[0] for label, _ in form.image_picker.options]
+        assert marks == sorted(marks, key=lambda mark: mark != "✓")
+        assert client.region is not None
+        assert client.region not in form.target_region.options
+        assert set(form.target_region.options) == set(client.regions) - {client.region}
+
+        assert form.start_button.disabled and form.problems() == ["pick an image",
+                                                                  "name a target region"]
+        form.image_picker.value = SMALL  # a click in the list fills the id
+        assert form.image.value == SMALL and form.problems() == ["name a target region"]
+        form.target_region.value = "IAD"
+        assert form.problems() == [] and not form.start_button.disabled
+        form.image.value = DB  # typing an id picks it in the list
+        assert form.image_picker.value == DB
+        form.image.value = "not-listed"
+        assert form.image_picker.value is None and not form.start_button.disabled
+        form.image.value = ""
+        assert form.start_button.disabled
+
+
+def test_an_unknown_region_fails_the_transfer_in_one_line(emu: EmulatorHandle) -> None:
+    client, form = _form(emu, SMALL)
+    form.target_region.value = "NOWHERE"
+
+    async def scenario() -> None:
+        form.start()
+        await form.settled()
+        await form.aclose()
+
+    with client:
+        asyncio.run(scenario())
+    assert form.status == "failed" and form.transfer_id == ""
+    assert "NOWHERE" in form.error and "imgtools-error" in form.error_line.value
+    assert "data-status='failed'" in form.status_line.value
+    assert not form.start_button.disabled
+
+
+def test_stop_then_resume_finishes_with_one_export_and_one_import(
+        held: EmulatorHandle) -> None:
+    client, form = _form(held, SMALL)
+    before = tasks_created(held)
+
+    async def scenario() -> None:
+        assert form.stop_button.disabled and form.resume_button.disabled
+        form.start_button.click()
+        await _reached(form, "export_wait", "running")  # the export task is held pending
+        assert not form.stop_button.disabled and form.resume_button.disabled
+        form.stop_button.click()
+        await form.settled()
+        assert form.status == "failed" and form.error == "cancelled"
+        assert form.step_states["export"] == "done"
+        assert form.step_states["export_wait"] == "failed"
+        assert form.stop_button.disabled and not form.resume_button.disabled
+        stopped = form.transfer_id
+
+        form.resume_button.click()
+        assert form.busy and form.resume_button.disabled
+        await _reached(form, "export_wait", "running")
+        # Shown from the record: what ran before the stop is done.
+        assert form.step_states["preflight"] == form.step_states["export"] == "done"
+        assert form.transfer_id == stopped
+        held.advance_clock(HOLD)  # the export starts, and soon ends
+        await _reached(form, "import_wait", "running")
+        held.advance_clock(HOLD)
+        await form.settled()
+        await form.aclose()
+
+    with client:
+        asyncio.run(scenario())
+    assert form.error == "" and form.status == "done", (form.error, form.step_states)
+    assert form.step_states == {s: "done" for s in STEPS}
+    assert tasks_created(held) - before == 2  # one export, one import: none made twice
+    assert form.resume_button.disabled
+
+
+def test_resume_without_a_transfer_says_so(emu: EmulatorHandle) -> None:
+    client = make_client(emu, log=True)
+    with client:
+        form = TransferForm(client)
+        form.resume()
+    assert form.error == "no transfer to resume: start one first" and not form.busy
+
+
+def test_the_copy_is_redrawn_at_a_bounded_pace(emu: EmulatorHandle) -> None:
+    """A copy reports every MiB; the page gets at most one redraw per COPY_REFRESH, and the
+    end always."""
+    client = make_client(emu, log=True)
+    with client, use_clock(FakeClock()) as clock:
+        form = TransferForm(client)
+        drawn: list[float] = []
+        form.progress.observe(lambda change: drawn.append(change["new"]), names="value")
+        form._on_step("copy", "running")
+        total = 1000
+        for done in range(1, total):  # all at one instant
+            form._on_copy(done, total)
+        assert drawn == [1.0]
+        clock.advance(COPY_REFRESH)
+        form._on_copy(total - 1, total)
+        form._on_copy(total, total)  # the end: drawn even within COPY_REFRESH
+        assert drawn == [1.0, float(total - 1), float(total)]
+        assert "MiB/s" in form.copy_line.value

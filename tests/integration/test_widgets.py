@@ -395,6 +395,12 @@ def test_task_browser_reads_every_region_and_fetches_a_click_from_its_region(
         browser = TaskBrowser(client, details="none", regions="all")
         await browser.settled()
         assert set(browser.frame["region"]) == {"ORD", "DFW", "IAD"}
+        # Where each row ran is in the grid: its region and account (tenant), row by row.
+        grid = browser.grid.df
+        assert list(grid.columns[:5]) == ["id", "type", "status", "region", "account"]
+        assert list(grid["region"]) == list(browser.view["region"].iloc[:len(grid)])
+        assert set(grid["region"]) == {"ORD", "DFW", "IAD"}
+        assert set(grid["account"]) == {client.tenant_id}
         dfw = (browser.view["region"] == "DFW").to_numpy() & ~has_details(browser.view)
         assert dfw.any()
         position = int(dfw.argmax())
@@ -405,6 +411,7 @@ def test_task_browser_reads_every_region_and_fetches_a_click_from_its_region(
         row = browser.view.loc[browser.view["id"] == task_id].iloc[0]
         assert isinstance(row["container"], str)
         assert "input: " in browser.detail
+        assert f"region: DFW\naccount: {client.tenant_id}\n" in browser.detail
         await browser.aclose()
 
     assert client.region == "ORD"
@@ -431,8 +438,9 @@ def test_task_browser_on_a_given_frame_with_purged_tasks(tmp_path: Path) -> None
         browser = TaskBrowser(log=log, frame=frame)
         assert browser.rows == 1 and browser.client is None
         assert "1 with no details anywhere" in browser.summary_line.value
-        assert list(browser.grid.df.columns) == ["id", "type", "status", "created", "duration",
-                                                 "failure"]  # empty columns are hidden
+        assert list(browser.grid.df.columns) == ["id", "type", "status", "account", "created",
+                                                 "duration", "failure"]  # empty ones hidden
+        assert browser.grid.df["account"].iloc[0] == "100001"  # the owner
         browser.select_row(0)
         assert browser.selected == stub.id
         assert "none anywhere: purged" in browser.detail

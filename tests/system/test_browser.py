@@ -1,6 +1,7 @@
 """JupyterLab in a real browser: Debian's Chromium, driven by Playwright, against a JupyterLab
 server started here, opens 01_explore_export.ipynb, runs every cell, uses the export form the
-way a person does, and checks that nothing shows an error.
+way a person does, and checks that nothing shows an error; the same for the audit notebook's
+task browser and the transfer runbook's TransferForm.
 
 The kernel gets no credentials, so the notebook takes its default path: the local emulator,
 started in the background by the kernel. The screenshot goes to tests/artifacts/.
@@ -9,7 +10,9 @@ started in the background by the kernel. The screenshot goes to tests/artifacts/
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -22,9 +25,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import ConsoleMessage, Page, sync_playwright
 
-from imgtools.emulator import EmulatorConfig, start_emulator
+from imgtools.emulator import EmulatorConfig, EmulatorHandle, start_emulator
 from imgtools.lab import (
     CREDENTIAL_VARIABLES,
     LAB_SEED_TASKS,
@@ -34,6 +37,8 @@ from imgtools.lab import (
     notebooks_dir,
     write_lab_settings,
 )
+from imgtools.transfer import DEFAULT_TRANSFER_CONTAINER, STEPS
+from tests.client_support import SMALL, make_client
 
 pytestmark = pytest.mark.browser
 
@@ -344,3 +349,215 @@ def _check_the_audit(page: Page) -> None:
     charts = page.locator(".jp-OutputArea-output img").first
     charts.screenshot(path=str(ARTIFACTS / "audit-charts.png"))
     assert errors.count() == 0, errors.all_inner_texts()
+
+
+# -- the transfer form --------------------------------------------------------------------------
+
+#: Seconds every task of the transfer emulator stays pending: longer than any test, so a task
+#: starts only when the test moves the emulator's clock on (``advance_clock``). The test
+#: checks the kernel while a task is held, then lets it go: no race, no sleep.
+HOLD = 3600.0
+KIB = 1024
+#: A small image (the "build-agent" one is a quarter of it) in a few segments: a fast test.
+TRANSFER_CONFIG = EmulatorConfig(pending_delay=HOLD, export_speed=64 * 1024 * KIB,
+                                 image_size=1024 * KIB, segment_size=128 * KIB)
+RUNBOOK = "04_transfer_images.ipynb"
+
+
+@dataclass(frozen=True)
+class TransferLab:
+    lab: Lab
+    emu: EmulatorHandle
+
+
+@pytest.fixture
+def transfer_lab(tmp_path: Path) -> Iterator[TransferLab]:
+    """As ``lab``, with the kernels logged in to an emulator whose tasks wait for the test's
+    word (HOLD), and the runbook's own transfers off (``name_contains = ""``): the only
+    transfer is the one started from the form."""
+    with start_emulator(config=TRANSFER_CONFIG) as emu, \
+            _lab_server(tmp_path, emulator_environ(emu, base={})) as server:
+        book = server.root / RUNBOOK
+        data = json.loads(book.read_text())
+        params = next(c for c in data["cells"] if "parameters" in c["metadata"].get("tags", []))
+        source = "".join(params["source"])
+        assert 'name_contains = "build-agent"' in source, source
+        params["source"] = source.replace('name_contains = "build-agent"', 'name_contains = ""')
+        book.write_text(json.dumps(data))
+        yield TransferLab(server, emu)
+
+
+def _step_states(page: Page) -> dict[str, str]:
+    states: dict[str, str] = page.evaluate(
+        "() => Object.fromEntries([...document.querySelectorAll("
+        "'.imgtools-transfer-form [data-step]')].map(r => [r.dataset.step, r.dataset.state]))")
+    return states
+
+
+def _wait_for_step(page: Page, step: str, state: str) -> None:
+    page.wait_for_function(
+        f"() => {{ const r = document.querySelector('.imgtools-transfer-form "
+        f"[data-step=\"{step}\"]'); return r && ['{state}', 'failed']"
+        f".includes(r.dataset.state); }}", timeout=STEP_MS, polling=100)
+    assert _step_states(page)[step] == state, _step_states(page)
+
+
+def _status(page: Page) -> str:
+    return page.locator(".imgtools-transfer-form .imgtools-status").inner_text().strip()
+
+
+def _wait_for_status(page: Page, status: str) -> None:
+    """Wait until the form shows ``status`` (or failed: the assertion says which)."""
+    page.wait_for_function(
+        f"() => {{ const s = document.querySelector('.imgtools-transfer-form .imgtools-status');"
+        f" return s && ['{status}', 'failed'].includes(s.dataset.status); }}",
+        timeout=STEP_MS, polling=100)
+    shown = page.locator(".imgtools-transfer-form .imgtools-status").get_attribute("data-status")
+    assert shown == status, page.locator(".imgtools-transfer-form").inner_text()
+
+
+#: Add a code cell at the end of the notebook with the given source and run it.
+_RUN_NEW_CELL = f"""async (source) => {{
+  const app = {_APP};
+  const notebook = app.shell.currentWidget.content;
+  notebook.activeCellIndex = notebook.widgets.length - 1;
+  await app.commands.execute('notebook:insert-cell-below');
+  notebook.activeCell.model.sharedModel.setSource(source);
+  await app.commands.execute('notebook:run-cell');
+  return notebook.widgets.length - 1;
+}}"""
+
+
+def _kernel_answers(page: Page, label: str) -> str:
+    """Run a new cell that prints the form's state now; wait for its output. It only runs if
+    the kernel is free: the transfer runs on the kernel's loop, not in a cell."""
+    code = (f"print('{label}', transfer_form.status, transfer_form.step_states['export_wait'],"
+            " transfer_form.step_states['import_wait'])")
+    index = page.evaluate(_RUN_NEW_CELL, code)
+    cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
+    out = cell.locator(".jp-OutputArea-output").filter(has_text=label)
+    out.wait_for(timeout=STEP_MS)
+    return out.inner_text().strip()
+
+
+def test_transfer_form_in_jupyterlab(transfer_lab: TransferLab) -> None:
+    """Run All on the transfer runbook, then move the build-agent image to IAD with the
+    form the way a person does (pick it in the list, type the region, choose the cleanup,
+    click Transfer; Stop and Resume once): every step ends done, the kernel runs other cells
+    while the export and the import are under way, no error shows anywhere (console,
+    outputs, the form), and the new image in IAD has the source's bytes."""
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `make browser-deps`"
+    ARTIFACTS.mkdir(exist_ok=True)
+    console: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            console.append(message.text)
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1200})
+            page.on("console", on_console)
+            page.on("pageerror", lambda exc: console.append(f"page error: {exc}"))
+            try:
+                _open_and_run_all(page, transfer_lab.lab, RUNBOOK)
+                target = _transfer_with_the_form(page, transfer_lab.emu)
+            finally:
+                page.screenshot(path=str(ARTIFACTS / "04_transfer_images.png"), full_page=True)
+        finally:
+            browser.close()
+    assert console == [], console
+
+    with make_client(transfer_lab.emu) as client:
+        source = client.get_image(SMALL)
+        left = [o.name for o in client.files.objects(DEFAULT_TRANSFER_CONTAINER)]
+        with client.in_region("IAD") as iad:
+            new = iad.get_image(target)
+            left += [o.name for o in iad.files.objects(DEFAULT_TRANSFER_CONTAINER)]
+    assert new.status == "active" and new.name == source.name, new
+    assert (new.size, new.checksum) == (source.size, source.checksum)
+    assert left == [], f"cleanup 'both' left {left}"
+
+
+def _transfer_with_the_form(page: Page, emu: EmulatorHandle) -> str:
+    """Use the form; return the new image's id (as the form shows it)."""
+    errors = page.locator(
+        '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
+    assert errors.count() == 0, errors.all_inner_texts()
+    outputs = page.locator(".jp-OutputArea-output")
+    assert outputs.filter(has_text="0 transferred, 0 failed").count() == 1
+    assert outputs.filter(has_text="all transfers succeeded").count() == 1
+    form = page.locator(".imgtools-transfer-form")
+    form.wait_for(timeout=STEP_MS)
+    form.scroll_into_view_if_needed()
+    # The list fills once the form has connected and read the images.
+    page.wait_for_function(
+        "() => document.querySelectorAll('.imgtools-transfer-form select option')"
+        ".length > 0", timeout=STEP_MS)
+    transfer = form.get_by_role("button", name="Transfer")
+    assert transfer.is_disabled(), "Transfer must wait for an image and a region"
+
+    picker = form.locator("select").first
+    option = picker.locator("option").filter(has_text="build-agent").first
+    label = option.inner_text()
+    # The Select draws its labels with no-break spaces.
+    assert label.replace("\xa0", " ").startswith("✓ build-agent snapshot"), label
+    picker.select_option(label=label)
+    page.wait_for_function(
+        f"() => [...document.querySelectorAll('.imgtools-transfer-form input')]"
+        f".some(i => i.value === '{SMALL}')", timeout=STEP_MS)
+    form.get_by_placeholder("e.g. IAD").fill("IAD")
+    form.locator("select").nth(1).select_option("both")  # Cleanup
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.imgtools-transfer-form button')]"
+        ".some(b => b.textContent.trim() === 'Transfer' && !b.disabled)", timeout=STEP_MS)
+    transfer.click()
+
+    # The export task is held pending: the kernel must answer while the form follows it.
+    _wait_for_step(page, "export_wait", "running")
+    assert _kernel_answers(page, "during-export") == "during-export running running"
+    started = _status(page)
+
+    # Stop, then Resume: the same transfer goes on from its last completed step.
+    form.get_by_role("button", name="Stop").click()
+    _wait_for_status(page, "failed")
+    assert _step_states(page)["export_wait"] == "failed"
+    resume = form.get_by_role("button", name="Resume")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.imgtools-transfer-form button')]"
+        ".some(b => b.textContent.trim() === 'Resume' && !b.disabled)", timeout=STEP_MS)
+    resume.click()
+    page.wait_for_function(  # the stopped one's "failed" gives way first
+        "() => document.querySelector('.imgtools-transfer-form .imgtools-status')"
+        ".dataset.status !== 'failed'", timeout=STEP_MS, polling=100)
+    _wait_for_status(page, "running")
+    _wait_for_step(page, "export_wait", "running")
+    assert _status(page) == started, (started, _status(page))
+    emu.advance_clock(HOLD)
+    _wait_for_step(page, "import_wait", "running")
+    assert _step_states(page)["copy"] == "done"
+    assert "MiB/s" in form.inner_text(), form.inner_text()  # the copy's progress line
+    assert _kernel_answers(page, "during-import") == "during-import running done running"
+    emu.advance_clock(HOLD)
+
+    _wait_for_status(page, "done")
+    states = _step_states(page)
+    assert states == {step: "done" for step in STEPS}, (states, form.inner_text())
+    status = form.locator(".imgtools-status").inner_text()
+    found = re.search(r"new image ([0-9a-f-]{36})", status)
+    assert found, status
+    assert re.search(r"in \d+ segments at [\d.]+ MiB/s; new image", form.inner_text()), \
+        form.inner_text()
+
+    form.scroll_into_view_if_needed()
+    form.screenshot(path=str(ARTIFACTS / "transfer-form.png"))
+    assert page.get_by_text("Error displaying widget").count() == 0
+    assert errors.count() == 0, errors.all_inner_texts()
+    assert form.locator(".imgtools-error").count() == 0, form.inner_text()
+    failed = page.evaluate(
+        f"() => {_APP}.shell.currentWidget.content.widgets.filter(c => c.model.type === "
+        "'code').flatMap(c => c.model.outputs.toJSON()).filter(o => o.output_type === "
+        "'error').map(o => o.ename + ': ' + o.evalue)")
+    assert failed == [], failed
+    return found.group(1)

@@ -5,6 +5,7 @@ appears in a public signature is among them, so a user never meets a type they c
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import types
 import typing
@@ -23,7 +24,7 @@ _FOREIGN = ("builtins", "collections", "datetime", "pathlib", "os", "httpx", "pa
 def test_all_names_exactly_the_public_members() -> None:
     members = {name for name, value in vars(imgtools).items()
                if not name.startswith("_") and not isinstance(value, _MODULES)}
-    lazy = set(imgtools._HISTORY)
+    lazy = set(imgtools._LAZY)
     assert imgtools.__all__ == sorted(imgtools.__all__)
     assert set(imgtools.__all__) == members | lazy
     assert not members & lazy  # loaded on first use only
@@ -92,11 +93,29 @@ def test_every_class_in_a_public_signature_is_exported() -> None:
 
 
 def test_lazy_names_are_what_type_checkers_are_told() -> None:
-    from imgtools import history
-
-    for name in imgtools._HISTORY:
-        assert getattr(imgtools, name) is getattr(history, name)
+    for name, module in imgtools._LAZY.items():
+        assert getattr(imgtools, name) is getattr(importlib.import_module(module), name)
     source = inspect.getsource(imgtools)
     checked = source[source.index("if _typing.TYPE_CHECKING:"):source.index("__version__")]
-    for name in imgtools._HISTORY:
+    for name in imgtools._LAZY:
         assert f"        {name},\n" in checked, name
+
+
+def test_transfer_options_are_explicit_and_typed_with_exported_names() -> None:
+    import builtins
+    import collections.abc
+    import inspect
+    import re
+
+    known = (set(imgtools.__all__) | set(dir(builtins)) | set(dir(typing))
+             | set(dir(collections.abc)))
+    for cls in (imgtools.Client, imgtools.AsyncClient):
+        for name in ("transfer", "resume_transfer", "transfer_all"):
+            params = list(inspect.signature(getattr(cls, name)).parameters.values())
+            assert [p.kind for p in params[2:]] == [inspect.Parameter.KEYWORD_ONLY] * (
+                len(params) - 2), f"{cls.__name__}.{name}: no **options, no positional"
+            for p in params[1:]:
+                assert p.annotation is not inspect.Parameter.empty, (name, p.name)
+                assert "Any" not in str(p.annotation), (name, p.name)
+                names = set(re.findall(r"[A-Za-z_]\w*", str(p.annotation)))
+                assert names <= known, (f"{cls.__name__}.{name}", p.name, names - known)
