@@ -66,6 +66,8 @@ class TransferForm(_Form):
     target_image = Unicode("", help="the new image's id, once imported")
     step_states = Dict(help="each step's state: running, done, reused, failed ('' before)")
 
+    stopped_message = "stopped: Resume continues it"
+
     def __init__(self, client: Client | None = None, *, async_client: AsyncClient | None = None,
                  listing_delay: float | None = None, **kwargs: Any) -> None:
         super().__init__(client, async_client, **kwargs)

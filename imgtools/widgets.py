@@ -113,6 +113,9 @@ class _Form(w.VBox):  # type: ignore[misc]
     busy = Bool(False, help="true while an action runs")
     connection = Unicode("", help="who and where the form is connected to")
 
+    #: ``error`` once an action is stopped (a form whose actions can go on says how).
+    stopped_message = "cancelled"
+
     def __init__(self, client: Client | None, async_client: AsyncClient | None = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -148,7 +151,7 @@ class _Form(w.VBox):  # type: ignore[misc]
             try:
                 await action()
             except asyncio.CancelledError:
-                self.error = "cancelled"
+                self.error = self.stopped_message
                 raise
             except Exception as exc:
                 self.error = one_line(exc)

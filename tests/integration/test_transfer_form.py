@@ -160,7 +160,7 @@ def test_stop_then_resume_finishes_with_one_export_and_one_import(
         assert not form.stop_button.disabled and form.resume_button.disabled
         form.stop_button.click()
         await form.settled()
-        assert form.status == "failed" and form.error == "cancelled"
+        assert form.status == "failed" and form.error == "stopped: Resume continues it"
         assert form.step_states["export"] == "done"
         assert form.step_states["export_wait"] == "failed"
         assert form.stop_button.disabled and not form.resume_button.disabled
