@@ -238,7 +238,7 @@ _NEXT_LINK = re.compile(rb'"next"\s*:\s*"([^"\\]+)"')
 class _Listing(Generic[T]):
     """Where a paged listing stands: the next page's URL (with the first page's query), or
     that page already fetched (its response, or the error its request became) because it was
-    requested while the page before it was decoded (``lookahead``). ``shape``: what each
+    requested while the page before it was decoded (see ``_op_listing_page``). ``shape``: what each
     page's items are made into, beside the decoding (so also while the next page is on its
     way)."""
 
@@ -246,7 +246,6 @@ class _Listing(Generic[T]):
     query: Mapping[str, Any] | None
     key: str
     shape: Callable[[list[Any]], T]
-    lookahead: bool = True
     #: A faster decoder for the pages it knows (raw bytes to the page's body, or ``None``:
     #: decode it as JSON).
     fast: Callable[[bytes], Any] | None = None
@@ -633,11 +632,11 @@ class _BaseClient(Generic[_TransportT]):
     def _op_listing_page(self, listing: _Listing[T]) -> Op[T | None]:
         """The next page of ``listing``, ``None`` after the last one.
 
-        With ``lookahead``, the page after it is requested while this one is decoded (its link
+        The page after it is requested while this one is decoded (its link
         guessed from the raw bytes, ``_guess_next``), so the client's parsing overlaps the
         service's work on the next page instead of adding to it. The decoded ``next`` (checked
         as always) decides: a wrong guess is discarded and the right page fetched. A failed
-        request ahead is raised when its page is asked for, as without lookahead."""
+        request ahead is raised when its page is asked for, as if it were sent only then."""
         response, listing.ahead = listing.ahead, None
         if isinstance(response, ImgToolsError):
             raise response
@@ -646,7 +645,7 @@ class _BaseClient(Generic[_TransportT]):
                 return None
             response = yield from self._op_fetch(listing.url, listing.query)
             listing.query = None
-        guess = self._guess_next(response, listing.seen) if listing.lookahead else None
+        guess = self._guess_next(response, listing.seen)
         if guess is None:
             page, listing.url = self._read_listed(response, listing)
             return page

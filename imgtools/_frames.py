@@ -262,40 +262,35 @@ def listed_page(items: Sequence[Mapping[str, Any]] | Sequence[_Stub], *, keep: b
     frame needs no more of them), so they are freed here, beside the decoding, not all at
     once when the frame is done."""
     if items and isinstance(items[0], _Stub):
-        return _stub_columns(cast(Sequence[_Stub], items))
+        stubs = cast(Sequence[_Stub], items)
+        return _page_of(
+            (), ids=[t.id for t in stubs], types=[t.type for t in stubs],
+            statuses=[t.status for t in stubs],
+            owners=[None if (o := t.owner) is None else str(o) for t in stubs],
+            created=[t.created_at for t in stubs], updated=[t.updated_at for t in stubs],
+            expires=[t.expires_at for t in stubs], detail=False)
     if not all(isinstance(d, Mapping) for d in items):
         raise ResponseError("a listed task is not a JSON object")
     items = cast(Sequence[Mapping[str, Any]], items)
     detail = any("input" in d or "result" in d for d in items)
+    return _page_of(
+        items if keep or detail else (), ids=[d.get("id") for d in items],
+        types=[d.get("type") for d in items], statuses=[d.get("status") for d in items],
+        owners=[None if (o := d.get("owner")) is None else str(o) for d in items],
+        created=[d.get("created_at") for d in items],
+        updated=[d.get("updated_at") for d in items],
+        expires=[d.get("expires_at") for d in items], detail=detail)
+
+
+def _page_of(items: Sequence[Mapping[str, Any]], *, ids: list[Any], types: list[Any],
+             statuses: list[Any], owners: list[Any], created: list[Any], updated: list[Any],
+             expires: list[Any], detail: bool) -> ListedPage:
+    """A ``ListedPage`` of these columns, its times parsed (a bad one is a ``ResponseError``)."""
     try:
-        return ListedPage(
-            items=items if keep or detail else (),
-            ids=[d.get("id") for d in items],
-            types=[d.get("type") for d in items],
-            statuses=[d.get("status") for d in items],
-            owners=[None if (o := d.get("owner")) is None else str(o) for d in items],
-            created=_parse_iso([d.get("created_at") for d in items]),
-            updated=_parse_iso([d.get("updated_at") for d in items]),
-            expires=_parse_iso([d.get("expires_at") for d in items]),
-            detail=detail)
+        return ListedPage(items=items, ids=ids, types=types, statuses=statuses, owners=owners,
+                          created=_parse_iso(created), updated=_parse_iso(updated),
+                          expires=_parse_iso(expires), detail=detail)
     except (ValueError, TypeError) as error:  # pandas' parse errors are ValueErrors
-        why = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ResponseError(f"a listed task has a time that is not ISO 8601: {why}") from None
-
-
-def _stub_columns(stubs: Sequence[_Stub]) -> ListedPage:
-    try:
-        return ListedPage(
-            items=(),
-            ids=[t.id for t in stubs],
-            types=[t.type for t in stubs],
-            statuses=[t.status for t in stubs],
-            owners=[None if (o := t.owner) is None else str(o) for t in stubs],
-            created=_parse_iso([t.created_at for t in stubs]),
-            updated=_parse_iso([t.updated_at for t in stubs]),
-            expires=_parse_iso([t.expires_at for t in stubs]),
-            detail=False)
-    except (ValueError, TypeError) as error:
         why = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ResponseError(f"a listed task has a time that is not ISO 8601: {why}") from None
 
