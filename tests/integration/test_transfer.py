@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -52,18 +50,6 @@ PATCH = "application/openstack-images-v2.1-json-patch"
 
 class Killed(BaseException):
     """Stands for the process dying (not an ``Exception``: nothing may swallow it)."""
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> TransferStore:
-    return TransferStore(tmp_path / "log.sqlite")
-
-
-@pytest.fixture
-def iad(client: imgtools.Client) -> Iterator[imgtools.Client]:
-    twin = client.in_region("IAD")
-    yield twin
-    twin.close()
 
 
 def _go(client: imgtools.Client, image: str, store: TransferStore, **options: Any) -> Any:

@@ -4,8 +4,6 @@ steps that failed a transfer on a fault a retry would have cured."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -24,18 +22,6 @@ PATCH_SEED = 57
 @pytest.fixture(scope="module")
 def emu(emulator_in_subprocess: EmulatorHandle) -> EmulatorHandle:
     return emulator_in_subprocess
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> TransferStore:
-    return TransferStore(tmp_path / "log.sqlite")
-
-
-@pytest.fixture
-def iad(client: imgtools.Client) -> Iterator[imgtools.Client]:
-    twin = client.in_region("IAD")
-    yield twin
-    twin.close()
 
 
 def test_the_metadata_patch_is_asked_again_after_a_503_a_lost_answer_and_a_cut_body(
