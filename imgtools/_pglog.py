@@ -183,11 +183,17 @@ class Postgres:
         except psycopg.OperationalError:
             pass
         except psycopg.Error as error:
-            raise LogUnavailable(f"team log {self.safe}: {type(error).__name__}: "
-                                 f"{_redact(str(error).strip(), url)}") from None
+            raise self._unavailable(error) from None
 
     def __repr__(self) -> str:
         return f"Postgres({self.safe!r})"
+
+    def _cause(self, error: BaseException) -> str:
+        """``Type: message`` of a driver's error, without the password."""
+        return f"{type(error).__name__}: {_redact(str(error).strip(), self.url)}"
+
+    def _unavailable(self, error: BaseException) -> LogUnavailable:
+        return LogUnavailable(f"team log {self.safe}: {self._cause(error)}")
 
     @staticmethod
     def _version(conn: psycopg.Connection[Any]) -> int | None:
@@ -225,9 +231,7 @@ class Postgres:
         try:
             return action(self._connections.get())
         except psycopg.Error as error:
-            raise LogUnavailable(
-                f"team log {self.safe}: {type(error).__name__}: "
-                f"{_redact(str(error).strip(), self.url)}") from None
+            raise self._unavailable(error) from None
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -246,13 +250,11 @@ class Postgres:
         except (psycopg.OperationalError, OSError) as error:
             kept = self._keep(tasks, events)
             raise LogUnavailable(
-                f"team log {self.safe} is unreachable ({type(error).__name__}: "
-                f"{_redact(str(error).strip(), self.url)}); {kept} task row(s) kept in "
-                f"{self._spool_path} until the next write or `imgtools log push`",
+                f"team log {self.safe} is unreachable ({self._cause(error)}); {kept} task "
+                f"row(s) kept in {self._spool_path} until the next write or `imgtools log push`",
                 spooled=kept) from None
         except psycopg.Error as error:
-            raise LogUnavailable(f"team log {self.safe}: {type(error).__name__}: "
-                                 f"{_redact(str(error).strip(), self.url)}") from None
+            raise self._unavailable(error) from None
 
     def _write_now(self, tasks: Sequence[sql.TaskRow], events: Sequence[sql.EventRow]) -> None:
         import psycopg
@@ -322,8 +324,7 @@ class Postgres:
                 cur.execute(query, params)
                 yield from cur
         except psycopg.Error as error:
-            raise LogUnavailable(f"team log {self.safe}: {type(error).__name__}: "
-                                 f"{_redact(str(error).strip(), self.url)}") from None
+            raise self._unavailable(error) from None
 
     def columns(self, where: str, params: list[Any]) -> dict[str, Any]:
         """The frame's columns, read as the file log reads them: per chunk of the table's
