@@ -57,7 +57,7 @@ from imgtools._files import (
     Segment,
 )
 from imgtools._imports import IMPORT_SIZE_LIMIT, AsyncImportTask, ImportTask
-from imgtools._leftovers import DeleteReport, Leftover, LeftoversReport
+from imgtools._leftovers import DeleteReport, Leftover, LeftoverKind, LeftoversReport
 from imgtools._models import Image, Task, TaskStatus
 from imgtools._polling import (
     AsyncExportTask,
@@ -157,6 +157,7 @@ __all__ = [  # noqa: RUF022
     "ImportTask",
     "ImportTooLarge",
     "Leftover",
+    "LeftoverKind",
     "LeftoversReport",
     "LogUnavailable",
     "MissingSetting",

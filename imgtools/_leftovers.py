@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DeleteReport",
     "Leftover",
+    "LeftoverKind",
     "LeftoversReport",
     "check_protected",
     "delete_leftovers",
@@ -74,7 +75,8 @@ EXPORT_SUFFIX: Final = ".vhd"
 COLUMNS: Final = ("kind", "container", "manifest", "segments", "bytes", "last_modified",
                   "age_days")
 
-Kind = Literal["export", "orphan segments"]
+#: What a ``Leftover`` is: a whole export, or segments whose manifest is gone.
+LeftoverKind = Literal["export", "orphan segments"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +84,7 @@ class Leftover:
     """One export (``kind="export"``: ``manifest`` and its segments) or a set of segments
     without a manifest (``kind="orphan segments"``, ``manifest`` is ``None``)."""
 
-    kind: Kind
+    kind: LeftoverKind
     container: str
     manifest: str | None
     #: Where the segments are: ``<container>/<prefix>`` (a manifest's X-Object-Manifest).

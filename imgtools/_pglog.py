@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from imgtools import _logsql as sql
 from imgtools._exceptions import LogUnavailable, ValidationError
+from imgtools._logconns import ThreadConnections
 
 if TYPE_CHECKING:
     import psycopg
@@ -163,11 +164,11 @@ class Postgres:
         self._spool_path = spool if spool is not None else default_spool(url)
         self._open_spool = open_spool
         self._spool: Any = None
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._connections: list[psycopg.Connection[Any]] = []
-        self._pid = os.getpid()
-        self._closed = False
+        self._spool_lock = threading.Lock()
+        # A connection the server dropped is closed (``broken`` implies ``closed``): the
+        # thread's next call connects again.
+        self._connections: ThreadConnections[psycopg.Connection[Any]] = ThreadConnections(
+            self._open, usable=lambda conn: not conn.closed)
         # One statement per batch: the rows travel as one typed array per column and the
         # server unnests them in key order (no round trip, no statement, per row).
         self._upsert_task = sql.upsert_task(sql.POSTGRES, _unnest(sql.TASK_COLUMNS, "id"))
@@ -178,15 +179,21 @@ class Postgres:
         # operation being recorded (its writes wait in the spool), a wrong schema must.
         self._checked = False
         try:
-            self._connect()
+            self._connections.get()
         except psycopg.OperationalError:
             pass
         except psycopg.Error as error:
-            raise LogUnavailable(f"team log {self.safe}: {type(error).__name__}: "
-                                 f"{_redact(str(error).strip(), url)}") from None
+            raise self._unavailable(error) from None
 
     def __repr__(self) -> str:
         return f"Postgres({self.safe!r})"
+
+    def _cause(self, error: BaseException) -> str:
+        """``Type: message`` of a driver's error, without the password."""
+        return f"{type(error).__name__}: {_redact(str(error).strip(), self.url)}"
+
+    def _unavailable(self, error: BaseException) -> LogUnavailable:
+        return LogUnavailable(f"team log {self.safe}: {self._cause(error)}")
 
     @staticmethod
     def _version(conn: psycopg.Connection[Any]) -> int | None:
@@ -200,21 +207,9 @@ class Postgres:
 
     # -- connections ---------------------------------------------------------------------------
 
-    def _connect(self) -> psycopg.Connection[Any]:
+    def _open(self) -> psycopg.Connection[Any]:
         import psycopg
 
-        if self._closed:
-            raise ValueError("this TaskLog is closed")
-        pid = os.getpid()
-        if pid != self._pid:  # after a fork: the parent's connections are not ours
-            with self._lock:
-                if pid != self._pid:
-                    self._connections = []
-                    self._local = threading.local()
-                    self._pid = pid
-        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
-        if conn is not None and not conn.closed:
-            return conn
         conn = psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT, autocommit=True,
                                application_name="imgtools")
         if not self._checked:
@@ -226,25 +221,17 @@ class Postgres:
                     f"{sql.SCHEMA_VERSION}: run `imgtools log init URL` (with a role that may "
                     f"create tables)")
             self._checked = True
-        with self._lock:
-            self._connections.append(conn)
-        self._local.conn = conn
         return conn
 
     def _guard(self, action: Callable[[psycopg.Connection[Any]], _T]) -> _T:
         """``action(connection)`` with psycopg's errors as ``LogUnavailable`` (password
-        removed); a broken connection is dropped, so the next call connects again."""
+        removed)."""
         import psycopg
 
         try:
-            return action(self._connect())
+            return action(self._connections.get())
         except psycopg.Error as error:
-            conn = getattr(self._local, "conn", None)
-            if conn is not None and conn.broken:
-                self._local.conn = None
-            raise LogUnavailable(
-                f"team log {self.safe}: {type(error).__name__}: "
-                f"{_redact(str(error).strip(), self.url)}") from None
+            raise self._unavailable(error) from None
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -263,13 +250,11 @@ class Postgres:
         except (psycopg.OperationalError, OSError) as error:
             kept = self._keep(tasks, events)
             raise LogUnavailable(
-                f"team log {self.safe} is unreachable ({type(error).__name__}: "
-                f"{_redact(str(error).strip(), self.url)}); {kept} task row(s) kept in "
-                f"{self._spool_path} until the next write or `imgtools log push`",
+                f"team log {self.safe} is unreachable ({self._cause(error)}); {kept} task "
+                f"row(s) kept in {self._spool_path} until the next write or `imgtools log push`",
                 spooled=kept) from None
         except psycopg.Error as error:
-            raise LogUnavailable(f"team log {self.safe}: {type(error).__name__}: "
-                                 f"{_redact(str(error).strip(), self.url)}") from None
+            raise self._unavailable(error) from None
 
     def _write_now(self, tasks: Sequence[sql.TaskRow], events: Sequence[sql.EventRow]) -> None:
         import psycopg
@@ -277,7 +262,7 @@ class Postgres:
         task_rounds = _rounds(tasks, 1)
         event_rounds = _rounds(events, 2)
         for attempt in range(CONFLICT_ATTEMPTS):
-            conn = self._connect()
+            conn = self._connections.get()
             try:
                 with conn.transaction(), conn.cursor() as cur:
                     for part in task_rounds:
@@ -289,10 +274,6 @@ class Postgres:
                 if attempt == CONFLICT_ATTEMPTS - 1:
                     raise
                 time.sleep(0.01 * (2 ** attempt) * (0.5 + random.random()))
-            except psycopg.OperationalError:
-                if conn.broken:
-                    self._local.conn = None
-                raise
 
     def _keep(self, tasks: Sequence[sql.TaskRow], events: Sequence[sql.EventRow]) -> int:
         spool = self._spool_log()
@@ -300,7 +281,7 @@ class Postgres:
         return len(tasks)
 
     def _spool_log(self) -> Any:
-        with self._lock:
+        with self._spool_lock:
             if self._spool is None:
                 self._spool = self._open_spool(self._spool_path)
             return self._spool
@@ -343,8 +324,7 @@ class Postgres:
                 cur.execute(query, params)
                 yield from cur
         except psycopg.Error as error:
-            raise LogUnavailable(f"team log {self.safe}: {type(error).__name__}: "
-                                 f"{_redact(str(error).strip(), self.url)}") from None
+            raise self._unavailable(error) from None
 
     def columns(self, where: str, params: list[Any]) -> dict[str, Any]:
         """The frame's columns, read as the file log reads them: per chunk of the table's
@@ -387,13 +367,8 @@ class Postgres:
         return sql.join_columns(parts)
 
     def close(self) -> None:
-        with self._lock:
-            if self._pid == os.getpid():
-                for conn in self._connections:
-                    conn.close()
-            self._connections = []
-            self._closed = True
-            self._local = threading.local()
+        self._connections.close()
+        with self._spool_lock:
             if self._spool is not None:
                 self._spool.close()
                 self._spool = None

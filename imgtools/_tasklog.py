@@ -35,6 +35,7 @@ from typing import Any, Final, Protocol, Self, TypeVar
 
 from imgtools import _logsql as sql
 from imgtools._exceptions import ValidationError
+from imgtools._logconns import ThreadConnections
 from imgtools._logsql import NAT_US, TEXT_COLUMNS, TIME_COLUMNS, join_columns, plain_chunk
 from imgtools._models import Task, TaskStatus
 from imgtools._pglog import LogUnavailable, is_url, safe_url
@@ -162,31 +163,12 @@ class _SQLite:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
-        # Connections opened before a fork must not be used, nor closed, by the child.
-        self._orphans: list[sqlite3.Connection] = []
-        self._pid = os.getpid()
-        self._closed = False
         self._upsert_task = sql.upsert_task(sql.SQLITE)
         self._upsert_event = sql.upsert_event(sql.SQLITE)
-        self._connect()  # fail early on an unusable path, and create or upgrade the schema
+        self._connections = ThreadConnections(self._open)
+        self._connections.get()  # fail early on an unusable path, and create or upgrade the schema
 
-    def _connect(self) -> sqlite3.Connection:
-        if self._closed:
-            raise ValueError("this TaskLog is closed")
-        pid = os.getpid()
-        if pid != self._pid:
-            with self._lock:
-                if pid != self._pid:
-                    self._orphans.extend(self._connections)
-                    self._connections = []
-                    self._local = threading.local()
-                    self._pid = pid
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
+    def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None,
                                check_same_thread=False)
@@ -195,9 +177,6 @@ class _SQLite:
         except BaseException:
             conn.close()
             raise
-        with self._lock:
-            self._connections.append(conn)
-        self._local.conn = conn
         return conn
 
     @staticmethod
@@ -229,7 +208,7 @@ class _SQLite:
 
     def write(self, tasks: Sequence[sql.TaskRow], events: Sequence[sql.EventRow]) -> None:
         def attempt() -> None:
-            conn = self._connect()
+            conn = self._connections.get()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(self._upsert_task, tasks)
@@ -245,7 +224,7 @@ class _SQLite:
         """``send(rows, events)`` everything in the log, then delete it, in one transaction
         (a failed ``send`` keeps it all); returns the number of task rows sent."""
         def attempt() -> int:
-            conn = self._connect()
+            conn = self._connections.get()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 rows = conn.execute(f"SELECT {', '.join(sql.TASK_COLUMNS)} FROM tasks").fetchall()
@@ -264,10 +243,10 @@ class _SQLite:
         return _retry(attempt)
 
     def fetchall(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._connect().execute(query, params).fetchall()
+        return self._connections.get().execute(query, params).fetchall()
 
     def iterate(self, query: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
-        cursor = self._connect().execute(query, params)
+        cursor = self._connections.get().execute(query, params)
         while rows := cursor.fetchmany(1000):
             yield from rows
 
@@ -282,7 +261,7 @@ class _SQLite:
         up row for row. A separator found inside a value (the split count disagrees) sends that
         chunk through an ordinary row fetch instead.
         """
-        conn = self._connect()
+        conn = self._connections.get()
         parts: dict[str, list[Any]] = {name: [] for name in TEXT_COLUMNS + TIME_COLUMNS}
         clause = f"{where} AND" if where else " WHERE"
         last = ""
@@ -305,13 +284,7 @@ class _SQLite:
         return join_columns(parts)
 
     def close(self) -> None:
-        with self._lock:
-            if self._pid == os.getpid():
-                for conn in self._connections:
-                    conn.close()
-            self._connections = []
-            self._closed = True
-            self._local = threading.local()
+        self._connections.close()
 
 
 # -- the log ---------------------------------------------------------------------------------

@@ -105,31 +105,27 @@ def _poll_note(task: Any) -> None:
 # -- commands -------------------------------------------------------------------------------
 
 
+def _begun(handle: Any, args: argparse.Namespace, out: TextIO) -> int:
+    """Print a task just started, or with ``--wait`` the task once it has ended."""
+    task = (handle.wait(timeout=args.timeout, on_update=_poll_note if args.verbose else None)
+            if args.wait else handle.task)
+    _print_task(task, args.format, out)
+    return EXIT_OK
+
+
 def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
     client = _connect(args)
     with client:
-        handle = client.begin_export(args.image_id, args.container,
-                                     create_container=args.create_container,
-                                     preflight=not args.no_preflight)
-        if not args.wait:
-            _print_task(handle.task, args.format, out)
-            return EXIT_OK
-        task = handle.wait(timeout=args.timeout, on_update=_poll_note if args.verbose else None)
-        _print_task(task, args.format, out)
-    return EXIT_OK
+        return _begun(client.begin_export(args.image_id, args.container,
+                                          create_container=args.create_container,
+                                          preflight=not args.no_preflight), args, out)
 
 
 def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
     client = _connect(args)
     with client:
-        handle = client.begin_import(args.location, name=args.name,
-                                     preflight=not args.no_preflight)
-        if not args.wait:
-            _print_task(handle.task, args.format, out)
-            return EXIT_OK
-        task = handle.wait(timeout=args.timeout, on_update=_poll_note if args.verbose else None)
-        _print_task(task, args.format, out)
-    return EXIT_OK
+        return _begun(client.begin_import(args.location, name=args.name,
+                                          preflight=not args.no_preflight), args, out)
 
 
 def cmd_task(args: argparse.Namespace, out: TextIO) -> int:

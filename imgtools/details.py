@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
@@ -31,6 +30,7 @@ import pandas as pd
 from imgtools._exceptions import NotFound, ValidationError
 from imgtools._frames import _frame_from_tasks
 from imgtools._models import Task
+from imgtools._syncrun import loop_running, run_to_end
 from imgtools._tasklog import TaskLog
 
 __all__ = [
@@ -316,25 +316,8 @@ def _run_fetch(frame: pd.DataFrame, client: Any, log: TaskLog | None, *, details
                concurrency: int, progress: Progress) -> Details:
     coroutine = fetch_details_async(frame, client, log, details=details,
                                     concurrency=concurrency, progress=progress)
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    if inspect.iscoroutinefunction(getattr(client, "get_task", None)):
+    if loop_running() and inspect.iscoroutinefunction(getattr(client, "get_task", None)):
         coroutine.close()
         raise ValidationError("fetch_details: an AsyncClient inside a running event loop: use "
                               "`await fetch_details_async(...)`", field="client")
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(coroutine)
-        except BaseException as error:  # re-raised in the caller's thread
-            box["error"] = error
-
-    worker = threading.Thread(target=target, name="imgtools-details")
-    worker.start()
-    worker.join()
-    if "error" in box:
-        raise box["error"]
-    return cast(Details, box["value"])
+    return run_to_end(coroutine, thread_name="imgtools-details")

@@ -12,8 +12,7 @@ import dataclasses
 import functools
 import inspect
 import logging
-import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, cast
@@ -40,6 +39,7 @@ from imgtools._frames import (
 )
 from imgtools._models import Task
 from imgtools._sources import AsyncTaskSource, TaskSource
+from imgtools._syncrun import loop_running, run_to_end
 from imgtools._taskfields import origin_of
 from imgtools._tasklog import TaskLog
 from imgtools._times import parse_since
@@ -176,29 +176,6 @@ async def _collect_async(client: Any, *, keep: bool = False) -> list[Any]:
     return [shape(page) async for page in pages()]
 
 
-def _run(coroutine: Awaitable[Any]) -> Any:
-    """Run a coroutine to completion from sync code, also inside a running loop (Jupyter):
-    then it runs on a private loop in a worker thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(cast(Any, coroutine))
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(cast(Any, coroutine))
-        except BaseException as error:  # re-raised in the caller's thread
-            box["error"] = error
-
-    worker = threading.Thread(target=target, name="imgtools-history")
-    worker.start()
-    worker.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
 def _client_log(client: Any) -> TaskLog | None:
     log = getattr(client, "log", None)
     return log if isinstance(log, TaskLog) else None
@@ -243,7 +220,8 @@ def _with_details(client: Any, items: list[Any], concurrency: int) -> pd.DataFra
                 known[task_id] = logged
     missing = [task_id for task_id in stubs if task_id not in known]
     if missing:
-        fetched = _run(_fetch_details(client, missing, concurrency))
+        fetched = run_to_end(_fetch_details(client, missing, concurrency),
+                             thread_name="imgtools-history")
         known.update((task.id, task) for task in fetched)
         if log is not None and fetched and not getattr(client, "records_gets", False):
             # idempotent: harmless if the client recorded them already
@@ -305,11 +283,7 @@ def _tasks_frame(source: Any, *, details: bool | str, record: bool, concurrency:
         return log_frame(source)
     if _is_client(source):
         if _is_async(source):
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                pass
-            else:
+            if loop_running():
                 # Its connections belong to this loop; driving them from another would break.
                 raise ValidationError(
                     "tasks_frame: an AsyncClient inside a running event loop (a notebook): "

@@ -50,15 +50,6 @@ TABLE_STYLES: Final = [
               "text-align: left"},
 ]
 
-#: Background / text colours per status (readable on light and dark notebook themes).
-_STATUS_CSS: Final = {
-    "pending": "background-color: #e5e7eb; color: #111827",
-    "processing": "background-color: #dbeafe; color: #1e3a8a",
-    "success": "background-color: #dcfce7; color: #14532d",
-    "failure": "background-color: #fee2e2; color: #7f1d1d; font-weight: bold",
-}
-
-
 def short_id(value: Any) -> str:
     """The first ``SHORT_ID`` characters of an id; ``""`` for null."""
     return "" if value is None or pd.isna(value) else str(value)[:SHORT_ID]
@@ -125,10 +116,12 @@ def display_frame(frame: pd.DataFrame, *, hide_empty: bool = True,
 def compact_table(frame: pd.DataFrame, *, hide_empty: bool = True) -> Any:
     """A pandas ``Styler`` of ``display_frame(frame)``: status colours, no index, no
     wrapping, as wide as the output and no wider; a fixed uuid keeps notebook outputs stable."""
+    from imgtools.history import STATUS_STYLES
+
     cells = display_frame(frame, hide_empty=hide_empty)
 
     def status_css(value: Any) -> str:
-        return _STATUS_CSS.get(str(value), "")
+        return STATUS_STYLES.get(str(value), "")
 
     styler = (cells.style.set_uuid("imgtools-compact").hide(axis="index")
               .set_table_attributes('class="imgtools-compact"')

@@ -25,7 +25,7 @@ from imgtools.emulator.auth import state_of, store_of
 from imgtools.emulator.errors import glance_error, json_response, request_id
 from imgtools.emulator.images import glance_token, image_json, visible
 from imgtools.emulator.schemas import IMAGE_SCHEMA
-from imgtools.emulator.store import ImageRow
+from imgtools.emulator.store import ImageRow, Store
 
 __all__ = ["PATCH_MEDIA_TYPES", "image_tag", "patch_image", "routes"]
 
@@ -248,6 +248,16 @@ class _Draft:
                         i.created_at, now, self.props, self.tags, i.file)
 
 
+def _own_image(store: Store, image_id: str, tenant_id: str) -> ImageRow:
+    """The image to change: 404 when the tenant cannot see it, 403 when it is not theirs."""
+    image = store.get_image(image_id)
+    if image is None or not visible(image, tenant_id):
+        raise _Refused(404, f"No image found with ID {image_id}")
+    if image.owner != tenant_id:
+        raise _Refused(403, "You are not authorized to complete modify_image action.")
+    return image
+
+
 async def patch_image(request: Request) -> Response:
     token = glance_token(request)
     if isinstance(token, Response):
@@ -266,12 +276,7 @@ async def patch_image(request: Request) -> Response:
     store, state = store_of(request), state_of(request)
     try:
         changes = _parse(raw, draft)
-        image = store.get_image(image_id)
-        if image is None or not visible(image, token.tenant_id):
-            raise _Refused(404, f"No image found with ID {image_id}")
-        if image.owner != token.tenant_id:
-            raise _Refused(403, "You are not authorized to complete modify_image action.")
-        work = _Draft(image)
+        work = _Draft(_own_image(store, image_id, token.tenant_id))
         for op, key, value in changes:
             work.apply(op, key, value, draft)
         work.check_quotas()
@@ -291,12 +296,7 @@ async def image_tag(request: Request) -> Response:
     image_id, tag = request.path_params["image_id"], request.path_params["tag"]
     store, state = store_of(request), state_of(request)
     try:
-        image = store.get_image(image_id)
-        if image is None or not visible(image, token.tenant_id):
-            raise _Refused(404, f"No image found with ID {image_id}")
-        if image.owner != token.tenant_id:
-            raise _Refused(403, "You are not authorized to complete modify_image action.")
-        work = _Draft(image)
+        work = _Draft(_own_image(store, image_id, token.tenant_id))
         if request.method == "PUT":
             problem = _schema_problem("tags", [tag])
             if problem is not None:

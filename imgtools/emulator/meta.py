@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -19,6 +21,8 @@ __all__ = ["routes"]
 
 VERSIONS = [f"v2.{n}" for n in range(9, -1, -1)]
 LOOPBACK = ("127.0.0.1", "::1", "localhost", "testclient")
+
+_Handler = Callable[[Request], Awaitable[Response]]
 
 
 def versions_doc(request: Request) -> dict[str, Any]:
@@ -38,17 +42,22 @@ async def versions(request: Request) -> Response:
     return json_response(versions_doc(request))
 
 
-def _local(request: Request) -> Response | None:
-    host = request.client.host if request.client else ""
-    if host not in LOOPBACK and not host.startswith("127."):
-        return json_response({"message": "the emulator API answers loopback clients only"}, 403)
-    return None
+def _loopback_only(handler: _Handler) -> _Handler:
+    """The emulator's own API (its state, faults and clock) answers loopback clients only."""
+
+    @functools.wraps(handler)
+    async def guarded(request: Request) -> Response:
+        host = request.client.host if request.client else ""
+        if host not in LOOPBACK and not host.startswith("127."):
+            return json_response({"message": "the emulator API answers loopback clients only"},
+                                 403)
+        return await handler(request)
+
+    return guarded
 
 
+@_loopback_only
 async def stats(request: Request) -> Response:
-    denied = _local(request)
-    if denied is not None:
-        return denied
     state = state_of(request)
     if request.method == "DELETE":
         state.stats.reset()
@@ -59,11 +68,9 @@ async def stats(request: Request) -> Response:
     return json_response(data)
 
 
+@_loopback_only
 async def faults(request: Request) -> Response:
     """``GET`` the fault settings; ``POST`` a JSON object of fields to change."""
-    denied = _local(request)
-    if denied is not None:
-        return denied
     state = state_of(request)
     if request.method == "POST":
         try:
@@ -85,11 +92,9 @@ async def faults(request: Request) -> Response:
     return json_response(dataclasses.asdict(state.faults))
 
 
+@_loopback_only
 async def clock(request: Request) -> Response:
     """``POST {"advance": seconds}`` moves the emulator's clock (expiry tests)."""
-    denied = _local(request)
-    if denied is not None:
-        return denied
     state = state_of(request)
     if request.method == "POST":
         try:
@@ -102,11 +107,9 @@ async def clock(request: Request) -> Response:
     return json_response({"offset": state.clock.offset, "now": state.clock.now()})
 
 
+@_loopback_only
 async def info(request: Request) -> Response:
     """Users (without secrets), tenants, and the seeded image ids, for demos and tests."""
-    denied = _local(request)
-    if denied is not None:
-        return denied
     state = state_of(request)
     config = state.config
     root = f"{request.url.scheme}://{request.url.netloc}"

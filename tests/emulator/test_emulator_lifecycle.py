@@ -229,6 +229,28 @@ def test_fault_settings_are_validated(emu: EmulatorHandle) -> None:
     assert r[0] == 400
 
 
+def test_the_emulator_api_answers_loopback_clients_only(emu: EmulatorHandle) -> None:
+    import asyncio
+
+    from starlette.applications import Starlette
+
+    from imgtools.emulator import meta
+
+    own = ("/_emulator/stats", "/_emulator/faults", "/_emulator/clock", "/_emulator/info")
+    for path in own:  # over a real socket, from loopback
+        assert emu.request("GET", path)[0] == 200, path
+
+    # Another host cannot be had over loopback sockets: the app alone, behind an ASGI
+    # transport that says the client is elsewhere.
+    async def from_elsewhere() -> dict[str, int]:
+        transport = httpx.ASGITransport(app=Starlette(routes=meta.routes),
+                                        client=("10.1.2.3", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://emu") as http:
+            return {path: (await http.get(path)).status_code for path in (*own, "/versions")}
+
+    assert asyncio.run(from_elsewhere()) == {**dict.fromkeys(own, 403), "/versions": 200}
+
+
 def test_two_hundred_concurrent_exports(emu: EmulatorHandle, api: Api) -> None:
     containers = [api.container() for _ in range(67)]
     tasks = [api.export(emu.image_id(slug), c)["id"] for c in containers
