@@ -490,10 +490,12 @@ class _Job:
         # the rest (Range, If-Range on the object's ETag), as downloads do, not failing the
         # step: reading it again from the start is what a resume would do.
         whole = yield Call(lambda: files.head_object(container, name))
-        sink = _Hasher(self.target_location, whole.bytes)
+        # The whole image is read: a Stop (the task cancelled) ends the read at a chunk too.
+        stop = threading.Event()
+        sink = _Hasher(self.target_location, whole.bytes, stop)
         yield Call(lambda: _fetch_segment(files._http, container,
                                            Segment(name, whole.bytes, whole.hash, 0), sink,
-                                           chunk=COPY_CHUNK))
+                                           chunk=COPY_CHUNK), stop=stop)
         size, md5 = sink.written, sink.digest.hexdigest()
         if rec.copy_bytes is not None and size != rec.copy_bytes:
             raise TransferVerifyFailed(f"{self.target_location} assembles to {size} bytes, "
@@ -579,12 +581,14 @@ class _Job:
 class _Hasher:
     """``_fetch_segment``'s sink for the manifest step: hashes and counts, keeps nothing."""
 
-    def __init__(self, location: str, size: int) -> None:
-        self.location = location
+    def __init__(self, location: str, size: int, stop: threading.Event) -> None:
+        self.location, self.stop = location, stop
         self.start, self.end, self.written = 0, size, 0
         self.digest = hashlib.md5(usedforsecurity=False)
 
     def add(self, data: bytes | memoryview) -> None:
+        if self.stop.is_set():  # the step's task was cancelled: read no further
+            raise TransferVerifyFailed(f"reading {self.location} back was stopped")
         self.digest.update(data)
         self.written += len(data)
 
