@@ -519,8 +519,8 @@ def copy_export(source: Files, location: str, target: Files, target_location: st
 
     if progress:
         progress(0, job.tally.total)
-    futures = _copy_segments(job, present, workers)
-    copied = sum(f.result() for f in futures)
+    done = _copy_segments(job, present, workers)
+    copied = sum(done)
     # Every segment is in place and verified: only now does the target get its manifest
     # (unless the copy was stopped after its last segment: a stop leaves no manifest).
     job.check()
@@ -530,41 +530,64 @@ def copy_export(source: Files, location: str, target: Files, target_location: st
     raise_for_status(response)
     _check_assembled(target, tcontainer, tname, segments, reads=listing_reads,
                      delay=listing_delay, stop=stop)
-    copied_bytes = sum(s.bytes for s, f in zip(segments, futures, strict=True) if f.result())
+    copied_bytes = sum(s.bytes for s, was_copied in zip(segments, done, strict=True)
+                       if was_copied)
     return CopyResult(source=location, target=target_location, bytes=job.tally.total,
                       copied_bytes=copied_bytes, segments=len(segments), copied=copied,
                       skipped=len(segments) - copied, retries=job.retries, listings=reads,
                       seconds=time.perf_counter() - started)
 
 
-def _copy_segments(job: _Copy, present: dict[str, ObjectInfo],
-                   workers: int) -> list[Future[bool]]:
-    """Every segment's copy, ``workers`` at once, all ended (successfully: else its error).
+def _copy_segments(job: _Copy, present: dict[str, ObjectInfo], workers: int) -> list[bool]:
+    """Each segment copied (True) or found in place (False), ``workers`` at once; the first
+    failure (in segment order) is raised once those running have ended.
 
-    Returns or raises only once every thread it started has ended: a copy left running
+    Returns or raises only once every thread of the copy has ended: a copy left running
     behind the caller's back would race the rerun that follows (same objects, twice the
-    bandwidth)."""
-    pool = ThreadPoolExecutor(max_workers=min(workers, len(job.segments)),
-                              thread_name_prefix=THREAD_PREFIX)
+    bandwidth). So the pool runs on a thread of its own, which no signal interrupts (Python
+    runs signal handlers on the main thread only): a Ctrl-C lands in this thread's wait for
+    it, never halfway through the pool starting a worker it then could not join. (The wait
+    is on an event, not ``join``: an interrupted ``join`` takes the thread for ended.)"""
     futures: list[Future[bool]] = []
+    broken: list[BaseException] = []
+    finished = threading.Event()
+
+    def run_pool() -> None:
+        try:
+            with ThreadPoolExecutor(max_workers=min(workers, len(job.segments)),
+                                    thread_name_prefix=THREAD_PREFIX) as pool:
+                futures.extend(pool.submit(job.segment, s, present.get(job.target_of(s)))
+                               for s in job.segments)
+                for fut in futures:
+                    error = fut.exception()
+                    if error is not None:  # the copy has failed: start nothing more
+                        if not isinstance(error, Exception):
+                            job.stop.set()  # a kill stand-in: the others end at a chunk too
+                        for other in futures:
+                            other.cancel()
+                        break  # those running finish (a rerun keeps them) or stop
+        except BaseException as exc:  # the pool itself (no new threads at shutdown)
+            broken.append(exc)
+        finally:
+            finished.set()
+
+    runner = threading.Thread(target=run_pool, name=f"{THREAD_PREFIX}-pool", daemon=True)
     try:
-        futures = [pool.submit(job.segment, s, present.get(job.target_of(s)))
-                   for s in job.segments]
-        for fut in futures:
-            fut.result()
-    except BaseException as exc:
-        if not isinstance(exc, Exception):
-            job.stop.set()  # Ctrl-C, a cancelled task: the running segments end at a chunk
+        runner.start()
+    except BaseException:
+        job.stop.set()  # Ctrl-C as it started: a segment begun stops at its first check
+        raise
+    try:
+        finished.wait()
+    except BaseException:
+        job.stop.set()  # Ctrl-C, a cancelled task: the running segments end at a chunk
+        finished.wait()
         raise
     finally:
-        try:
-            # On a failure start nothing more; those running finish (or end at a stop).
-            pool.shutdown(wait=True, cancel_futures=True)
-        except BaseException:
-            job.stop.set()  # Ctrl-C while waiting for them: stop them, and wait again
-            pool.shutdown(wait=True)
-            raise
-    return futures
+        runner.join()
+    if broken:
+        raise broken[0]
+    return [fut.result() for fut in futures]
 
 
 def _check_assembled(target: Files, container: str, name: str, segments: tuple[Segment, ...],

@@ -573,21 +573,30 @@ def test_ctrl_c_stops_the_segments_in_flight_and_starts_no_other(
     once the copy's threads have ended."""
     location, content = _lay_out(emu, sizes=STOPPED_SIZES, seed=16)
     stop = threading.Event()
-    interrupted: list[int] = []
+    interrupts: list[str] = []
+
+    def ctrl_c(_signum: int, _frame: object) -> None:
+        if not interrupts:  # one Ctrl-C, however many signals it took to land
+            interrupts.append("raised")
+            raise KeyboardInterrupt
 
     def progress(done: int, _total: int) -> None:
-        if done and not interrupted:
-            interrupted.append(done)
-            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
-        if done:
-            # Progress is reported under the copy's tally lock: holding it here holds every
-            # segment before its chunk goes on, until the main thread has seen the Ctrl-C.
-            stop.wait(REACHED)
+        # Progress is reported under the copy's tally lock: holding it here holds every
+        # segment before its chunk goes on, until the main thread has seen the Ctrl-C. A
+        # signal landing just before the main thread blocks wakes nothing: sent until taken.
+        main = threading.main_thread().ident or 0
+        while done and not stop.is_set():
+            signal.pthread_kill(main, signal.SIGINT)
+            stop.wait(0.01)
 
     puts = _object_puts(emu)
-    with pytest.raises(KeyboardInterrupt):
-        _copy(client, location, away, progress=progress, cancel=stop)
-    assert stop.is_set()  # by copy_export, on the Ctrl-C
+    previous = signal.signal(signal.SIGINT, ctrl_c)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _copy(client, location, away, progress=progress, cancel=stop)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert interrupts == ["raised"] and stop.is_set()  # set by copy_export, on the Ctrl-C
     assert _copy_threads() == []
     assert _object_puts(emu) - puts <= 4  # the segments in flight only (cut, not stored)
     _nothing_half_done(emu, location, whole=0)
