@@ -17,18 +17,22 @@ Checks, as the transfer how-to and the scripts people wrote do them:
 - a rerun lists the target first and copies only segments missing there or with another ETag
   (each match confirmed by a HEAD: a listing can also lag a delete);
 - the manifest is written last, once every segment is in place, and the target's DLO is then
-  read back (``HEAD``): its size and ETag (the MD5 of the segments' ETags) must be the source's.
+  read back (``HEAD``): its size and ETag (the MD5 of the segments' ETags) must be the source's;
+- a stop (the ``cancel`` event set, Ctrl-C, the async task cancelled) ends every segment in
+  flight at its next chunk: its GET is closed, its PUT's body ends short, so the target
+  stores nothing of it (Swift keeps no PUT whose body is shorter than its Content-Length);
+  segments not started never start, no manifest is written, and the call returns (raises)
+  only once its threads have ended. A rerun copies what is missing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import queue
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
@@ -55,14 +59,17 @@ from imgtools._files import (
     split_location,
 )
 from imgtools._http import raise_for_status
+from imgtools._ops import Call, acall
 
 __all__ = [
     "COPY_CHUNK",
     "COPY_QUEUE_CHUNKS",
     "COPY_SEGMENT_TRIES",
+    "COPY_STOP_POLL",
     "DEFAULT_COPY_WORKERS",
     "DEFAULT_LISTING_DELAY",
     "LISTING_READS_MAX",
+    "CopyCancelled",
     "CopyError",
     "CopyResult",
     "SegmentRejected",
@@ -88,12 +95,23 @@ COPY_SEGMENT_TRIES = 3
 LISTING_READS_MAX = 5
 #: Seconds between two reads of the source listing (Cloud Files needs time to fill it in).
 DEFAULT_LISTING_DELAY = 1.0
+#: Seconds a segment's PUT waits for its next chunk before it looks whether the copy was
+#: stopped: a source that sends nothing for a while must not hold a stop up that long.
+COPY_STOP_POLL = 0.05
+#: Names of the copy's threads (pool workers and each segment's GET), as ``threading`` lists them.
+THREAD_PREFIX = "imgtools-copy"
 
 
 class CopyError(DownloadError):
     """An export could not be copied: the source's listing never settled, the target holds
     foreign objects under the segment prefix, a segment changed mid-copy, or the target's
     assembled object does not match the source's."""
+
+
+class CopyCancelled(CopyError):
+    """The copy was stopped (its ``cancel`` event set) before it finished: no manifest was
+    written, each segment at the target is either whole and verified or absent, and no
+    thread of the copy runs any more. Copying again finishes it (only what is missing)."""
 
 
 class SegmentRejected(ChecksumMismatch):
@@ -156,7 +174,7 @@ class _Pipe:
         self.cancelled = False
         self.lent: bytearray | None = None  # lent to a read, not yet handed to ``add``
         self.thread = threading.Thread(target=self._run, daemon=True,
-                                       name=f"imgtools-copy-get-{seg.name}")
+                                       name=f"{THREAD_PREFIX}-get-{seg.name}")
 
     def _run(self) -> None:
         seg = self.seg
@@ -203,6 +221,7 @@ class _Pipe:
 
     def add(self, data: bytes | memoryview) -> None:
         seg, n = self.seg, len(data)
+        self.job.check(seg)  # stopped: the error goes to the PUT, which ends short
         if self.written + n > seg.bytes:
             raise ChecksumMismatch(f"segment {seg.name} is longer than its listed {seg.bytes} "
                                    "bytes", name=seg.name, expected=seg.md5, actual="(too long)")
@@ -252,6 +271,7 @@ class _SegmentBody(httpx.SyncByteStream):
     def __iter__(self) -> Iterator[bytes]:
         if self.pipe is not None:
             self.pipe.cancel()
+        self._stop_check()
         if self.runs:
             self.job.retried()
         self.runs += 1
@@ -259,9 +279,14 @@ class _SegmentBody(httpx.SyncByteStream):
         pipe.thread.start()
         held: bytes | memoryview | None = None
         while True:
-            item = pipe.queue.get()
+            try:
+                item = pipe.queue.get(timeout=COPY_STOP_POLL)
+            except queue.Empty:
+                self._stop_check()
+                continue
             if isinstance(item, bytes | memoryview):
                 if held is not None:
+                    self._stop_check()
                     yield held  # type: ignore[misc]  # a memoryview sends as bytes do
                     # Asked for more: the transport has sent it, its buffer is free again.
                     self.job.give_back_view(held)
@@ -272,8 +297,17 @@ class _SegmentBody(httpx.SyncByteStream):
                 assert isinstance(item, BaseException)
                 raise _SourceFailed(item)
         if held is not None:
+            self._stop_check()
             yield held  # type: ignore[misc]
             self.job.give_back_view(held)
+
+    def _stop_check(self) -> None:
+        # Raised out of the body, the PUT ends short of its Content-Length: the target keeps
+        # nothing of it. Not an httpx error, so no retry sends the body again.
+        try:
+            self.job.check(self.seg)
+        except CopyCancelled as stopped:
+            raise _SourceFailed(stopped) from None
 
     def finish(self, *, keep: bool) -> None:
         """After the PUT: wait for the GET thread; ``keep=False`` takes its bytes back."""
@@ -298,7 +332,7 @@ class _Copy:
     def __init__(self, source: Files, source_container: str, target: Files,
                  target_container: str, target_name: str, prefix: str,
                  segments: tuple[Segment, ...], *, tries: int,
-                 progress: Progress | None) -> None:
+                 progress: Progress | None, stop: threading.Event) -> None:
         self.source_http = source._http
         self.source_container = source_container
         self.target = target
@@ -307,6 +341,7 @@ class _Copy:
         self.prefix = prefix
         self.segments = segments
         self.tries = tries
+        self.stop = stop
         self.tally = _Tally(sum(s.bytes for s in segments), progress)
         self.lock = threading.Lock()
         self.retries = 0
@@ -330,12 +365,20 @@ class _Copy:
     def target_of(self, seg: Segment) -> str:
         return f"{self.target_name}-{seg.name[len(self.prefix):]}"
 
+    def check(self, seg: Segment | None = None) -> None:
+        """``CopyCancelled`` once the copy is stopped."""
+        if self.stop.is_set():
+            raise CopyCancelled(f"the copy to {self.target_container}/{self.target_name} was "
+                                "stopped" + (f" during segment {seg.name}" if seg else "")
+                                + ": copy it again to finish it")
+
     def retried(self) -> None:
         with self.lock:
             self.retries += 1
 
     def segment(self, seg: Segment, listed: ObjectInfo | None) -> bool:
         """Copy one segment unless it is at the target already; True when it was copied."""
+        self.check(seg)  # stopped before this one began: it never starts
         name = self.target_of(seg)
         if listed is not None and (listed.bytes, listed.hash) == (seg.bytes, seg.md5):
             try:
@@ -346,6 +389,7 @@ class _Copy:
                 self.tally.add(seg.bytes)
                 return False
         for attempt in range(1, self.tries + 1):
+            self.check(seg)
             try:
                 self.put(seg, name)
                 return True
@@ -381,16 +425,22 @@ class _Copy:
             body.finish(keep=keep)
 
 
+def _pause(seconds: float, stop: threading.Event, what: str) -> None:
+    """Wait ``seconds`` (between two listings), or less: ``CopyCancelled`` once stopped."""
+    if stop.wait(seconds) if seconds > 0 else stop.is_set():
+        raise CopyCancelled(f"the copy was stopped while {what}: copy it again to finish it")
+
+
 def _source_segments(source: Files, container: str, prefix: str, *, reads_max: int,
-                     delay: float) -> tuple[tuple[Segment, ...], int]:
+                     delay: float, stop: threading.Event) -> tuple[tuple[Segment, ...], int]:
     """The segments under ``prefix``, from the first two listings in a row that agree and
     number them without gaps; and how many listings that took."""
     previous: tuple[tuple[str, int, str], ...] | None = None
     base = prefix[:-1] if prefix.endswith("-") else None
     problems: list[str] = []
     for read in range(1, reads_max + 1):
-        if read > 1 and delay > 0:
-            time.sleep(delay)
+        if read > 1:
+            _pause(delay, stop, "the source was being listed")
         listing = tuple((o.name, o.bytes, o.hash)
                         for o in source.objects(container, prefix=prefix))
         segments, offset = [], 0
@@ -412,7 +462,8 @@ def copy_export(source: Files, location: str, target: Files, target_location: st
                 *, workers: int = DEFAULT_COPY_WORKERS, tries: int = COPY_SEGMENT_TRIES,
                 listing_reads: int = LISTING_READS_MAX,
                 listing_delay: float = DEFAULT_LISTING_DELAY,
-                progress: Progress | None = None) -> CopyResult:
+                progress: Progress | None = None,
+                cancel: threading.Event | None = None) -> CopyResult:
     """Copy the export at ``location`` (``<container>/<object>``, its DLO manifest) from
     ``source`` to ``target_location`` (default: the same name) in ``target``; see the module.
 
@@ -421,6 +472,12 @@ def copy_export(source: Files, location: str, target: Files, target_location: st
     ``SegmentRejected`` / ``ChecksumMismatch`` when a segment still fails after ``tries``,
     ``NotFound`` when the manifest or a listed segment is gone, ``TransportError`` / ``APIError``
     from the connections. ``progress(done, total)``: bytes, already-present segments included.
+
+    ``cancel``: an event another thread (or ``progress``) may set to stop the copy: the
+    segments in flight end at their next chunk, none is left half-written, no manifest is
+    written, and ``CopyCancelled`` is raised once every thread of the copy has ended. Ctrl-C
+    (any ``BaseException`` that is no ``Exception``) stops it the same way, then goes on up.
+    A segment that fails for good lets the others in flight finish (a rerun keeps them).
     """
     started = time.perf_counter()
     for name, value in (("workers", workers), ("tries", tries),
@@ -444,12 +501,13 @@ def copy_export(source: Files, location: str, target: Files, target_location: st
         seg_container, _, prefix = manifest.manifest.strip('"').partition("/")
     else:
         seg_container, prefix = container, name + "-"
+    stop = cancel if cancel is not None else threading.Event()
     segments, reads = _source_segments(source, seg_container, prefix, reads_max=listing_reads,
-                                       delay=listing_delay)
+                                       delay=listing_delay, stop=stop)
 
     target.create_container(tcontainer)
     job = _Copy(source, seg_container, target, tcontainer, tname, prefix, segments,
-                tries=tries, progress=progress)
+                tries=tries, progress=progress, stop=stop)
     present = {o.name: o for o in target.objects(tcontainer, prefix=tname + "-")}
     wanted = {job.target_of(s) for s in segments}
     foreign = sorted(set(present) - wanted)
@@ -461,31 +519,79 @@ def copy_export(source: Files, location: str, target: Files, target_location: st
 
     if progress:
         progress(0, job.tally.total)
-    with ThreadPoolExecutor(max_workers=min(workers, len(segments))) as pool:
-        futures = [pool.submit(job.segment, s, present.get(job.target_of(s))) for s in segments]
-        try:
-            copied = sum(f.result() for f in futures)
-        except BaseException:
-            for fut in futures:  # the copy has failed: start nothing more
-                fut.cancel()
-            raise
-
-    # Every segment is in place and verified: only now does the target get its manifest.
+    done = _copy_segments(job, present, workers)
+    copied = sum(done)
+    # Every segment is in place and verified: only now does the target get its manifest
+    # (unless the copy was stopped after its last segment: a stop leaves no manifest).
+    job.check()
     response = target._send("PUT", _path(tcontainer, tname), content=b"", headers={
         "X-Object-Manifest": f"{tcontainer}/{tname}-", "Content-Length": "0",
         "Content-Type": manifest.content_type or "application/octet-stream"})
     raise_for_status(response)
     _check_assembled(target, tcontainer, tname, segments, reads=listing_reads,
-                     delay=listing_delay)
-    copied_bytes = sum(s.bytes for s, f in zip(segments, futures, strict=True) if f.result())
+                     delay=listing_delay, stop=stop)
+    copied_bytes = sum(s.bytes for s, was_copied in zip(segments, done, strict=True)
+                       if was_copied)
     return CopyResult(source=location, target=target_location, bytes=job.tally.total,
                       copied_bytes=copied_bytes, segments=len(segments), copied=copied,
                       skipped=len(segments) - copied, retries=job.retries, listings=reads,
                       seconds=time.perf_counter() - started)
 
 
+def _copy_segments(job: _Copy, present: dict[str, ObjectInfo], workers: int) -> list[bool]:
+    """Each segment copied (True) or found in place (False), ``workers`` at once; the first
+    failure (in segment order) is raised once those running have ended.
+
+    Returns or raises only once every thread of the copy has ended: a copy left running
+    behind the caller's back would race the rerun that follows (same objects, twice the
+    bandwidth). So the pool runs on a thread of its own, which no signal interrupts (Python
+    runs signal handlers on the main thread only): a Ctrl-C lands in this thread's wait for
+    it, never halfway through the pool starting a worker it then could not join. (The wait
+    is on an event, not ``join``: an interrupted ``join`` takes the thread for ended.)"""
+    futures: list[Future[bool]] = []
+    broken: list[BaseException] = []
+    finished = threading.Event()
+
+    def run_pool() -> None:
+        try:
+            with ThreadPoolExecutor(max_workers=min(workers, len(job.segments)),
+                                    thread_name_prefix=THREAD_PREFIX) as pool:
+                futures.extend(pool.submit(job.segment, s, present.get(job.target_of(s)))
+                               for s in job.segments)
+                for fut in futures:
+                    error = fut.exception()
+                    if error is not None:  # the copy has failed: start nothing more
+                        if not isinstance(error, Exception):
+                            job.stop.set()  # a kill stand-in: the others end at a chunk too
+                        for other in futures:
+                            other.cancel()
+                        break  # those running finish (a rerun keeps them) or stop
+        except BaseException as exc:  # the pool itself (no new threads at shutdown)
+            broken.append(exc)
+        finally:
+            finished.set()
+
+    runner = threading.Thread(target=run_pool, name=f"{THREAD_PREFIX}-pool", daemon=True)
+    try:
+        runner.start()
+    except BaseException:
+        job.stop.set()  # Ctrl-C as it started: a segment begun stops at its first check
+        raise
+    try:
+        finished.wait()
+    except BaseException:
+        job.stop.set()  # Ctrl-C, a cancelled task: the running segments end at a chunk
+        finished.wait()
+        raise
+    finally:
+        runner.join()
+    if broken:
+        raise broken[0]
+    return [fut.result() for fut in futures]
+
+
 def _check_assembled(target: Files, container: str, name: str, segments: tuple[Segment, ...],
-                     *, reads: int, delay: float) -> None:
+                     *, reads: int, delay: float, stop: threading.Event) -> None:
     """The target's DLO, as its server assembles it, has the source's size and ETag (the MD5
     of the segment ETags in order); read again while the target's listing catches up."""
     size = sum(s.bytes for s in segments)
@@ -493,8 +599,8 @@ def _check_assembled(target: Files, container: str, name: str, segments: tuple[S
                        usedforsecurity=False).hexdigest()
     got = (0, "")
     for read in range(1, reads + 1):
-        if read > 1 and delay > 0:
-            time.sleep(delay)
+        if read > 1:
+            _pause(delay, stop, "the target's object was being checked")
         head = target.head_object(container, name)
         got = (head.bytes, head.hash.lower())
         if got == (size, etag):
@@ -508,13 +614,20 @@ async def copy_export_async(source: AsyncFiles | Files, location: str, target: A
                             workers: int = DEFAULT_COPY_WORKERS, tries: int = COPY_SEGMENT_TRIES,
                             listing_reads: int = LISTING_READS_MAX,
                             listing_delay: float = DEFAULT_LISTING_DELAY,
-                            progress: Progress | None = None) -> CopyResult:
+                            progress: Progress | None = None,
+                            cancel: threading.Event | None = None) -> CopyResult:
     """``copy_export`` on a worker thread (its own threads stream the segments), so an event
-    loop (a notebook's kernel) stays free; takes an ``AsyncClient``'s ``files`` too."""
+    loop (a notebook's kernel) stays free; takes an ``AsyncClient``'s ``files`` too.
+
+    Cancelling the task stops the copy as ``cancel`` does (the event is set): the task
+    waits, without blocking the loop, until the copy's threads have ended, then the
+    ``CancelledError`` goes on up."""
     def blocking(files: AsyncFiles | Files) -> Files:
         return files._files if isinstance(files, AsyncFiles) else files
 
-    return await asyncio.to_thread(copy_export, blocking(source), location, blocking(target),
-                                   target_location, workers=workers, tries=tries,
-                                   listing_reads=listing_reads, listing_delay=listing_delay,
-                                   progress=progress)
+    stop = cancel if cancel is not None else threading.Event()
+    src, tgt = blocking(source), blocking(target)
+    return await acall(Call(lambda: copy_export(  # type: ignore[no-any-return]
+        src, location, tgt, target_location, workers=workers, tries=tries,
+        listing_reads=listing_reads, listing_delay=listing_delay, progress=progress,
+        cancel=stop), stop=stop))

@@ -10,8 +10,11 @@ An operation is a generator that yields steps and gets their answers back:
 - ``Gather(ops)``: run these operations side by side; the answer is a list, in order, of each
   one's result or the ``ImgToolsError`` it raised (returned, not thrown: the others still
   count);
-- ``Call(fn)``: a blocking call for bulk I/O that has its own threads (a streaming copy);
-  ``run`` calls it, ``arun`` runs it on a worker thread; the answer is its result.
+- ``Call(fn, stop=None)``: a blocking call for bulk I/O that has its own threads (a streaming
+  copy); ``run`` calls it, ``arun`` runs it on a worker thread (``acall``); the answer is its
+  result. ``stop``: an event ``fn`` watches; when ``arun``'s task is cancelled it is set and
+  the thread waited for, so no call outlives its cancelled operation (``run`` needs none:
+  Ctrl-C reaches ``fn`` on the caller's own thread).
 
 ``run`` drives an operation with blocking I/O (``Gather`` on worker threads), ``arun`` with
 awaits (``Gather`` as tasks). Both get the I/O from a ``Sender`` and the time from the clock of
@@ -28,6 +31,7 @@ operation that works on two clients (a transfer: a source and a target) yields f
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -38,7 +42,8 @@ import httpx
 from imgtools import testing
 from imgtools._exceptions import ImgToolsError
 
-__all__ = ["GATHER_WORKERS", "Call", "Gather", "Op", "Send", "Sleep", "Step", "arun", "run", "via"]
+__all__ = ["GATHER_WORKERS", "Call", "Gather", "Op", "Send", "Sleep", "Step", "acall", "arun",
+           "run", "via"]
 
 #: Operations a ``Gather`` runs at once.
 GATHER_WORKERS = 16
@@ -64,6 +69,7 @@ class Gather:
 @dataclass(frozen=True, slots=True)
 class Call:
     fn: Callable[[], Any]
+    stop: threading.Event | None = None  # set to end ``fn`` early (its task was cancelled)
 
 
 Step = Send | Sleep | Gather | Call
@@ -140,11 +146,33 @@ async def arun(op: Op[T], send: AsyncSender, *,
             elif isinstance(step, Gather):
                 value = await _agather(step.ops, send)
             elif isinstance(step, Call):
-                value = await asyncio.to_thread(step.fn)
+                value = await acall(step)
             else:
                 value = await send(step)
         except errors as exc:
             error = exc
+
+
+async def acall(step: Call) -> Any:
+    """``step.fn()`` on a worker thread, awaited. Cancelled, a call with a ``stop`` event
+    sets it and waits (the loop free) for the thread to end before the ``CancelledError``
+    goes on: what it was doing is over when the cancelled task is. A call without one is
+    left to finish on its own."""
+    if step.stop is None:
+        return await asyncio.to_thread(step.fn)
+    work = asyncio.ensure_future(asyncio.to_thread(step.fn))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        step.stop.set()
+        while not work.done():
+            try:
+                await asyncio.wait([work])
+            except asyncio.CancelledError:
+                continue  # cancelled again: the thread still has to end first
+        if not work.cancelled():
+            work.exception()  # its own end (the stop's error) is the cancellation's: retrieved
+        raise
 
 
 async def _asleep(seconds: float, sleep: Callable[[float], Awaitable[None]] | None) -> None:

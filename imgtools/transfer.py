@@ -16,8 +16,10 @@ through ``_ops.via(source or target, op)`` (the driver's sender sends each reque
 client it is addressed to), and a blocking call (the copy, which has its own threads) is an
 ``_ops.Call``. ``Transfer.run`` drives it with ``_ops.run`` over blocking clients,
 ``AsyncTransfer.run`` with ``_ops.arun`` over async ones; both hand every error, Ctrl-C
-included, to the step, which records it. ``transfer_all`` is one operation over many
-transfers, driven the same two ways.
+included, to the step, which records it. A stop reaches the copy too: Ctrl-C on the blocking
+driver's thread, or the async task cancelled (the copy's ``Call`` carries its stop event), ends
+its segments in flight and the step ends only once its threads have. ``transfer_all`` is one
+operation over many transfers, driven the same two ways.
 
 The record (``TransferRecord`` in ``_transfer_store``) is saved as each step starts and ends,
 in the audit log's SQLite file. A resumed transfer starts at the first step not completed;
@@ -31,6 +33,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack, cast
@@ -454,11 +457,14 @@ class _Job:
                     ends[i] = twin
                     made.append(twin)
         source, target = _sync_files(ends[0]), _sync_files(ends[1])
+        # Set when the async driver's task is cancelled (a Stop): the copy's threads end
+        # before the step is recorded failed, so a Resume never races them.
+        stop = threading.Event()
         try:
             result = yield Call(lambda: copy_export(
                 source, rec.export_location or "", target, self.target_location,
                 workers=self.workers, listing_delay=self.listing_delay,
-                progress=self.progress))
+                progress=self.progress, cancel=stop), stop=stop)
         finally:
             for twin in made:
                 _close(twin)
@@ -484,10 +490,12 @@ class _Job:
         # the rest (Range, If-Range on the object's ETag), as downloads do, not failing the
         # step: reading it again from the start is what a resume would do.
         whole = yield Call(lambda: files.head_object(container, name))
-        sink = _Hasher(self.target_location, whole.bytes)
+        # The whole image is read: a Stop (the task cancelled) ends the read at a chunk too.
+        stop = threading.Event()
+        sink = _Hasher(self.target_location, whole.bytes, stop)
         yield Call(lambda: _fetch_segment(files._http, container,
                                            Segment(name, whole.bytes, whole.hash, 0), sink,
-                                           chunk=COPY_CHUNK))
+                                           chunk=COPY_CHUNK), stop=stop)
         size, md5 = sink.written, sink.digest.hexdigest()
         if rec.copy_bytes is not None and size != rec.copy_bytes:
             raise TransferVerifyFailed(f"{self.target_location} assembles to {size} bytes, "
@@ -573,12 +581,14 @@ class _Job:
 class _Hasher:
     """``_fetch_segment``'s sink for the manifest step: hashes and counts, keeps nothing."""
 
-    def __init__(self, location: str, size: int) -> None:
-        self.location = location
+    def __init__(self, location: str, size: int, stop: threading.Event) -> None:
+        self.location, self.stop = location, stop
         self.start, self.end, self.written = 0, size, 0
         self.digest = hashlib.md5(usedforsecurity=False)
 
     def add(self, data: bytes | memoryview) -> None:
+        if self.stop.is_set():  # the step's task was cancelled: read no further
+            raise TransferVerifyFailed(f"reading {self.location} back was stopped")
         self.digest.update(data)
         self.written += len(data)
 

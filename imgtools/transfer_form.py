@@ -7,8 +7,9 @@ segments as they pass (reported from the copy's threads, applied on the loop's t
 
 The form reads the account's images and the catalog's regions when it opens: pick the image
 in the list (or type its id) and the target region (or type it), then Transfer. Stop ends the
-following (the transfer is left failed at the step it was in); Resume continues it from its
-last completed step, as ``client.resume_transfer`` does.
+transfer where it is (left failed at the step it was in; a copy in progress stops too, its
+segments in flight at their next chunk, before the form is free again); Resume continues it
+from its last completed step, as ``client.resume_transfer`` does.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class TransferForm(_Form):
                                      disabled=True, tooltip="pick an image and a region first")
         self.start_button.on_click(lambda _b: self.start())
         self.stop_button = w.Button(description="Stop", icon="stop", disabled=True,
-                                    tooltip="stop following; Resume continues it")
+                                    tooltip="stop the transfer; Resume continues it")
         self.stop_button.on_click(lambda _b: self.stop())
         self.resume_button = w.Button(description="Resume", icon="redo", disabled=True,
                                       tooltip="continue from the last completed step")
@@ -202,8 +203,11 @@ class TransferForm(_Form):
         self._run(lambda: self._resume(wanted))
 
     def stop(self) -> None:
-        """Stop following the transfer: it ends failed at the step it was in, and Resume
-        continues it (a task already started goes on in the service meanwhile)."""
+        """Stop the transfer: it ends failed at the step it was in, and Resume continues it.
+        A copy stops too: its segments in flight end at their next chunk (none is left
+        half-written at the target), and the form's task ends only once the copy's threads
+        have, so a Resume never copies alongside them. A task already started (an export,
+        an import) goes on in the service meanwhile."""
         self.cancel()
 
     async def _transfer(self) -> None:

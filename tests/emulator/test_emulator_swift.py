@@ -290,3 +290,53 @@ def test_a_streamed_body_past_the_object_limit_is_refused_and_leaves_nothing(
             assert not [p for p in (tmp_path / "objects").rglob("*") if p.is_file()]
         finally:
             api.close()
+
+
+@pytest.mark.parametrize("sent", [0, 1000, INTAKE_BATCH + 1000],
+                         ids=["headers only", "part of a batch", "past a batch"])
+def test_a_put_cut_short_of_its_length_stores_nothing(tmp_path: Path, sent: int) -> None:
+    """What a stopped copy relies on: a PUT whose connection closes before its
+    Content-Length arrived is dropped whole (never a short object with a valid ETag), and an
+    object already under that name stays as it was."""
+    import http.client
+    import time
+
+    with start_emulator(config=FAST, data_dir=tmp_path, subprocess=False) as own:
+        api = Api(own)
+        try:
+            name = api.container()
+            kept = f"{api.account}/{name}/kept"
+            assert _put(api, name, "kept", b"whole") == 201
+            files_before = sorted(p for p in (tmp_path / "objects").rglob("*") if p.is_file())
+            route = "/v1/{account}/{container}/{object:path}"
+
+            def answered(status: int | None = None) -> int:
+                return sum(r["count"] for r in own.stats()["requests"]
+                           if r["method"] == "PUT" and r["route"] == route
+                           and status in (None, r["status"]))
+
+            before, stored = answered(), answered(201)
+            length = 2 * INTAKE_BATCH
+            body = hashlib.sha256(b"cut").digest() * (sent // 32 + 1)
+            for path in (f"{api.account}/{name}/cut", kept):
+                conn = http.client.HTTPConnection(own.host, own.port)
+                conn.putrequest("PUT", path)
+                conn.putheader("X-Auth-Token", api.token)
+                conn.putheader("Content-Length", str(length))
+                conn.putheader("ETag", hashlib.md5(b"never sent whole").hexdigest())
+                conn.endheaders()
+                conn.send(body[:sent])
+                conn.close()  # the client goes away mid-body
+            # Counted once the handler has ended (a bound on the wait, not a measure).
+            deadline = time.monotonic() + 60
+            while answered() < before + 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert answered() == before + 2 and answered(201) == stored
+            assert api.get(f"{api.account}/{name}/cut").status_code == 404
+            assert api.get(kept).content == b"whole"
+            listed = api.get(f"{api.account}/{name}", params={"format": "json"}).json()
+            assert [o["name"] for o in listed] == ["kept"]
+            files = sorted(p for p in (tmp_path / "objects").rglob("*") if p.is_file())
+            assert files == files_before  # no partial file left behind
+        finally:
+            api.close()

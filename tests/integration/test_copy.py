@@ -4,12 +4,14 @@ bodies, 503s, expired tokens, a listing that misses an object, and no byte on lo
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import hashlib
 import io
 import json
 import os
 import random
+import signal
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from imgtools._bulk import BulkTransport
 from imgtools._copy import (
     COPY_CHUNK,
     COPY_QUEUE_CHUNKS,
+    CopyCancelled,
     CopyError,
     CopyResult,
     SegmentRejected,
@@ -90,9 +93,16 @@ def _md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def _object_puts(emu: EmulatorHandle) -> int:
+def _object_puts(emu: EmulatorHandle, status: int | None = None) -> int:
+    """Object PUTs the emulator answered (``status``: only those answered with it)."""
     return sum(r["count"] for r in emu.stats()["requests"]
-               if r["method"] == "PUT" and r["route"].count("/") >= 4)
+               if r["method"] == "PUT" and r["route"].count("/") >= 4
+               and status in (None, r["status"]))
+
+
+def _copy_threads() -> list[str]:
+    """The copy's threads still alive (pool workers and segment GETs)."""
+    return [t.name for t in threading.enumerate() if t.name.startswith("imgtools-copy")]
 
 
 @pytest.fixture
@@ -503,3 +513,122 @@ def test_bulk_transport_sends_a_streamed_body_as_it_comes(emu: EmulatorHandle,
         response.raise_for_status()
     assert peak < 8 * 1024 * 1024  # never the whole 48 MiB joined up
     assert response.headers["etag"] == _md5(block * count)
+
+
+# -- stopping ---------------------------------------------------------------------------------
+
+#: Eight segments of three copy chunks each (uneven sizes): a stop lands within a segment.
+STOPPED_SIZES = tuple(2 * COPY_CHUNK + 1000 * n for n in range(1, 9))
+#: Seconds a held copy thread waits for the stop to reach it (a bound, not a measure).
+REACHED = 60.0
+
+
+def _nothing_half_done(emu: EmulatorHandle, location: str, whole: int) -> None:
+    """No manifest at the target; its first ``whole`` segments there, each as the source's
+    (size and MD5), and none other: nothing partial was kept."""
+    container, name = location.split("/")
+    with _storage(emu, AWAY) as http:
+        assert http.head(location).status_code == 404
+    source = _listing(emu, HOME, container, name + "-")
+    assert _listing(emu, AWAY, container, name + "-") == source[:whole]
+    with _storage(emu, AWAY) as http:  # the next one was cut mid-PUT: not stored at all
+        assert http.head(f"{container}/{source[whole][0]}").status_code == 404
+
+
+def _finish(emu: EmulatorHandle, client: imgtools.Client, away: imgtools.Client, location: str,
+            content: bytes, whole: int) -> None:
+    """A rerun copies the rest: byte-identical, the segments already there skipped."""
+    result = _copy(client, location, away)
+    assert (result.skipped, result.copied) == (whole, len(STOPPED_SIZES) - whole)
+    assert result.copied_bytes == sum(STOPPED_SIZES[whole:])
+    assert _assembled(emu, AWAY, location) == content
+    container, name = location.split("/")
+    assert _listing(emu, AWAY, container, name + "-") == _listing(emu, HOME, container,
+                                                                   name + "-")
+
+
+def test_a_stopped_copy_ends_its_threads_writes_no_manifest_and_a_rerun_finishes_it(
+        emu: EmulatorHandle, client: imgtools.Client, away: imgtools.Client) -> None:
+    location, content = _lay_out(emu, sizes=STOPPED_SIZES, seed=15)
+    half = sum(STOPPED_SIZES[:4])
+    stop = threading.Event()
+
+    def progress(done: int, _total: int) -> None:
+        if done > half:  # the fifth segment's first chunk: four are at the target
+            stop.set()
+
+    stored = _object_puts(emu, 201)
+    with pytest.raises(CopyCancelled, match=r"stopped during segment .*-00005"):
+        _copy(client, location, away, workers=1, progress=progress, cancel=stop)
+    assert _copy_threads() == []
+    _nothing_half_done(emu, location, whole=4)
+    assert _object_puts(emu, 201) == stored + 4
+    _finish(emu, client, away, location, content, whole=4)
+
+
+def test_ctrl_c_stops_the_segments_in_flight_and_starts_no_other(
+        emu: EmulatorHandle, client: imgtools.Client, away: imgtools.Client) -> None:
+    """Ctrl-C in the thread waiting for the segments (the main one): the four in flight end
+    at their next chunk, the four waiting never start, and the KeyboardInterrupt goes on up
+    once the copy's threads have ended."""
+    location, content = _lay_out(emu, sizes=STOPPED_SIZES, seed=16)
+    stop = threading.Event()
+    interrupts: list[str] = []
+
+    def ctrl_c(_signum: int, _frame: object) -> None:
+        if not interrupts:  # one Ctrl-C, however many signals it took to land
+            interrupts.append("raised")
+            raise KeyboardInterrupt
+
+    def progress(done: int, _total: int) -> None:
+        # Progress is reported under the copy's tally lock: holding it here holds every
+        # segment before its chunk goes on, until the main thread has seen the Ctrl-C. A
+        # signal landing just before the main thread blocks wakes nothing: sent until taken.
+        main = threading.main_thread().ident or 0
+        while done and not stop.is_set():
+            signal.pthread_kill(main, signal.SIGINT)
+            stop.wait(0.01)
+
+    puts = _object_puts(emu)
+    previous = signal.signal(signal.SIGINT, ctrl_c)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _copy(client, location, away, progress=progress, cancel=stop)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert interrupts == ["raised"] and stop.is_set()  # set by copy_export, on the Ctrl-C
+    assert _copy_threads() == []
+    assert _object_puts(emu) - puts <= 4  # the segments in flight only (cut, not stored)
+    _nothing_half_done(emu, location, whole=0)
+    _finish(emu, client, away, location, content, whole=0)
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_async_copy_ends_its_threads_before_the_task_ends(
+        emu: EmulatorHandle) -> None:
+    location, content = _lay_out(emu, sizes=STOPPED_SIZES, seed=17)
+    loop = asyncio.get_running_loop()
+    stop = threading.Event()
+    running: list[asyncio.Task[CopyResult]] = []
+
+    def progress(done: int, _total: int) -> None:
+        if done and len(running) == 1:
+            running.append(running[0])
+            loop.call_soon_threadsafe(running[0].cancel)
+        if done:
+            stop.wait(REACHED)  # held (as above) until the cancellation has set the event
+
+    options: dict[str, Any] = {"username": "demo", "api_key": "demo-key",
+                               "identity_url": emu.identity_url, "log": False}
+    async with imgtools.AsyncClient(**options) as home, \
+            imgtools.AsyncClient(region=AWAY, **options) as away_async:
+        running.append(asyncio.create_task(copy_export_async(
+            home.files, location, away_async.files, listing_delay=0, progress=progress,
+            cancel=stop)))
+        with pytest.raises(asyncio.CancelledError):
+            await running[0]
+        assert stop.is_set()  # only the task's cancellation sets it
+        assert _copy_threads() == []  # the task ended after the copy's threads
+    _nothing_half_done(emu, location, whole=0)
+    with make_client(emu) as client, make_client(emu, region=AWAY) as away:
+        _finish(emu, client, away, location, content, whole=0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import threading
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ import pytest
 
 import imgtools
 from imgtools import ValidationError
+from imgtools import transfer as transfer_module
 from imgtools.emulator import EmulatorHandle
 from imgtools.transfer import (
     STEPS,
@@ -372,6 +374,75 @@ async def test_a_cancelled_async_transfer_records_the_step_and_resumes(
         created = tasks_created(emu)
         done = await handle.resume()
     assert done.status == "done" and tasks_created(emu) == created + 1  # the import only
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("step", ["copy", "manifest"])
+async def test_a_transfer_cancelled_mid_read_ends_its_threads_first_and_resumes(
+        emu: EmulatorHandle, store: TransferStore, monkeypatch: pytest.MonkeyPatch,
+        step: str) -> None:
+    """Cancelling an ``AsyncTransfer`` while its copy streams segments (or while the
+    manifest step reads the copy back): the blocking call on its worker thread is stopped
+    and has returned before the task ends, so no copy or read goes on behind a resume."""
+    loop = asyncio.get_running_loop()
+    running: list[asyncio.Task[Any]] = []
+    ended: list[str] = []
+    task_ended = threading.Event()
+    real_copy, real_fetch = transfer_module.copy_export, transfer_module._fetch_segment
+
+    def cancel_then_hold(stop: threading.Event | None) -> None:
+        # Held at the first bytes until the cancellation has reached the call (its stop
+        # event set): where the stop lands does not hang on thread timing.
+        if len(running) == 1:
+            running.append(running[0])
+            loop.call_soon_threadsafe(running[0].cancel)
+        # A call given no stop event cannot be stopped: it goes on after the task has ended.
+        (task_ended if stop is None else stop).wait(60)
+
+    def held_copy(*args: Any, progress: Any = None, cancel: threading.Event | None = None,
+                  **options: Any) -> Any:
+        def hold(done: int, total: int) -> None:
+            if done and step == "copy" and len(running) < 3:
+                cancel_then_hold(cancel)
+        try:
+            return real_copy(*args, progress=hold, **options,
+                             **({} if cancel is None else {"cancel": cancel}))
+        finally:
+            ended.append("copy")
+
+    def held_fetch(http: Any, container: str, seg: Any, sink: Any, **options: Any) -> Any:
+        if step == "manifest" and len(running) < 3:
+            cancel_then_hold(getattr(sink, "stop", None))
+        try:
+            return real_fetch(http, container, seg, sink, **options)
+        finally:
+            ended.append("manifest")
+
+    monkeypatch.setattr(transfer_module, "copy_export", held_copy)
+    monkeypatch.setattr(transfer_module, "_fetch_segment", held_fetch)
+    c = await imgtools.connect_async(username="demo", api_key="demo-key",
+                                     identity_url=emu.identity_url, log=False,
+                                     poll=imgtools.PollPolicy.fast())
+    async with c:
+        handle = await c.transfer(WEB, to="DFW", container=fresh_container("s"),
+                                  listing_delay=0, store=store, wait=False)
+        running.append(asyncio.create_task(handle.run()))
+        running[0].add_done_callback(lambda _task: task_ended.set())
+        with pytest.raises(asyncio.CancelledError):
+            await running[0]
+        assert ended and ended[-1] == step  # the stopped call had returned when the task ended
+        assert [t.name for t in threading.enumerate() if t.name.startswith("imgtools-copy")] \
+            == []
+        rec = store.get(handle.id)
+        assert rec is not None and rec.status == "failed"
+        assert rec.error == f"{step}: CancelledError"
+        running.append(running[0])  # no more stops
+        done = await handle.resume()
+        async with c.in_region("DFW") as dfw:
+            image = await dfw.get_image(done.target_image or "")
+    assert done.status == "done" and image.checksum == done.copy_md5
+    if step == "copy":  # held at its first bytes, the stopped copy stored no segment
+        assert done.copy_copied_bytes == done.copy_bytes
 
 
 def _batch_listed(emu: EmulatorHandle, requests: list[httpx.Request]) -> set[str]:

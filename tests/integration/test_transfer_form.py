@@ -6,16 +6,19 @@ transfer, and Stop then Resume finishes a transfer with one export and one impor
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 import imgtools
+from imgtools import transfer as transfer_module
 from imgtools.emulator import EmulatorHandle, start_emulator
 from imgtools.testing import FakeClock, use_clock
 from imgtools.transfer import STEPS, TransferStore
 from imgtools.transfer_form import COPY_REFRESH, TransferForm
-from tests.client_support import DB, FAST, SMALL, WINDOWS, make_client, tasks_created
+from tests.client_support import DB, FAST, SMALL, WEB, WINDOWS, make_client, tasks_created
 
 #: Seconds the held emulator keeps every task pending: it starts when the test moves the
 #: emulator's clock on, so the test acts while a task waits, with no race.
@@ -212,3 +215,78 @@ def test_the_copy_is_redrawn_at_a_bounded_pace(emu: EmulatorHandle) -> None:
         form._on_copy(total, total)  # the end: drawn even within COPY_REFRESH
         assert drawn == [1.0, float(total - 1), float(total)]
         assert "MiB/s" in form.copy_line.value
+
+
+def _stored_puts(emu: EmulatorHandle) -> int:
+    """Object PUTs the emulator stored (201): segments and manifests."""
+    return sum(r["count"] for r in emu.stats()["requests"]
+               if r["method"] == "PUT" and r["route"].count("/") >= 4 and r["status"] == 201)
+
+
+def test_stop_during_the_copy_ends_it_before_resume_copies_every_segment_once(
+        emu: EmulatorHandle, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stop clicked while segments are in flight: the copy's threads have ended when the
+    form's task has (none goes on copying behind the Resume), the step is failed, and the
+    Resume stores each segment exactly once, then the manifest."""
+    client, form = _form(emu, WEB)  # four segments
+    real_copy = transfer_module.copy_export
+    copies: list[threading.Event | None] = []
+    loop: list[asyncio.AbstractEventLoop] = []
+    idle = threading.Event()
+    form.observe(lambda change: change["new"] or idle.set(), names="busy")
+
+    def held_copy(*args: Any, progress: Any = None, cancel: threading.Event | None = None,
+                  **options: Any) -> Any:
+        # The real copy; the first one's progress is held at its first bytes until the Stop
+        # has reached it (its event set): where the stop lands does not hang on thread timing.
+        first = not copies
+        copies.append(cancel)
+        clicked = threading.Event()
+
+        def hold(done: int, total: int) -> None:
+            if progress is not None:
+                progress(done, total)
+            if first and done:
+                if not clicked.is_set():
+                    clicked.set()
+                    loop[0].call_soon_threadsafe(form.stop_button.click)
+                # A copy given no stop event cannot be stopped: it goes on after the form.
+                (idle if cancel is None else cancel).wait(REACHED)
+
+        return real_copy(*args, progress=hold, **options,
+                         **({} if cancel is None else {"cancel": cancel}))
+
+    monkeypatch.setattr(transfer_module, "copy_export", held_copy)
+    threads: list[str] = []
+    stored: list[int] = [_stored_puts(emu)]
+
+    async def scenario() -> None:
+        loop.append(asyncio.get_running_loop())
+        form.start_button.click()
+        await form.settled()
+        threads.extend(t.name for t in threading.enumerate()
+                       if t.name.startswith("imgtools-copy"))
+        stored.append(_stored_puts(emu))
+        assert form.status == "failed" and form.error == form.stopped_message
+        assert form.step_states["copy"] == "failed" and not form.resume_button.disabled
+        form.resume_button.click()
+        await form.settled()
+        stored.append(_stored_puts(emu))
+        await form.aclose()
+
+    with client:
+        asyncio.run(scenario())
+        rec = TransferStore(client.log.path).get(form.transfer_id)  # type: ignore[union-attr]
+    assert threads == []  # the stopped copy had ended with the form's task
+    assert len(copies) == 2 and copies[0] is not None and copies[0].is_set()
+    assert form.error == "" and form.status == "done", (form.error, form.step_states)
+    assert rec is not None and rec.copy_segments is not None and rec.copy_segments > 1
+    runs = [s for s in TransferStore(client.log.path).steps(rec.id)  # type: ignore[union-attr]
+            if s.step == "copy"]
+    assert [s.outcome for s in runs] == ["failed", "done"]
+    assert runs[0].detail == "CancelledError"
+    # Held at its first bytes, the stopped copy stored nothing; the resume each segment once.
+    assert stored[1] == stored[0]
+    assert runs[1].detail is not None and "0 already there" in runs[1].detail
+    assert stored[2] - stored[1] == rec.copy_segments + 1  # and the manifest
+    assert rec.copy_copied_bytes == rec.copy_bytes

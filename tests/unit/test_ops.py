@@ -114,6 +114,61 @@ def test_errors_outside_the_drivers_set_pass_through(kind: str) -> None:
     assert seen == ["inside"]  # the op saw it, could record it, and re-raised
 
 
+def test_a_cancelled_call_with_a_stop_event_ends_its_thread_before_the_task_does() -> None:
+    """Cancelling ``arun``'s task sets the call's ``stop`` and waits for the thread; the
+    operation sees the ``CancelledError`` only once the call has returned, so nothing of the
+    call outlives the task."""
+    stop = threading.Event()
+    started, events = threading.Event(), []
+
+    def blocking() -> str:
+        started.set()
+        assert stop.wait(60), "never stopped"
+        events.append("call ended")
+        return "stopped early"
+
+    def op() -> Op[None]:
+        try:
+            yield Call(blocking, stop=stop)
+        except asyncio.CancelledError:
+            events.append("op saw the cancellation")
+            raise
+
+    async def scenario() -> None:
+        task = asyncio.create_task(arun(op(), Ends().asend, errors=(BaseException,)))
+        await asyncio.to_thread(started.wait, 60)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert stop.is_set()
+    assert events == ["call ended", "op saw the cancellation"]
+
+
+def test_a_cancelled_call_without_a_stop_event_is_left_to_finish() -> None:
+    release, ended = threading.Event(), threading.Event()
+
+    def blocking() -> None:
+        release.wait(60)
+        ended.set()
+
+    def op() -> Op[None]:
+        yield Call(blocking)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(arun(op(), Ends().asend))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not ended.is_set()  # the task ended first: nothing could stop the call
+        release.set()
+
+    asyncio.run(scenario())
+    assert ended.wait(60)
+
+
 @KINDS
 def test_a_sleep_interrupted_is_thrown_into_the_operation_when_asked(kind: str) -> None:
     def op() -> Op[str]:
