@@ -18,11 +18,13 @@ LISTING_LIMIT = 10000
 #: Bytes written between two advices to drop what is already on disk from the page cache.
 #: Swift's object server also drops what it has written as it goes (``drop_buffer_cache``
 #: after each ``mb_per_sync``), so that large uploads do not push everything else out of
-#: memory. Here it also saves CPU: on this VM, filling pages the kernel has not used lately
+#: memory. It can also save CPU: on this VM, filling pages the kernel has not used lately
 #: cost about 2.5 CPU-s per GiB written, against 0.6 when it recycles pages it has just
-#: written back; the object writes' share of the emulator's CPU on a 1 GiB PUT load went from
-#: 34% to 5% (``perf`` of the ceiling row of ``benchmarks/transfer.py``). Objects smaller
-#: than this are never advised, as Swift keeps small ones cached (``keep_cache_size``).
+#: written back. Under ``perf``, three 1 GiB PUT loads into new containers (none deleted) spent
+#: 34% of the emulator's CPU copying into the page cache before, 5% after; where objects are
+#: deleted as fast as they come (``benchmarks/transfer.py`` clears each round's copy) the
+#: kernel recycles their pages anyway and the CPU is the same. Objects smaller than this are
+#: never advised, as Swift keeps small ones cached (``keep_cache_size``).
 DROP_CACHE_EVERY = 8 * 1024 * 1024
 #: How far back each advice reaches: pages still dirty at one advice are written back soon
 #: after (the advice starts that) and dropped by one of the next.
