@@ -11,11 +11,13 @@ import random
 import uuid
 from dataclasses import dataclass
 
+from imgtools.emulator.config import EmulatorConfig
 from imgtools.emulator.state import EmulatorState
 from imgtools.emulator.store import ImageRow, TaskRow
 from imgtools.emulator.vhd import FOOTER_SIZE, VHD_EPOCH, seeded_fill, vhd_pieces
 
-__all__ = ["BASE_IMAGES_OWNER", "IMAGE_SPECS", "image_id_for", "seed_images", "seed_tasks"]
+__all__ = ["BASE_IMAGES_OWNER", "IMAGE_SPECS", "image_id_for", "seed_images", "seed_tasks",
+           "seeded_image_bytes"]
 
 NAMESPACE = uuid.UUID("6f1c2c64-8c1e-4a43-9b7e-4f1d0e6a5b10")
 #: The tenant owning Rackspace's public base images (from the API docs' example).
@@ -107,6 +109,15 @@ def _write_image(state: EmulatorState, region: str, owner: str, spec: ImageSpec,
         image_id, owner, name, spec.status, visibility, size,
         md5.hexdigest(), created, created + 3600.0, props, list(spec.tags),
         image_id))
+
+
+def seeded_image_bytes(config: EmulatorConfig) -> int:
+    """About how many image bytes a first start writes (every seeded region at full size):
+    what its start-up time grows with when ``image_size`` is large."""
+    regions = len(config.regions) if config.seed_all_regions else 1
+    factors = (sum(s.factor for s in BASE_SPECS)
+               + len({u.tenant_id for u in config.users}) * sum(s.factor for s in IMAGE_SPECS))
+    return int(regions * factors * config.image_size)
 
 
 def seed_images(state: EmulatorState, region: str | None = None) -> None:

@@ -25,11 +25,15 @@ from types import TracebackType
 from typing import Any
 
 from imgtools.emulator.config import EmulatorConfig
+from imgtools.emulator.seed import seeded_image_bytes
 
 __all__ = ["EmulatorHandle", "start_emulator"]
 
-#: Seconds to wait for a started emulator to answer.
+#: Seconds to wait for a started emulator to answer (more when it has much to seed).
 READY_TIMEOUT = 30.0
+#: The slowest seeding of image bytes allowed for, in bytes per second (a fifth of this
+#: machine's speed: a loaded CI machine must not fail a start that is merely slow).
+SEEDING_BYTES_PER_S = 20 * 1024 * 1024
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -282,9 +286,11 @@ class EmulatorHandle:
         self._thread.start()
 
     def _wait_ready(self) -> None:
-        # Seeding history happens before the first answer: allow for it (~10k tasks/s).
+        # Seeding history and images happens before the first answer: allow for it (~10k
+        # tasks/s; image bytes are generated, hashed and written at about 100 MiB/s here).
         histories = len(self.config.regions) * len({u.tenant_id for u in self.config.users})
-        timeout = READY_TIMEOUT + self.config.seed_tasks * histories / 2000
+        timeout = (READY_TIMEOUT + self.config.seed_tasks * histories / 2000
+                   + seeded_image_bytes(self.config) / SEEDING_BYTES_PER_S)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:

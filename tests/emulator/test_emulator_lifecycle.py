@@ -13,6 +13,8 @@ import pytest
 
 from imgtools.emulator import EmulatorHandle, start_emulator
 from imgtools.emulator.__main__ import build_parser, config_from
+from imgtools.emulator.config import EmulatorConfig
+from imgtools.emulator.seed import seeded_image_bytes
 from tests.emulator.helpers import Api, KiB, fast
 
 
@@ -371,3 +373,18 @@ def test_a_background_emulator_ends_with_its_parent(tmp_path: Path) -> None:
         raise AssertionError("the emulator outlived its parent by 30 s")
     with pytest.raises(httpx.ConnectError):
         httpx.get(url + "/versions")
+
+
+@pytest.mark.parametrize("all_regions", [True, False])
+def test_the_start_up_allowance_covers_the_images_seeded(tmp_path: Path,
+                                                         all_regions: bool) -> None:
+    # The ready timeout grows with seeded_image_bytes: it must not be short of what a first
+    # start really writes (a 1 GiB image_size seeds about 6 GiB and once timed out at 30 s).
+    config = EmulatorConfig(image_size=1024 * KiB, seed_all_regions=all_regions, seed_tasks=0)
+    with start_emulator(config=config, data_dir=tmp_path, subprocess=False):
+        written = sum(f.stat().st_size for f in tmp_path.rglob("*")
+                      if f.is_file() and f.parent.name == "images")
+    estimate = seeded_image_bytes(config)
+    assert written > 0
+    # An upper bound (the other regions' images are up to a third smaller), never far off.
+    assert 0.75 * estimate <= written <= estimate
