@@ -39,6 +39,7 @@ from imgtools._exceptions import (
 )
 from imgtools._http import raise_for_status
 from imgtools._models import Task, TaskStatus
+from imgtools._ops import Call, acall
 from imgtools._transport import READ_BODY_EXTENSION
 
 __all__ = [
@@ -67,6 +68,8 @@ SEGMENT_STALLS = 3
 #: Seconds before the first try after one that brought nothing; doubles, up to the maximum.
 STALL_BACKOFF = 0.5
 STALL_BACKOFF_MAX = 8.0
+#: Names of ``verify_export``'s threads, as ``threading`` lists them.
+VERIFY_THREADS = "imgtools-verify"
 #: Swift's largest listing page (names per request).
 SWIFT_LISTING_LIMIT = 10_000
 
@@ -332,7 +335,16 @@ class Files:
         image size, when known); each segment, downloaded, must hash to its listed MD5
         (``DEFAULT_DOWNLOAD_WORKERS`` segments at a time). A connection that breaks
         mid-segment is asked again from where it stopped, as in ``download_export``.
+        Ctrl-C (or any error) ends the segments being read at their next chunk.
         """
+        return self._verify_export(location, expected_bytes=expected_bytes, progress=progress,
+                                   stop=threading.Event())
+
+    def _verify_export(self, location: str, *, expected_bytes: int | None,
+                       progress: Progress | None, stop: threading.Event) -> ExportReport:
+        """``verify_export``, which raises ``_Stopped`` once ``stop`` is set (by the caller: a
+        transfer step whose task was cancelled) and sets it on its own failure or Ctrl-C, so
+        no thread goes on reading a segment (of up to 1000 MiB) for a caller that is gone."""
         problems: list[str] = []
         try:
             manifest, segments = self.export_segments(location)
@@ -354,7 +366,8 @@ class Files:
         tally = _Tally(total, progress)
 
         def check(seg: Segment) -> str | None:
-            hasher = _SegmentHasher(seg, tally)
+            hasher = _SegmentHasher(seg, tally, stop)
+            hasher.check()  # stopped before this one began: it never starts
             try:
                 _fetch_segment(self._http, seg_container, seg, hasher)
             except NotFound:
@@ -367,8 +380,15 @@ class Files:
             return None
 
         # Each segment has its own MD5: as many at once as a download takes, one core each.
-        with ThreadPoolExecutor(max_workers=DEFAULT_DOWNLOAD_WORKERS) as pool:
+        pool = ThreadPoolExecutor(max_workers=DEFAULT_DOWNLOAD_WORKERS,
+                                  thread_name_prefix=VERIFY_THREADS)
+        try:
             problems.extend(p for p in pool.map(check, segments) if p)
+        except BaseException:
+            stop.set()  # the others end at their next chunk; none not begun starts
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         return ExportReport(location, manifest, segments, total, expected_bytes, tuple(problems))
 
     def download_export(self, location: str, dest: str | os.PathLike[str], *,
@@ -455,8 +475,12 @@ class AsyncFiles:
 
     async def verify_export(self, location: str, *, expected_bytes: int | None = None,
                             progress: Progress | None = None) -> ExportReport:
-        return await asyncio.to_thread(self._files.verify_export, location,
-                                       expected_bytes=expected_bytes, progress=progress)
+        # Cancelled, it stops the reading thread and waits for it (no read goes on unseen).
+        stop = threading.Event()
+        report: ExportReport = await acall(Call(
+            lambda: self._files._verify_export(location, expected_bytes=expected_bytes,
+                                               progress=progress, stop=stop), stop=stop))
+        return report
 
     async def download_export(self, location: str, dest: str | os.PathLike[str], *,
                               expected_bytes: int | None = None, resume: bool = True,
@@ -591,16 +615,27 @@ class _Tally:
                 self.progress(self.done, self.total)
 
 
-class _SegmentHasher:
-    """``verify_export``'s sink: hashes and counts, reports progress, keeps nothing."""
+class _Stopped(Exception):
+    """A verification's ``stop`` was set: its reads end (not an ``ImgToolsError``: it only
+    reaches a caller that set the stop, never a user)."""
 
-    def __init__(self, seg: Segment, tally: _Tally) -> None:
+
+class _SegmentHasher:
+    """``verify_export``'s sink: hashes and counts, reports progress, keeps nothing; ends
+    with ``_Stopped`` at the next chunk once ``stop`` is set."""
+
+    def __init__(self, seg: Segment, tally: _Tally, stop: threading.Event) -> None:
         self.start, self.end = 0, seg.bytes
-        self.tally = tally
+        self.seg, self.tally, self.stop = seg, tally, stop
         self.written = 0
         self.digest = hashlib.md5(usedforsecurity=False)
 
+    def check(self) -> None:
+        if self.stop.is_set():
+            raise _Stopped(f"the verification was stopped at segment {self.seg.name}")
+
     def add(self, data: bytes | memoryview) -> None:
+        self.check()
         self.digest.update(data)
         self.written += len(data)
         self.tally.add(len(data))

@@ -407,7 +407,9 @@ class _Job:
             status, _ = yield from via(src, _op_head(src, rec.source_container,
                                                      self.export_object))
             if status != 404:
-                report = yield Call(lambda: _sync_files(src).verify_export(location))
+                stop = threading.Event()  # set if the step's task is cancelled meanwhile
+                report = yield Call(lambda: _sync_files(src)._verify_export(
+                    location, expected_bytes=None, progress=None, stop=stop), stop=stop)
                 if not report.ok:
                     raise TransferRefused(
                         f"{location} exists but is not a complete export "

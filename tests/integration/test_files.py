@@ -3,6 +3,7 @@ including a corrupted segment, a missing segment and an interrupted download."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import json
@@ -27,6 +28,9 @@ from imgtools import (
 from imgtools import _files as files_module
 from imgtools.emulator import EmulatorHandle, start_emulator
 from tests.client_support import DB, FAST, WEB, WINDOWS, Recorder, fresh_container, make_client
+
+#: Seconds a held reading thread waits for the cancellation (a bound, not a measure).
+REACHED = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +117,71 @@ def test_verify_export_ok(client: imgtools.Client) -> None:
     # By task id too, and by an ExportTask handle.
     assert client.verify_export(task.id).ok
     assert client.verify_export(client.resume(task.id)).ok
+
+
+def _verify_threads() -> list[str]:
+    return [t.name for t in threading.enumerate()
+            if t.name.startswith(files_module.VERIFY_THREADS)]
+
+
+def test_a_stopped_verification_reads_no_further(client: imgtools.Client) -> None:
+    task = _export(client)
+    location = task.export_location
+    assert location is not None
+    segments = client.files.export_segments(location)[1]
+    assert len(segments) > 2  # more than the workers: some are still to begin at the stop
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def progress(done: int, _total: int) -> None:
+        seen.append(done)
+        stop.set()  # at the first bytes: every read after this one ends, none begins
+
+    with pytest.raises(files_module._Stopped):
+        client.files._verify_export(location, expected_bytes=None, progress=progress,
+                                    stop=stop)
+    assert _verify_threads() == []
+    # At most the segments begun before the stop were counted, never all of them.
+    assert 0 < max(seen) <= files_module.DEFAULT_DOWNLOAD_WORKERS * max(s.bytes for s in segments)
+    assert max(seen) < sum(s.bytes for s in segments)
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_async_verification_ends_its_threads_first(
+        emu: EmulatorHandle, client: imgtools.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    location = _export(client).export_location
+    assert location is not None
+    loop = asyncio.get_running_loop()
+    stops: list[threading.Event] = []  # the verification's own stop, as its hashers get it
+    hasher_init = files_module._SegmentHasher.__init__
+
+    def init(self: Any, seg: Any, tally: Any, stop: threading.Event) -> None:
+        stops.append(stop)
+        hasher_init(self, seg, tally, stop)
+
+    monkeypatch.setattr(files_module._SegmentHasher, "__init__", init)
+    running: list[asyncio.Task[Any]] = []
+    readers: set[threading.Thread] = set()
+
+    def progress(done: int, _total: int) -> None:
+        readers.add(threading.current_thread())
+        if len(running) == 1:
+            running.append(running[0])
+            loop.call_soon_threadsafe(running[0].cancel)
+        # Held until the cancellation has reached the verification (so it cannot finish
+        # first, whatever the machine's speed): then no read goes on.
+        assert stops[0].wait(REACHED)
+
+    options: dict[str, Any] = {"username": "demo", "api_key": "demo-key",
+                               "identity_url": emu.identity_url, "log": False}
+    async with imgtools.AsyncClient(**options) as aclient:
+        running.append(asyncio.create_task(aclient.files.verify_export(location,
+                                                                       progress=progress)))
+        with pytest.raises(asyncio.CancelledError):
+            await running[0]
+        # The task ended after every thread that read for it.
+        assert readers and not any(t.is_alive() for t in readers)
+        assert _verify_threads() == []
 
 
 def test_verify_export_refuses_unfinished_and_failed_tasks(client: imgtools.Client) -> None:
