@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import itertools
+import threading
 from typing import Any
 
 import httpx
@@ -43,6 +44,12 @@ _names = itertools.count()
 def fresh_container(prefix: str = "c") -> str:
     """A container name no other test uses."""
     return f"{prefix}-{next(_names)}"
+
+
+def live_threads(prefix: str) -> list[str]:
+    """The names of the threads alive now whose name starts with ``prefix`` (the copy's
+    ``THREAD_PREFIX``, ``verify_export``'s ``VERIFY_THREADS``)."""
+    return [t.name for t in threading.enumerate() if t.name.startswith(prefix)]
 
 
 class Recorder(httpx.BaseTransport):

@@ -28,6 +28,7 @@ from imgtools._bulk import BulkTransport
 from imgtools._copy import (
     COPY_CHUNK,
     COPY_QUEUE_CHUNKS,
+    THREAD_PREFIX,
     CopyCancelled,
     CopyError,
     CopyResult,
@@ -36,7 +37,7 @@ from imgtools._copy import (
     copy_export_async,
 )
 from imgtools.emulator import EmulatorHandle
-from tests.client_support import WEB, fresh_container, make_client
+from tests.client_support import WEB, fresh_container, live_threads, make_client
 
 
 @pytest.fixture(scope="module")
@@ -98,11 +99,6 @@ def _object_puts(emu: EmulatorHandle, status: int | None = None) -> int:
     return sum(r["count"] for r in emu.stats()["requests"]
                if r["method"] == "PUT" and r["route"].count("/") >= 4
                and status in (None, r["status"]))
-
-
-def _copy_threads() -> list[str]:
-    """The copy's threads still alive (pool workers and segment GETs)."""
-    return [t.name for t in threading.enumerate() if t.name.startswith("imgtools-copy")]
 
 
 @pytest.fixture
@@ -560,7 +556,7 @@ def test_a_stopped_copy_ends_its_threads_writes_no_manifest_and_a_rerun_finishes
     stored = _object_puts(emu, 201)
     with pytest.raises(CopyCancelled, match=r"stopped during segment .*-00005"):
         _copy(client, location, away, workers=1, progress=progress, cancel=stop)
-    assert _copy_threads() == []
+    assert live_threads(THREAD_PREFIX) == []
     _nothing_half_done(emu, location, whole=4)
     assert _object_puts(emu, 201) == stored + 4
     _finish(emu, client, away, location, content, whole=4)
@@ -597,7 +593,7 @@ def test_ctrl_c_stops_the_segments_in_flight_and_starts_no_other(
     finally:
         signal.signal(signal.SIGINT, previous)
     assert interrupts == ["raised"] and stop.is_set()  # set by copy_export, on the Ctrl-C
-    assert _copy_threads() == []
+    assert live_threads(THREAD_PREFIX) == []
     assert _object_puts(emu) - puts <= 4  # the segments in flight only (cut, not stored)
     _nothing_half_done(emu, location, whole=0)
     _finish(emu, client, away, location, content, whole=0)
@@ -628,7 +624,7 @@ async def test_a_cancelled_async_copy_ends_its_threads_before_the_task_ends(
         with pytest.raises(asyncio.CancelledError):
             await running[0]
         assert stop.is_set()  # only the task's cancellation sets it
-        assert _copy_threads() == []  # the task ended after the copy's threads
+        assert live_threads(THREAD_PREFIX) == []  # the task ended after the copy's threads
     _nothing_half_done(emu, location, whole=0)
     with make_client(emu) as client, make_client(emu, region=AWAY) as away:
         _finish(emu, client, away, location, content, whole=0)

@@ -27,7 +27,16 @@ from imgtools import (
 )
 from imgtools import _files as files_module
 from imgtools.emulator import EmulatorHandle, start_emulator
-from tests.client_support import DB, FAST, WEB, WINDOWS, Recorder, fresh_container, make_client
+from tests.client_support import (
+    DB,
+    FAST,
+    WEB,
+    WINDOWS,
+    Recorder,
+    fresh_container,
+    live_threads,
+    make_client,
+)
 
 #: Seconds a held reading thread waits for the cancellation (a bound, not a measure).
 REACHED = 60.0
@@ -119,11 +128,6 @@ def test_verify_export_ok(client: imgtools.Client) -> None:
     assert client.verify_export(client.resume(task.id)).ok
 
 
-def _verify_threads() -> list[str]:
-    return [t.name for t in threading.enumerate()
-            if t.name.startswith(files_module.VERIFY_THREADS)]
-
-
 def test_a_stopped_verification_reads_no_further(client: imgtools.Client) -> None:
     task = _export(client)
     location = task.export_location
@@ -140,7 +144,7 @@ def test_a_stopped_verification_reads_no_further(client: imgtools.Client) -> Non
     with pytest.raises(files_module._Stopped):
         client.files._verify_export(location, expected_bytes=None, progress=progress,
                                     stop=stop)
-    assert _verify_threads() == []
+    assert live_threads(files_module.VERIFY_THREADS) == []
     # At most the segments begun before the stop were counted, never all of them.
     assert 0 < max(seen) <= files_module.DEFAULT_DOWNLOAD_WORKERS * max(s.bytes for s in segments)
     assert max(seen) < sum(s.bytes for s in segments)
@@ -181,7 +185,7 @@ async def test_a_cancelled_async_verification_ends_its_threads_first(
             await running[0]
         # The task ended after every thread that read for it.
         assert readers and not any(t.is_alive() for t in readers)
-        assert _verify_threads() == []
+        assert live_threads(files_module.VERIFY_THREADS) == []
 
 
 def test_verify_export_refuses_unfinished_and_failed_tasks(client: imgtools.Client) -> None:

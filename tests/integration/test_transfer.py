@@ -17,6 +17,7 @@ import pytest
 import imgtools
 from imgtools import ValidationError
 from imgtools import transfer as transfer_module
+from imgtools._copy import THREAD_PREFIX
 from imgtools.emulator import EmulatorHandle
 from imgtools.transfer import (
     STEPS,
@@ -36,6 +37,7 @@ from tests.client_support import (
     AsyncRecorder,
     Recorder,
     fresh_container,
+    live_threads,
     make_client,
     tasks_created,
 )
@@ -431,8 +433,7 @@ async def test_a_transfer_cancelled_mid_read_ends_its_threads_first_and_resumes(
         with pytest.raises(asyncio.CancelledError):
             await running[0]
         assert ended and ended[-1] == step  # the stopped call had returned when the task ended
-        assert [t.name for t in threading.enumerate() if t.name.startswith("imgtools-copy")] \
-            == []
+        assert live_threads(THREAD_PREFIX) == []
         rec = store.get(handle.id)
         assert rec is not None and rec.status == "failed"
         assert rec.error == f"{step}: CancelledError"

@@ -14,11 +14,21 @@ import pytest
 
 import imgtools
 from imgtools import transfer as transfer_module
+from imgtools._copy import THREAD_PREFIX
 from imgtools.emulator import EmulatorHandle, start_emulator
 from imgtools.testing import FakeClock, use_clock
 from imgtools.transfer import STEPS, TransferStore
 from imgtools.transfer_form import COPY_REFRESH, TransferForm
-from tests.client_support import DB, FAST, SMALL, WEB, WINDOWS, make_client, tasks_created
+from tests.client_support import (
+    DB,
+    FAST,
+    SMALL,
+    WEB,
+    WINDOWS,
+    live_threads,
+    make_client,
+    tasks_created,
+)
 
 #: Seconds the held emulator keeps every task pending: it starts when the test moves the
 #: emulator's clock on, so the test acts while a task waits, with no race.
@@ -264,8 +274,7 @@ def test_stop_during_the_copy_ends_it_before_resume_copies_every_segment_once(
         loop.append(asyncio.get_running_loop())
         form.start_button.click()
         await form.settled()
-        threads.extend(t.name for t in threading.enumerate()
-                       if t.name.startswith("imgtools-copy"))
+        threads.extend(live_threads(THREAD_PREFIX))
         stored.append(_stored_puts(emu))
         assert form.status == "failed" and form.error == form.stopped_message
         assert form.step_states["copy"] == "failed" and not form.resume_button.disabled
