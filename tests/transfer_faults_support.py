@@ -377,19 +377,25 @@ def _task_status(emu: EmulatorHandle, region: str, task_id: str) -> str:
     return "unknown"
 
 
+def _listed_ids(http: httpx.Client, url: str, key: str) -> list[str]:
+    """The ids of every item of a paged Cloud Images listing (``key``: its list), page by page
+    through ``next``."""
+    ids: list[str] = []
+    page_url: str | None = url
+    while page_url:
+        response = http.get(page_url)
+        response.raise_for_status()
+        page = response.json()
+        ids += [item["id"] for item in page[key]]
+        page_url = page.get("next", "").removeprefix("/v2/") or None
+    return ids
+
+
 def _service_tasks(emu: EmulatorHandle, region: str) -> list[dict[str, Any]]:
     """Every task of the demo tenant in ``region``, each with its input."""
     out: list[dict[str, Any]] = []
     with _region(emu, region) as http:
-        url: str | None = "tasks?limit=1000"
-        ids: list[str] = []
-        while url:
-            response = http.get(url)
-            response.raise_for_status()
-            page = response.json()
-            ids += [t["id"] for t in page["tasks"]]
-            url = page.get("next", "").removeprefix("/v2/") or None
-        for task_id in ids:
+        for task_id in _listed_ids(http, "tasks?limit=1000", "tasks"):
             response = http.get(f"tasks/{task_id}")
             response.raise_for_status()
             out.append(response.json())
@@ -424,16 +430,8 @@ def _objects(emu: EmulatorHandle, log_path: Path, store: TransferStore) -> dict[
 
 def _images(emu: EmulatorHandle, region: str) -> list[str]:
     """The ids of the demo tenant's own images in ``region``."""
-    ids: list[str] = []
     with _region(emu, region) as http:
-        url: str | None = f"images?owner={emu.tenant_of()}&limit=1000"
-        while url:
-            response = http.get(url)
-            response.raise_for_status()
-            page = response.json()
-            ids += [i["id"] for i in page["images"]]
-            url = page.get("next", "").removeprefix("/v2/") or None
-    return ids
+        return _listed_ids(http, f"images?owner={emu.tenant_of()}&limit=1000", "images")
 
 
 def _seeded(emu: EmulatorHandle, region: str) -> set[str]:
